@@ -1,0 +1,61 @@
+# Set-up and the main jobs. Every target creates .venv when missing, installs the pinned
+# requirements, builds the extension (C++ always, CUDA wherever nvcc is), then runs.
+# Re-running is fast: each step is redone only when its inputs changed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BUILD := build
+# torch guesses CUDA_HOME from nvcc on PATH, which may be a wrapper; point it at the toolkit.
+ifeq ($(CUDA_HOME),)
+ifneq ($(wildcard /usr/local/cuda/bin/nvcc),)
+export CUDA_HOME := /usr/local/cuda
+endif
+endif
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h')
+CPP_TESTS := $(wildcard tests/cpp/*)
+
+.PHONY: demo test bench ctest data clean help
+
+help:
+	@echo "make demo   the main job, on the embedded default data"
+	@echo "make test   the test suite: C++ (ctest), Python (pytest), benchmarks once without timing"
+	@echo "make bench  the benchmarks, timed; writes bench/results/"
+
+$(VENV)/.deps: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	@touch $@
+
+$(VENV)/.built: $(VENV)/.deps $(SOURCES)
+	$(PY) -m pip install -q --no-build-isolation -e .
+	@$(PY) -m branchy_engine.build_info
+	@touch $@
+
+$(BUILD)/.ctest-built: CMakeLists.txt $(SOURCES) $(CPP_TESTS)
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release > /dev/null
+	cmake --build $(BUILD) -j 2
+	@touch $@
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist.
+data:
+	@test -d $(FASHION_MNIST) || { echo "Installing dataset-fashion-mnist (Debian)"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q dataset-fashion-mnist > /dev/null; \
+	  else sudo apt-get install -y -q dataset-fashion-mnist > /dev/null; fi; }
+
+ctest: $(BUILD)/.ctest-built
+	ctest --test-dir $(BUILD) --output-on-failure
+
+test: $(VENV)/.built ctest data
+	$(PY) -m pytest tests/ -q
+	$(PY) -m pytest bench/ -q --benchmark-disable
+
+bench: $(VENV)/.built data
+	$(VENV)/bin/branchy bench
+
+demo: $(VENV)/.built data
+	$(VENV)/bin/branchy demo
+
+clean:
+	rm -rf $(BUILD) branchy_engine/*.so *.egg-info $(VENV)/.built

@@ -1,0 +1,263 @@
+#include "exit_decision.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define BRANCHY_HAVE_AVX2_PATH 1
+#include <immintrin.h>
+#else
+#define BRANCHY_HAVE_AVX2_PATH 0
+#endif
+
+namespace branchy {
+namespace {
+
+// Storage tags for the 16-bit types, so the row kernels can be templates over the input type.
+struct Half { uint16_t bits; };
+struct BFloat16 { uint16_t bits; };
+
+inline float to_float(float x) { return x; }
+
+inline float to_float(BFloat16 x) {
+  const uint32_t u = static_cast<uint32_t>(x.bits) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+inline float to_float(Half x) {
+  const uint32_t sign = static_cast<uint32_t>(x.bits & 0x8000u) << 16;
+  const uint32_t exponent = (x.bits >> 10) & 0x1fu;
+  const uint32_t mantissa = x.bits & 0x3ffu;
+  uint32_t u;
+  if (exponent == 0) {
+    // Zero or subnormal: mantissa * 2^-24, exact in fp32.
+    float f = static_cast<float>(mantissa) * 5.9604644775390625e-8f;
+    return sign ? -f : f;
+  } else if (exponent == 31) {
+    u = sign | 0x7f800000u | (mantissa << 13);
+  } else {
+    u = sign | ((exponent + 112u) << 23) | (mantissa << 13);
+  }
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+template <class T>
+Decision decide_row_portable(const T* row, int64_t classes, Criterion criterion, float threshold) {
+  // Summing in chunks and merging the chunks' states keeps fp32 rounding error from growing
+  // with the row length (a single running sum loses about 1e-4 relative at 32000 classes).
+  constexpr int64_t kChunk = 256;
+  RowState st;
+  for (int64_t begin = 0; begin < classes; begin += kChunk) {
+    RowState chunk;
+    const int64_t end = std::min(classes, begin + kChunk);
+    for (int64_t i = begin; i < end; ++i) update(chunk, to_float(row[i]), i);
+    merge(st, chunk);
+  }
+  return finalize(st, classes, criterion, threshold);
+}
+
+#if BRANCHY_HAVE_AVX2_PATH
+#define BRANCHY_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+// exp for 8 floats (Cephes' expf: range reduction by ln 2, degree-5 polynomial), about 1 ulp.
+// Inputs below about -87.3 give 0, which is all the exit decision needs of them.
+BRANCHY_AVX2 inline __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
+  x = _mm256_max_ps(x, _mm256_set1_ps(-88.3762626647949f));
+  __m256 n = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
+  n = _mm256_floor_ps(n);
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  __m256i e = _mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127));
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(e, 23)));
+}
+
+BRANCHY_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+
+BRANCHY_AVX2 inline __m256 load8(const Half* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+BRANCHY_AVX2 inline __m256 load8(const BFloat16* p) {
+  const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+}
+
+// Eight online-softmax states, lane k holding columns k, k + 8, k + 16, ...
+struct Lanes {
+  __m256 m, s, t, special;  // special: a NaN or +inf was seen in the lane
+  __m256i argmax, column;
+};
+
+BRANCHY_AVX2 inline void step(Lanes& l, __m256 z) {
+  const __m256 inf = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+  const __m256 lo = _mm256_set1_ps(kMinExponent);
+  l.special = _mm256_or_ps(l.special, _mm256_or_ps(_mm256_cmp_ps(z, z, _CMP_UNORD_Q),
+                                                   _mm256_cmp_ps(z, inf, _CMP_EQ_OQ)));
+  const __m256 greater = _mm256_cmp_ps(z, l.m, _CMP_GT_OQ);
+  if (_mm256_movemask_ps(greater)) {
+    // A new maximum in some lane: rescale that lane's sums to it. Rare after the first vectors.
+    const __m256 m = _mm256_max_ps(z, l.m);
+    const __m256 dm = _mm256_max_ps(_mm256_sub_ps(l.m, m), lo);
+    const __m256 r = exp8(dm);
+    l.t = _mm256_mul_ps(r, _mm256_fmadd_ps(dm, l.s, l.t));
+    l.s = _mm256_mul_ps(r, l.s);
+    l.m = m;
+    l.argmax = _mm256_castps_si256(_mm256_blendv_ps(
+        _mm256_castsi256_ps(l.argmax), _mm256_castsi256_ps(l.column), greater));
+  }
+  // max_ps returns its second operand for NaN (-inf - -inf), so d is never NaN.
+  const __m256 d = _mm256_max_ps(_mm256_sub_ps(z, l.m), lo);
+  const __m256 e = exp8(d);
+  l.s = _mm256_add_ps(l.s, e);
+  l.t = _mm256_fmadd_ps(e, d, l.t);
+  l.column = _mm256_add_epi32(l.column, _mm256_set1_epi32(8));
+}
+
+BRANCHY_AVX2 inline float horizontal_max(__m256 v) {
+  __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+  return _mm_cvtss_f32(_mm_max_ss(x, _mm_movehdup_ps(x)));
+}
+
+BRANCHY_AVX2 inline float horizontal_sum(__m256 v) {
+  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  return _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
+}
+
+BRANCHY_AVX2 inline int32_t horizontal_min(__m256i v) {
+  __m128i x = _mm_min_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  x = _mm_min_epi32(x, _mm_shuffle_epi32(x, _MM_SHUFFLE(1, 0, 3, 2)));
+  return _mm_cvtsi128_si32(_mm_min_epi32(x, _mm_shuffle_epi32(x, _MM_SHUFFLE(2, 3, 0, 1))));
+}
+
+// The eight lane states merged into one, as merge() would, with one vector exp.
+BRANCHY_AVX2 inline RowState merge_lanes(const Lanes& l) {
+  RowState st;
+  const float m = horizontal_max(l.m);
+  if (m == -std::numeric_limits<float>::infinity()) return st;  // every logit was -inf
+  const __m256 mv = _mm256_set1_ps(m);
+  const __m256 dm = _mm256_max_ps(_mm256_sub_ps(l.m, mv), _mm256_set1_ps(kMinExponent));
+  const __m256 r = exp8(dm);
+  st.m = m;
+  st.s = horizontal_sum(_mm256_mul_ps(r, l.s));
+  st.t = horizontal_sum(_mm256_mul_ps(r, _mm256_fmadd_ps(dm, l.s, l.t)));
+  // The first column holding the maximum: the smallest index among lanes whose max equals m.
+  const __m256 at_max = _mm256_cmp_ps(l.m, mv, _CMP_EQ_OQ);
+  const __m256i candidates = _mm256_castps_si256(_mm256_blendv_ps(
+      _mm256_castsi256_ps(_mm256_set1_epi32(std::numeric_limits<int32_t>::max())),
+      _mm256_castsi256_ps(l.argmax), at_max));
+  st.argmax = horizontal_min(candidates);
+  return st;
+}
+
+template <class T>
+BRANCHY_AVX2 Decision decide_row_avx2(const T* row, int64_t classes, Criterion criterion,
+                                      float threshold) {
+  Lanes l;
+  l.m = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  l.s = _mm256_setzero_ps();
+  l.t = _mm256_setzero_ps();
+  l.special = _mm256_setzero_ps();
+  l.argmax = _mm256_set1_epi32(-1);
+  l.column = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  int64_t i = 0;
+  for (; i + 8 <= classes; i += 8) step(l, load8(row + i));
+  if (i < classes) {
+    // -inf padding adds nothing to any sum and never becomes the maximum.
+    alignas(32) float tail[8];
+    for (int k = 0; k < 8; ++k) {
+      tail[k] = i + k < classes ? to_float(row[i + k]) : -std::numeric_limits<float>::infinity();
+    }
+    step(l, _mm256_load_ps(tail));
+  }
+  if (_mm256_movemask_ps(l.special)) {
+    // NaN or +inf in the row: the scalar path settles those exactly.
+    return decide_row_portable(row, classes, criterion, threshold);
+  }
+  return finalize(merge_lanes(l), classes, criterion, threshold);
+}
+
+bool cpu_has_avx2() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+         __builtin_cpu_supports("f16c");
+}
+#else
+bool cpu_has_avx2() { return false; }
+
+template <class T>
+Decision decide_row_avx2(const T* row, int64_t classes, Criterion criterion, float threshold) {
+  return decide_row_portable(row, classes, criterion, threshold);
+}
+#endif
+
+template <class T>
+void decide_rows_typed(const DecisionArgs& a, int64_t begin, int64_t end, Isa isa) {
+  const T* base = static_cast<const T*>(a.logits);
+  // Column indices are int32 in the SIMD lanes.
+  const bool simd = isa == Isa::Avx2 && a.classes < (int64_t{1} << 31);
+  for (int64_t r = begin; r < end; ++r) {
+    const T* row = base + r * a.row_stride;
+    const Decision d = simd ? decide_row_avx2(row, a.classes, a.criterion, a.threshold)
+                            : decide_row_portable(row, a.classes, a.criterion, a.threshold);
+    a.score[r] = d.score;
+    a.exit[r] = d.exit;
+    a.prediction[r] = d.prediction;
+  }
+}
+
+std::atomic<int>& active_isa_slot() {
+  static std::atomic<int> slot{static_cast<int>(best_isa())};
+  return slot;
+}
+
+}  // namespace
+
+Isa best_isa() {
+  static const Isa best = cpu_has_avx2() ? Isa::Avx2 : Isa::Portable;
+  return best;
+}
+
+Isa active_isa() { return static_cast<Isa>(active_isa_slot().load(std::memory_order_relaxed)); }
+
+Isa set_active_isa(Isa isa) {
+  const Isa chosen = (isa == Isa::Avx2 && best_isa() != Isa::Avx2) ? Isa::Portable : isa;
+  active_isa_slot().store(static_cast<int>(chosen), std::memory_order_relaxed);
+  return chosen;
+}
+
+const char* isa_name(Isa isa) { return isa == Isa::Avx2 ? "avx2" : "portable"; }
+
+int64_t rows_per_task(int64_t classes) {
+  constexpr int64_t kLogitsPerTask = 64 * 1024;
+  return std::max<int64_t>(1, kLogitsPerTask / std::max<int64_t>(1, classes));
+}
+
+void decide_rows(const DecisionArgs& args, int64_t begin, int64_t end, Isa isa) {
+  if (isa == Isa::Avx2 && best_isa() != Isa::Avx2) isa = Isa::Portable;
+  switch (args.dtype) {
+    case ScalarType::Float32: return decide_rows_typed<float>(args, begin, end, isa);
+    case ScalarType::Float16: return decide_rows_typed<Half>(args, begin, end, isa);
+    case ScalarType::BFloat16: return decide_rows_typed<BFloat16>(args, begin, end, isa);
+  }
+}
+
+void decide_rows(const DecisionArgs& args, int64_t begin, int64_t end) {
+  decide_rows(args, begin, end, active_isa());
+}
+
+}  // namespace branchy

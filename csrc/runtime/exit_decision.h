@@ -1,0 +1,52 @@
+// The fused exit decision on the CPU: softmax, entropy (or max probability), threshold and argmax
+// in one pass per row, no temporary softmax. No libtorch: the op and the runtime both call it.
+#pragma once
+
+#include <cstdint>
+
+#include "exit_math.h"
+
+namespace branchy {
+
+enum class ScalarType : int { Float32 = 0, Float16 = 1, BFloat16 = 2 };
+
+// Instruction sets the row kernel can use; Avx2 means AVX2 + FMA + F16C.
+enum class Isa : int { Portable = 0, Avx2 = 1 };
+
+// Kernel parameters as one plain struct. Rows are `row_stride` elements apart; columns are
+// contiguous. Outputs have one element per row.
+struct DecisionArgs {
+  const void* logits = nullptr;
+  ScalarType dtype = ScalarType::Float32;
+  int64_t rows = 0;
+  int64_t classes = 0;
+  int64_t row_stride = 0;
+  Criterion criterion = Criterion::Entropy;
+  float threshold = 0.0f;
+  float* score = nullptr;        // entropy (nats) or max probability
+  bool* exit = nullptr;
+  int64_t* prediction = nullptr;
+};
+
+// Decides rows [begin, end) of args with the given instruction set.
+void decide_rows(const DecisionArgs& args, int64_t begin, int64_t end, Isa isa);
+
+// Decides rows [begin, end) with the active instruction set.
+void decide_rows(const DecisionArgs& args, int64_t begin, int64_t end);
+
+// The best instruction set this CPU supports.
+Isa best_isa();
+
+// The instruction set decide_rows uses by default: best_isa() unless set_active_isa() chose
+// another (tests use it to cover the portable path on an AVX2 machine). Asking for an instruction
+// set the CPU lacks falls back to Portable. Returns the one now active.
+Isa active_isa();
+Isa set_active_isa(Isa isa);
+
+const char* isa_name(Isa isa);
+
+// Rows per thread chunk below which splitting across threads costs more than it saves:
+// about 64K logits a chunk.
+int64_t rows_per_task(int64_t classes);
+
+}  // namespace branchy
