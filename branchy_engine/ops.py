@@ -32,7 +32,9 @@ def exit_decision(logits: Tensor, threshold: Threshold) -> Tuple[Tensor, Tensor,
         logits: [B, C] float32, float16 or bfloat16, on CPU or CUDA; C >= 1.
         threshold: entropy threshold in nats, a Python float or a one-element floating tensor on
             the logits' device (a tensor can change between replays of a captured CUDA graph).
-            Compared in float32.
+            Compared in float32. An eager call with a CUDA tensor threshold reads it back once to
+            check it is not NaN (a synchronisation); under graph capture it is not checked, and a
+            NaN threshold lets no row exit.
 
     Returns:
         entropy [B] float32 (nats, natural log; NaN for a row holding NaN),

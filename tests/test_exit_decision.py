@@ -62,7 +62,7 @@ def spread_logits(rows, classes, dtype, device, seed=0):
 
 
 @pytest.mark.parametrize("rows", [0, 1, 2, 7, 64, 1000])
-@pytest.mark.parametrize("classes", [1, 2, 10, 100, 1000, 32000])
+@pytest.mark.parametrize("classes", [1, 2, 10, 100, 1000, 1024, 1025, 32000])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_matches_reference(backend, rows, classes, dtype):
     z = spread_logits(rows, classes, dtype, backend, seed=rows * 7 + classes)

@@ -9,6 +9,8 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <cstdint>
+#include <limits>
 
 #include "ops/exit_decision.h"
 #include "runtime/exit_math.h"
@@ -42,16 +44,23 @@ __device__ __forceinline__ RowState shuffle_xor(const RowState& s, int lane_mask
   o.s = __shfl_xor_sync(0xffffffffu, s.s, lane_mask);
   o.t = __shfl_xor_sync(0xffffffffu, s.t, lane_mask);
   o.argmax = __shfl_xor_sync(0xffffffffu, s.argmax, lane_mask);
-  o.nan_count = __shfl_xor_sync(0xffffffffu, s.nan_count, lane_mask);
-  o.first_nan = __shfl_xor_sync(0xffffffffu, s.first_nan, lane_mask);
-  o.inf_count = __shfl_xor_sync(0xffffffffu, s.inf_count, lane_mask);
-  o.first_inf = __shfl_xor_sync(0xffffffffu, s.first_inf, lane_mask);
   return o;
 }
 
-// After this every lane holds the merged state of the warp.
-__device__ __forceinline__ void warp_merge(RowState& st) {
-  for (int mask = kWarp / 2; mask > 0; mask /= 2) branchy::merge(st, shuffle_xor(st, mask));
+// After this every lane of the `width` lowest lanes holds their merged state (width: a power of 2).
+__device__ __forceinline__ void warp_merge(RowState& st, int width = kWarp) {
+  // NaN and +inf are rare: shuffle their counters only when some lane has seen one.
+  const bool special = __any_sync(0xffffffffu, (st.nan_count | st.inf_count) != 0);
+  for (int mask = width / 2; mask > 0; mask /= 2) {
+    RowState other = shuffle_xor(st, mask);
+    if (special) {
+      other.nan_count = __shfl_xor_sync(0xffffffffu, st.nan_count, mask);
+      other.first_nan = __shfl_xor_sync(0xffffffffu, st.first_nan, mask);
+      other.inf_count = __shfl_xor_sync(0xffffffffu, st.inf_count, mask);
+      other.first_inf = __shfl_xor_sync(0xffffffffu, st.first_inf, mask);
+    }
+    branchy::merge(st, other);
+  }
 }
 
 // Columns start, start + step, ... of one row, in increasing order.
@@ -83,6 +92,8 @@ __global__ void __launch_bounds__(kThreads) warp_per_row_kernel(Params<T> p) {
 
 template <class T, Criterion criterion>
 __global__ void __launch_bounds__(kThreads) block_per_row_kernel(Params<T> p) {
+  // Default member initialisers do not run for __shared__ arrays; every slot is written below
+  // before any is read.
   __shared__ RowState partial[kWarpsPerBlock];
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int64_t r = blockIdx.x;
@@ -92,7 +103,7 @@ __global__ void __launch_bounds__(kThreads) block_per_row_kernel(Params<T> p) {
   __syncthreads();
   if (warp == 0) {
     st = lane < kWarpsPerBlock ? partial[lane] : RowState{};
-    warp_merge(st);
+    warp_merge(st, kWarpsPerBlock);
     if (lane == 0) write<T, criterion>(p, r, st);
   }
 }
@@ -112,18 +123,21 @@ void launch(const at::Tensor& logits, const float* threshold_ptr, float threshol
   p.prediction = std::get<2>(out).data_ptr<int64_t>();
   if (p.rows == 0) return;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  if (p.classes <= kWarpRowMaxClasses) {
-    const int64_t blocks = (p.rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  const bool warp_rows = p.classes <= kWarpRowMaxClasses;
+  const int64_t blocks = warp_rows ? (p.rows + kWarpsPerBlock - 1) / kWarpsPerBlock : p.rows;
+  TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "exit_decision: ", p.rows,
+              " rows is more than one launch covers");
+  if (warp_rows) {
     warp_per_row_kernel<T, criterion><<<blocks, kThreads, 0, stream>>>(p);
   } else {
-    block_per_row_kernel<T, criterion><<<p.rows, kThreads, 0, stream>>>(p);
+    block_per_row_kernel<T, criterion><<<blocks, kThreads, 0, stream>>>(p);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+// Call under a CUDAGuard for the logits' device.
 template <Criterion criterion>
 Outputs decide(const at::Tensor& logits, const float* threshold_ptr, float threshold_value) {
-  const c10::cuda::CUDAGuard guard(logits.device());
   Outputs out = branchy_ops::empty_outputs(logits);
   switch (logits.scalar_type()) {
     case at::kHalf:
@@ -146,16 +160,19 @@ constexpr const char* op_name() {
 template <Criterion criterion>
 Outputs decide_scalar_threshold(const at::Tensor& logits, double threshold) {
   branchy_ops::check_threshold(threshold, op_name<criterion>());
+  const c10::cuda::CUDAGuard guard(logits.device());
   return decide<criterion>(branchy_ops::checked_logits(logits, op_name<criterion>()), nullptr,
                            static_cast<float>(threshold));
 }
 
 template <Criterion criterion>
 Outputs decide_tensor_threshold(const at::Tensor& logits, const at::Tensor& threshold) {
+  const c10::cuda::CUDAGuard guard(logits.device());
   const at::Tensor checked = branchy_ops::checked_logits(logits, op_name<criterion>());
   const at::Tensor t = branchy_ops::checked_threshold(threshold, logits, op_name<criterion>());
-  // Reading the value back costs a synchronisation, which a stream being captured into a graph
-  // forbids; there a NaN threshold simply lets no row exit.
+  // Checking for NaN reads the value back: a synchronisation per eager call with a tensor
+  // threshold (documented), and one a stream being captured into a graph forbids; under capture a
+  // NaN threshold simply lets no row exit.
   if (c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None) {
     TORCH_CHECK(!std::isnan(t.item<float>()), op_name<criterion>(), ": threshold is NaN");
   }
