@@ -1,6 +1,7 @@
 """The `branchy` command line."""
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 
@@ -30,8 +31,72 @@ def cmd_bench(args):
                             "--subject", "fused", "--peer", "composite",
                             "--bar", "exit_decision cpu B=1 C=10=5",
                             "--bar", "exit_decision cpu B=4096 C=1000=1",
-                            "--command", " ".join(["branchy"] + sys.argv[1:]),
+                            "--command", shlex.join(["branchy"] + args.argv),
                             "-o", json_path[:-len(".json")] + ".md"], cwd=REPO)
+
+
+def floats(text):
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+
+
+def add_train_parser(sub):
+    from branchy_engine import data, models
+    from training import TrainConfig
+    d = TrainConfig()
+    p = sub.add_parser(
+        "train", help="train a network: its baseline first, then all exits jointly",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Phase 1 trains the baseline (the trunk with the final exit only); phase 2 trains "
+                    "the BranchyNet jointly, initialised from phase 1, on the loss sum_n w_n * "
+                    "cross-entropy(exit n). Writes OUT/NAME.pt and OUT/NAME.json for each phase. "
+                    "Under torchrun every process trains a shard of each batch (DDP).")
+    p.add_argument("--model", default=d.model, help=f"zoo network: {', '.join(sorted(models.names()))}")
+    p.add_argument("--dataset", default=d.dataset, help=f"one of {', '.join(data.DATASETS)}")
+    p.add_argument("--data-dir", default=d.data_dir,
+                   help="where the data lives (torchvision layout); fashion-mnist defaults to the "
+                        "Debian package's files")
+    p.add_argument("--download", action="store_true", help="let torchvision download missing data")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help="fraction of the training set held out for validation (threshold tuning)")
+    p.add_argument("--limit", type=int, default=d.limit, help="use only the first N samples of each split")
+    p.add_argument("--out", default=None, help="output directory (default runs/MODEL-DATASET)")
+    p.add_argument("--baseline-epochs", type=int, default=d.baseline_epochs, help="phase 1 epochs")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="phase 2 (joint) epochs")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size")
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    p.add_argument("--betas", type=floats, default=[d.beta1, d.beta2],
+                   help="Adam beta1,beta2 (the authors' code ran 0.9; the paper says 0.99)")
+    p.add_argument("--exit-weights", type=floats, default=None,
+                   help="loss weight per exit, comma-separated (default all 1.0)")
+    p.add_argument("--init-from", default=None, help="start phase 2 from this baseline checkpoint")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, choices=["cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--save-every", type=int, default=d.save_every,
+                   help="also checkpoint every N steps (0: at the end of every epoch only)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run whose checkpoints are in --out, where it stopped")
+
+
+def cmd_train(args):
+    from training import TrainConfig, train
+    if len(args.betas) != 2:
+        raise ValueError(f"--betas takes two numbers, got {args.betas}")
+    cfg = TrainConfig(
+        model=args.model, dataset=args.dataset, data_dir=args.data_dir, download=args.download,
+        val_fraction=args.val_fraction, limit=args.limit,
+        out=args.out or os.path.join("runs", f"{args.model}-{args.dataset}"),
+        baseline_epochs=args.baseline_epochs, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, beta1=args.betas[0], beta2=args.betas[1], exit_weights=args.exit_weights,
+        init_from=args.init_from, seed=args.seed, device=args.device, threads=args.threads,
+        save_every=args.save_every, resume=args.resume,
+        command=shlex.join(["branchy"] + args.argv))
+    for name, path in train(cfg).items():
+        print(f"{name}: {path}")
+    return 0
 
 
 def cmd_demo(args):
@@ -53,8 +118,17 @@ def main(argv=None):
                                       "(default bench/results/exit_decision-cpu.json)")
     bench.add_argument("--rounds", type=int, default=30, help="minimum rounds per benchmark (default 30)")
     sub.add_parser("demo", help="the main job (for now: the exit-decision benchmark)")
+    add_train_parser(sub)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    return {"info": cmd_info, "bench": cmd_bench, "demo": cmd_demo}[args.command](args)
+    args.argv = argv
+    commands = {"info": cmd_info, "bench": cmd_bench, "demo": cmd_demo, "train": cmd_train}
+    try:
+        return commands[args.command](args)
+    except (ValueError, OSError) as e:
+        # Bad options, data or files: a message naming the problem, not a traceback.
+        print(f"branchy {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,181 @@
+"""`branchy train`: phase 1 trains the baseline, phase 2 the BranchyNet jointly from phase 1's weights.
+
+Files in cfg.out, per phase: NAME.pt (the checkpoint, rewritten at every save) and, once the phase
+is done, NAME.json (command, seed, wall time, validation and test accuracy per exit).
+"""
+import json
+import os
+import platform
+import random
+from typing import Dict, List
+
+import numpy as np
+import torch
+
+from branchy_engine import data as datasets
+from branchy_engine import models
+from branchy_engine.fileio import write_text
+from training import checkpoint, distributed
+from training.config import TrainConfig
+from training.loop import PhaseState, run_phase
+
+
+def seed_everything(seed: int, device: str):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if device == "cuda":
+        # cuBLAS needs this to be deterministic; it must be set before the first cuBLAS call.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def exit_weights(cfg: TrainConfig, num_exits: int) -> List[float]:
+    if cfg.exit_weights is None:
+        return [1.0] * num_exits
+    if len(cfg.exit_weights) != num_exits:
+        raise ValueError(f"--exit-weights has {len(cfg.exit_weights)} values but {cfg.model} has "
+                         f"{num_exits} exits")
+    return list(cfg.exit_weights)
+
+
+def dataset_record(data) -> dict:
+    return {"name": data.name, "description": data.description, "stand_in": data.stand_in,
+            "num_classes": data.num_classes, "class_names": list(data.class_names),
+            "input_shape": list(data.input_shape), "mean": list(data.mean), "std": list(data.std),
+            "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)}}
+
+
+def check_resumable(path, saved: dict, cfg: TrainConfig):
+    """A phase's checkpoint may be continued only by the run that started it."""
+    if not cfg.resume:
+        raise checkpoint.CheckpointError(
+            f"{path} exists: pass --resume to continue that run, or choose another --out")
+    now = cfg.to_dict()
+    for key, value in saved.items():
+        if key not in TrainConfig.RESUMABLE_CHANGES and now.get(key) != value:
+            raise checkpoint.CheckpointError(
+                f"{path} was trained with {key}={value!r}, this run has {key}={now.get(key)!r}; "
+                f"resume with the same options")
+
+
+class Phase:
+    """One network to train and the file it lives in."""
+
+    def __init__(self, name, net, kind, epochs, weights, out):
+        self.name, self.net, self.kind, self.epochs, self.weights = name, net, kind, epochs, weights
+        self.path = os.path.join(out, f"{name}.pt")
+        self.summary_path = os.path.join(out, f"{name}.json")
+
+
+def train(cfg: TrainConfig) -> Dict[str, str]:
+    """Runs the training the config describes. Returns {network name: checkpoint path}."""
+    cfg.check()
+    ctx = distributed.setup(cfg.device)
+    try:
+        return _train(ctx, cfg)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _train(ctx, cfg: TrainConfig) -> Dict[str, str]:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed, cfg.device)
+    data = datasets.load(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
+                         seed=cfg.seed, download=cfg.download, limit=cfg.limit)
+    net = models.create(cfg.model, num_classes=data.num_classes, in_channels=data.input_shape[0])
+    phases = []
+    if net.num_exits > 1:
+        baseline = net.baseline()
+        if cfg.init_from is None:
+            phases.append(Phase(baseline.name, baseline, "baseline", cfg.baseline_epochs, [1.0], cfg.out))
+        phases.append(Phase(net.name, net, "joint", cfg.epochs, exit_weights(cfg, net.num_exits), cfg.out))
+    else:
+        phases.append(Phase(net.name, net, "baseline", cfg.baseline_epochs, [1.0], cfg.out))
+    if cfg.init_from is not None:
+        _load_trunk(net, checkpoint.build_model(checkpoint.load(cfg.init_from, model=net.baseline().name)))
+
+    done = {}
+    for i, phase in enumerate(phases):
+        if i > 0:
+            _load_trunk(phase.net, phases[i - 1].net)
+        phase.net.to(ctx.device)
+        state = _starting_state(phase, cfg)
+        if not state.done:
+            if ctx.is_main:
+                print(f"{phase.kind} phase: {phase.name} on {data.description}, {phase.epochs} epochs, "
+                      f"exit weights {phase.weights}", flush=True)
+            state = run_phase(ctx, phase.net, data, cfg, phase.epochs, phase.weights, state,
+                              lambda s, p=phase: _save(p, s, cfg, data), phase.name)
+        if ctx.is_main:
+            _save(phase, state, cfg, data)
+            _write_summary(phase, state, cfg, data)
+        distributed.barrier(ctx)
+        done[phase.name] = phase.path
+    return done
+
+
+def _starting_state(phase: Phase, cfg: TrainConfig) -> PhaseState:
+    if not os.path.exists(phase.path):
+        return PhaseState()
+    saved = checkpoint.load(phase.path, model=phase.name)
+    check_resumable(phase.path, saved.get("config", {}), cfg)
+    phase.net.load_state_dict(saved["state_dict"])
+    ts = saved["train_state"]
+    return PhaseState(epoch=ts["epoch"], step=ts["step"], done=ts["done"],
+                      optimizer=ts.get("optimizer"), rng=ts.get("rng"),
+                      history=saved["metrics"]["history"], wall_time_s=saved["wall_time_s"])
+
+
+def _load_trunk(net, baseline):
+    """Phase 2 starts from phase 1: every weight but the branch heads comes from the baseline."""
+    result = net.load_state_dict(baseline.state_dict(), strict=False)
+    branch_keys = [k for k in result.missing_keys
+                   if not any(k.startswith(f"exits.{s}.") for s in net.exit_stages[:-1])]
+    if result.unexpected_keys or branch_keys:
+        raise checkpoint.CheckpointError(
+            f"baseline weights do not fit {net.name}: unexpected {result.unexpected_keys}, "
+            f"missing {branch_keys}")
+
+
+def _final_metrics(state: PhaseState) -> dict:
+    last = state.history[-1] if state.history else {}
+    return {"history": state.history, "val_accuracy": last.get("val_accuracy", []),
+            "test_accuracy": last.get("test_accuracy", []), "epochs": len(state.history)}
+
+
+def _save(phase: Phase, state: PhaseState, cfg: TrainConfig, data):
+    checkpoint.save(phase.path, {
+        "model": phase.name,
+        "model_args": {"num_classes": data.num_classes, "in_channels": data.input_shape[0]},
+        "state_dict": {k: v.detach().cpu() for k, v in phase.net.state_dict().items()},
+        "phase": phase.kind,
+        "train_state": {"epoch": state.epoch, "step": state.step, "done": state.done,
+                        "optimizer": state.optimizer, "rng": state.rng},
+        "config": cfg.to_dict(),
+        "dataset": dataset_record(data),
+        "metrics": _final_metrics(state),
+        "exit_weights": phase.weights,
+        "thresholds": None,
+        "versions": checkpoint.versions(),
+        "command": cfg.command,
+        "wall_time_s": round(state.wall_time_s, 2),
+    })
+
+
+def _write_summary(phase: Phase, state: PhaseState, cfg: TrainConfig, data):
+    metrics = _final_metrics(state)
+    summary = {
+        "model": phase.name, "phase": phase.kind, "command": cfg.command, "seed": cfg.seed,
+        "dataset": data.description, "epochs": metrics["epochs"], "exit_weights": phase.weights,
+        "batch_size": cfg.batch_size, "lr": cfg.lr, "betas": [cfg.beta1, cfg.beta2],
+        "wall_time_s": round(state.wall_time_s, 2),
+        "val_accuracy_per_exit": metrics["val_accuracy"],
+        "test_accuracy_per_exit": metrics["test_accuracy"],
+        "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                    "threads": torch.get_num_threads(), "device": cfg.device},
+        "versions": checkpoint.versions(),
+    }
+    write_text(phase.summary_path, json.dumps(summary, indent=2) + "\n")
