@@ -37,6 +37,7 @@ def test_two_phases_write_checkpoints_and_summaries(data_dir, tmp_path, capsys):
         ckpt = checkpoint.load(tmp_path / f"{name}.pt", model=name)
         assert ckpt["phase"] == ("baseline" if name == "lenet" else "joint")
         assert ckpt["train_state"]["done"] and ckpt["train_state"]["epoch"] == epochs
+        assert ckpt["train_state"]["optimizer"] is None  # finished: weights only
         assert len(ckpt["metrics"]["history"]) == epochs
         summary = json.loads((tmp_path / f"{name}.json").read_text())
         assert summary["command"].startswith("branchy train --dataset fashion-mnist")

@@ -152,8 +152,10 @@ def _save(phase: Phase, state: PhaseState, cfg: TrainConfig, data):
         "model_args": {"num_classes": data.num_classes, "in_channels": data.input_shape[0]},
         "state_dict": {k: v.detach().cpu() for k, v in phase.net.state_dict().items()},
         "phase": phase.kind,
+        # A finished phase is never resumed: its checkpoint keeps the weights, not the optimizer.
         "train_state": {"epoch": state.epoch, "step": state.step, "done": state.done,
-                        "optimizer": state.optimizer, "rng": state.rng},
+                        "optimizer": None if state.done else state.optimizer,
+                        "rng": None if state.done else state.rng},
         "config": cfg.to_dict(),
         "dataset": dataset_record(data),
         "metrics": _final_metrics(state),
