@@ -99,6 +99,55 @@ def cmd_train(args):
     return 0
 
 
+def add_calibrate_parser(sub):
+    from branchy_engine.calibrate import CRITERIA
+    p = sub.add_parser(
+        "calibrate", help="choose exit thresholds on the validation split and write them into a checkpoint",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Runs the network once over the validation and test splits (all exits), then "
+                    "evaluates a grid of thresholds from that table: the authors' grid, a log-spaced "
+                    "grid and the observed scores' quantiles. Picks the frontier's knee, or the "
+                    "cheapest thresholds meeting --min-accuracy/--max-drop, or the most accurate "
+                    "within --latency-budget, on validation; reports validation and test side by side; "
+                    "writes the thresholds into CHECKPOINT and plots into --out.")
+    p.add_argument("checkpoint", help="a BranchyNet checkpoint from `branchy train`")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--min-accuracy", type=float, help="the cheapest thresholds reaching this accuracy (%%)")
+    target.add_argument("--max-drop", type=float,
+                        help="the cheapest thresholds at most this many points below the final exit alone")
+    target.add_argument("--latency-budget", type=float,
+                        help="the most accurate thresholds whose expected cost fits (costs' unit: us or MFLOP)")
+    target.add_argument("--thresholds", type=floats, help="evaluate these thresholds (comma-separated) instead")
+    p.add_argument("--criterion", default="entropy", choices=CRITERIA,
+                   help="entropy < T (the paper), max softmax >= T, or patience k (consecutive exits agree)")
+    p.add_argument("--cost", default="measure", choices=["measure", "flops"],
+                   help="per-segment cost: measured with PyTorch at batch 1 on this machine, or counted FLOPs")
+    p.add_argument("--costs", dest="costs_file", help="read per-segment costs from this file instead")
+    p.add_argument("--threads", type=int, default=1, help="threads for measured costs")
+    p.add_argument("--data-dir", help="where the checkpoint's dataset lives, if not where it was trained")
+    p.add_argument("--out", dest="out_dir", help="plots and JSON (default: calibration-NAME beside the checkpoint)")
+    p.add_argument("-o", "--output", help="write the calibrated checkpoint here instead of in place")
+    p.add_argument("--dry-run", action="store_true", help="report only; write no checkpoint")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+
+
+def cmd_calibrate(args):
+    from branchy_engine.calibrate import Target
+    from branchy_engine.calibrate.run import Options, calibrate, table_row
+    opts = Options(
+        checkpoint=args.checkpoint, criterion=args.criterion,
+        target=Target(args.min_accuracy, args.max_drop, args.latency_budget),
+        thresholds=args.thresholds, cost=args.cost, costs_file=args.costs_file, threads=args.threads,
+        data_dir=args.data_dir, out_dir=args.out_dir, output=args.output, dry_run=args.dry_run,
+        device=args.device)
+    record = calibrate(opts)
+    print(table_row(record, os.path.basename(args.checkpoint)))
+    print("files: " + ", ".join(record["files"].values()))
+    if not args.dry_run:
+        print(f"thresholds written into {args.output or args.checkpoint}")
+    return 0
+
+
 def cmd_demo(args):
     print("branchy demo: the fused exit decision against the PyTorch composite (the end-to-end "
           "Table I demo arrives with the engine)\n")
@@ -119,10 +168,12 @@ def main(argv=None):
     bench.add_argument("--rounds", type=int, default=30, help="minimum rounds per benchmark (default 30)")
     sub.add_parser("demo", help="the main job (for now: the exit-decision benchmark)")
     add_train_parser(sub)
+    add_calibrate_parser(sub)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
-    commands = {"info": cmd_info, "bench": cmd_bench, "demo": cmd_demo, "train": cmd_train}
+    commands = {"info": cmd_info, "bench": cmd_bench, "demo": cmd_demo, "train": cmd_train,
+                "calibrate": cmd_calibrate}
     try:
         return commands[args.command](args)
     except (ValueError, OSError) as e:
