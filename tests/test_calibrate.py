@@ -106,12 +106,14 @@ def test_table_outcome_equals_a_brute_force_rerun(request, which, criterion):
         assert (everyone_first == 0).all() and (nobody_early == net.num_exits - 1).all()
 
 
-def outcome_of(points):
+def outcome_of(points, disagreement=None, samples=1000):
     acc, cost = zip(*points)
     return Outcome(grid=torch.arange(len(points), dtype=torch.float64)[:, None],
                    accuracy=torch.tensor(acc, dtype=torch.float64),
                    fractions=torch.zeros(len(points), 2, dtype=torch.float64),
-                   cost=torch.tensor(cost, dtype=torch.float64))
+                   cost=torch.tensor(cost, dtype=torch.float64),
+                   disagreement=torch.tensor(disagreement or [0.0] * len(points), dtype=torch.float64),
+                   samples=samples)
 
 
 def test_frontier_and_knee():
@@ -127,12 +129,29 @@ def test_frontier_and_knee():
 def test_targets_pick_the_cheapest_or_most_accurate():
     out = outcome_of([(80, 1), (90, 2), (85, 3), (95, 4), (96, 9)])
     choose = calibrate.choose
-    assert choose(out, calibrate.Target(min_accuracy=90), 96, "us") == 1
-    assert choose(out, calibrate.Target(max_drop=1.0), 96, "us") == 3
-    assert choose(out, calibrate.Target(max_drop=0.0), 96, "us") == 4
+    plain = dict(confidence=0.5)  # no margin for sampling error
+    assert choose(out, calibrate.Target(min_accuracy=90, **plain), 96, "us") == 1
+    assert choose(out, calibrate.Target(max_drop=1.0, **plain), 96, "us") == 3
+    assert choose(out, calibrate.Target(max_drop=0.0, **plain), 96, "us") == 4
     assert choose(out, calibrate.Target(latency_budget=3.5), 96, "us") == 1
     with pytest.raises(ValueError, match="no exit thresholds reach 99.000% .* the best is 96.000%"):
         choose(out, calibrate.Target(min_accuracy=99), 96, "us")
+    with pytest.raises(ValueError, match="--confidence must be in"):
+        choose(out, calibrate.Target(min_accuracy=90, confidence=1.0), 96, "us")
+
+
+def test_targets_hold_with_the_stated_confidence():
+    # Point 0 is cheap and, on this sample, as accurate as the final exit (point 1), but it
+    # disagrees with it on 8% of 1000 samples: its drop has a standard error of 0.89 points.
+    out = outcome_of([(90.0, 1), (90.0, 9)], disagreement=[8.0, 0.0], samples=1000)
+    choose = calibrate.choose
+    assert choose(out, calibrate.Target(max_drop=1.0, confidence=0.5), 90.0, "us") == 0
+    assert choose(out, calibrate.Target(max_drop=1.0, confidence=0.84), 90.0, "us") == 0   # 0.89 <= 1
+    assert choose(out, calibrate.Target(max_drop=1.0, confidence=0.95), 90.0, "us") == 1   # 1.47 > 1
+    # Accuracy: 90% of 1000 has se 0.95 points; 89% is met at 84% confidence but not at 95%.
+    assert choose(out, calibrate.Target(min_accuracy=89.0, confidence=0.84), 90.0, "us") == 0
+    with pytest.raises(ValueError, match="lower bound 88.4"):
+        choose(out, calibrate.Target(min_accuracy=89.0, confidence=0.95), 90.0, "us")
     with pytest.raises(ValueError, match="latency budget of 0.5 us: the cheapest costs 1 us"):
         choose(out, calibrate.Target(latency_budget=0.5), 96, "us")
     with pytest.raises(ValueError, match="--max-drop must be >= 0"):
@@ -197,7 +216,8 @@ def test_output_elsewhere_and_dry_run_leave_the_checkpoint_alone(lenet_ckpt, tmp
     original = open(lenet_ckpt, "rb").read()
     assert branchy(["calibrate", lenet_ckpt, "--cost", "flops", "--max-drop", "1", "--out",
                     str(tmp_path), "-o", str(tmp_path / "calibrated.pt")]) == 0
-    assert checkpoint.load(tmp_path / "calibrated.pt")["thresholds"]["target"] == "at most 1 points below the final exit"
+    assert checkpoint.load(tmp_path / "calibrated.pt")["thresholds"]["target"] == (
+        "at most 1 points below the final exit (95% confidence on validation)")
     assert branchy(["calibrate", lenet_ckpt, "--cost", "flops", "--dry-run", "--out", str(tmp_path)]) == 0
     assert open(lenet_ckpt, "rb").read() == original
 
@@ -215,7 +235,8 @@ def test_given_thresholds_are_evaluated_not_searched(alexnet_ckpt, tmp_path):
     (["--thresholds", "nan"], "threshold is NaN"),
     (["--thresholds", "-0.5"], "thresholds must be >= 0"),
     (["--criterion", "patience", "--thresholds", "1.5"], "patience k must be a whole number"),
-    (["--min-accuracy", "101"], "no exit thresholds reach 101.000%"),
+    (["--min-accuracy", "101"], "no exit thresholds reach 101.000% on the validation split at 95% confidence"),
+    (["--max-drop", "1", "--confidence", "0.3"], "--confidence must be in [0.5, 1)"),
     (["--latency-budget", "0.001"], "no exit thresholds fit a latency budget of 0.001 MFLOP"),
 ])
 def test_bad_requests_name_the_problem(lenet_ckpt, tmp_path, capsys, argv, message):

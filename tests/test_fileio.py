@@ -23,3 +23,16 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
             raise RuntimeError("disk full")
     assert path.read_text() == "saved before"
     assert os.listdir(tmp_path) == ["model.pt"]
+
+
+def test_permissions_follow_the_umask_or_the_replaced_file(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "new.txt", "x")
+        assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "kept.txt").write_text("x")
+        os.chmod(tmp_path / "kept.txt", 0o600)
+        write_text(tmp_path / "kept.txt", "y")
+        assert (tmp_path / "kept.txt").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)

@@ -7,7 +7,15 @@ Knee: scale the frontier's costs and accuracies to [0, 1] (cheapest..dearest, le
 draw the chord from the cheapest frontier point to the most accurate one, and take the frontier
 point farthest above that chord (most accuracy for its cost relative to the straight trade-off).
 With fewer than three frontier points there is no bend: the most accurate point is the knee.
+
+Targets hold with a stated confidence (default 95%, one-sided): validation is a sample, and a
+choice that meets a target on it by a hair often misses it on new data. --min-accuracy A needs
+acc - z*se(acc) >= A with se(acc) = sqrt(acc (1 - acc) / N); --max-drop D needs the paired drop
+against the final exit, drop + z*se(drop) <= D, with se(drop) from the per-sample differences
+(right at the final exit, wrong at the exit taken, and the other way round). z is the normal
+quantile of the confidence; 0.5 gives z = 0, the plain rule.
 """
+from statistics import NormalDist
 from dataclasses import dataclass
 from typing import Optional
 
@@ -49,12 +57,14 @@ class Target:
     min_accuracy: Optional[float] = None    # %: the cheapest parameters reaching it
     max_drop: Optional[float] = None        # points below the final exit alone: likewise
     latency_budget: Optional[float] = None  # cost units: the most accurate parameters within it
+    confidence: float = 0.95                # for min_accuracy and max_drop (module docstring)
 
     def describe(self) -> str:
+        sure = f" ({100 * self.confidence:g}% confidence on validation)"
         if self.min_accuracy is not None:
-            return f"min accuracy {self.min_accuracy:g}%"
+            return f"min accuracy {self.min_accuracy:g}%" + sure
         if self.max_drop is not None:
-            return f"at most {self.max_drop:g} points below the final exit"
+            return f"at most {self.max_drop:g} points below the final exit" + sure
         if self.latency_budget is not None:
             return f"latency budget {self.latency_budget:g}"
         return "knee of the accuracy-cost frontier"
@@ -70,6 +80,8 @@ def choose(outcome: Outcome, target: Target, final_exit_accuracy: float, unit: s
         raise ValueError("give at most one of --min-accuracy, --max-drop, --latency-budget")
     if target.max_drop is not None and target.max_drop < 0:
         raise ValueError(f"--max-drop must be >= 0 points, got {target.max_drop}")
+    if not 0.5 <= target.confidence < 1:
+        raise ValueError(f"--confidence must be in [0.5, 1), got {target.confidence}")
     if not given:
         return knee(outcome)
     g = torch.arange(len(outcome.cost))
@@ -80,12 +92,22 @@ def choose(outcome: Outcome, target: Target, final_exit_accuracy: float, unit: s
                              f"{unit}: the cheapest costs {float(outcome.cost.min()):.4g} {unit}")
         # Most accurate; among those, cheapest.
         return int(fits[_order(-outcome.accuracy[fits], outcome.cost[fits])[0]])
-    floor = (target.min_accuracy if target.min_accuracy is not None
-             else final_exit_accuracy - target.max_drop)
+    z = NormalDist().inv_cdf(target.confidence)
+    n = outcome.samples
+    p = outcome.accuracy / 100.0
+    if target.min_accuracy is not None:
+        floor = target.min_accuracy
+        bound = 100.0 * (p - z * torch.sqrt(p * (1 - p) / n))
+    else:
+        floor = final_exit_accuracy - target.max_drop
+        drop = final_exit_accuracy / 100.0 - p
+        se = torch.sqrt((outcome.disagreement / 100.0 - drop ** 2).clamp(min=0) / n)
+        bound = final_exit_accuracy - 100.0 * (drop + z * se)
     # A hair of slack so that "no drop" accepts the final exit's own accuracy despite rounding.
-    meets = g[outcome.accuracy >= floor - 1e-9]
+    meets = g[bound >= floor - 1e-9]
     if len(meets) == 0:
-        raise ValueError(f"no exit thresholds reach {floor:.3f}% on the validation split: the best "
-                         f"is {float(outcome.accuracy.max()):.3f}%")
+        raise ValueError(f"no exit thresholds reach {floor:.3f}% on the validation split at "
+                         f"{100 * target.confidence:g}% confidence: the best is "
+                         f"{float(outcome.accuracy.max()):.3f}% (lower bound {float(bound.max()):.3f}%)")
     # Cheapest; among those, most accurate.
     return int(meets[_order(outcome.cost[meets], -outcome.accuracy[meets])[0]])

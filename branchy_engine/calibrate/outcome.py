@@ -18,6 +18,9 @@ class Outcome:
     accuracy: Tensor    # [G] % of samples whose exit predicts right
     fractions: Tensor   # [G, E] % of samples leaving at each exit
     cost: Tensor        # [G] expected cost per sample, in the costs' unit
+    disagreement: Tensor  # [G] % of samples right at their exit but wrong at the final one, or
+                          # the other way round (for the paired standard error of the drop)
+    samples: int        # N, the split's size
 
     def row(self, g: int) -> dict:
         return {"params": self.grid[g].tolist(), "accuracy": float(self.accuracy[g]),
@@ -39,12 +42,16 @@ def evaluate(table: ExitTable, criterion: str, grid: Tensor, segment_costs) -> O
     costs = path_costs(segment_costs)
     if len(costs) != table.num_exits:
         raise ValueError(f"{len(costs)} segment costs for a network with {table.num_exits} exits")
-    accuracy, counts = [], []
+    accuracy, counts, disagreement = [], [], []
+    final = table.correct[:, -1]
     for g in grid.split(max(1, _CHUNK_ELEMENTS // max(1, table.num_samples * table.num_exits))):
         taken = exit_taken(table, criterion, g)                      # [g, N]
-        accuracy.append(100.0 * table.correct.gather(1, taken.T).T.double().mean(1))
+        correct = table.correct.gather(1, taken.T).T                 # [g, N]
+        accuracy.append(100.0 * correct.double().mean(1))
+        disagreement.append(100.0 * (correct != final).double().mean(1))
         c = torch.zeros(len(g), table.num_exits, dtype=torch.float64)
         counts.append(c.scatter_add_(1, taken, torch.ones_like(taken, dtype=torch.float64)))
     fractions = 100.0 * torch.cat(counts) / table.num_samples
     return Outcome(grid=grid, accuracy=torch.cat(accuracy), fractions=fractions,
-                   cost=(fractions / 100.0) @ costs)
+                   cost=(fractions / 100.0) @ costs, disagreement=torch.cat(disagreement),
+                   samples=table.num_samples)
