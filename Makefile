@@ -13,10 +13,11 @@ export CUDA_HOME := /usr/local/cuda
 endif
 endif
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
+DNNL_HEADER := /usr/include/oneapi/dnnl/dnnl.hpp
 SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h')
 CPP_TESTS := $(wildcard tests/cpp/*)
 
-.PHONY: demo test bench ctest data clean help
+.PHONY: demo test bench ctest system clean help
 
 help:
 	@echo "make demo   the main job, on the embedded default data"
@@ -28,33 +29,36 @@ $(VENV)/.deps: requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	@touch $@
 
-$(VENV)/.built: $(VENV)/.deps $(SOURCES)
+$(VENV)/.built: $(VENV)/.deps $(SOURCES) | system
 	$(PY) -m pip install -q --no-build-isolation -e .
 	@$(PY) -m branchy_engine.build_info
 	@touch $@
 
-$(BUILD)/.ctest-built: CMakeLists.txt $(SOURCES) $(CPP_TESTS)
+$(BUILD)/.ctest-built: CMakeLists.txt $(SOURCES) $(CPP_TESTS) | system
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release > /dev/null
 	cmake --build $(BUILD) -j 2
 	@touch $@
 
-# Fashion-MNIST comes from Debian's dataset-fashion-mnist.
-data:
-	@test -d $(FASHION_MNIST) || { echo "Installing dataset-fashion-mnist (Debian)"; \
-	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q dataset-fashion-mnist > /dev/null; \
-	  else sudo apt-get install -y -q dataset-fashion-mnist > /dev/null; fi; }
+# Debian packages: Fashion-MNIST (the default data) and oneDNN (libdnnl-dev, native OpenMP
+# build: the runtime layers where it beats the own kernels). Installed only when missing.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+system:
+	@missing=""; test -d $(FASHION_MNIST) || missing="$$missing dataset-fashion-mnist"; \
+	  test -f $(DNNL_HEADER) || missing="$$missing libdnnl-dev"; \
+	  if [ -n "$$missing" ]; then echo "Installing (Debian):$$missing"; \
+	    $(SUDO) apt-get install -y -q $$missing > /dev/null; fi
 
 ctest: $(BUILD)/.ctest-built
 	ctest --test-dir $(BUILD) --output-on-failure
 
-test: $(VENV)/.built ctest data
+test: $(VENV)/.built ctest
 	$(PY) -m pytest tests/ -q
 	$(PY) -m pytest bench/ -q --benchmark-disable
 
-bench: $(VENV)/.built data
+bench: $(VENV)/.built
 	$(VENV)/bin/branchy bench
 
-demo: $(VENV)/.built data
+demo: $(VENV)/.built
 	$(VENV)/bin/branchy demo
 
 clean:

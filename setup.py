@@ -36,23 +36,52 @@ def sources(pattern):
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern), recursive=True))
 
 
+def dnnl():
+    """oneDNN (Debian's libdnnl-dev) for the runtime layers where it is faster; BRANCHY_NO_DNNL=1
+    builds without it."""
+    if os.environ.get("BRANCHY_NO_DNNL") == "1":
+        return False
+    return os.path.isfile("/usr/include/oneapi/dnnl/dnnl.hpp") and bool(glob.glob("/usr/lib/*/libdnnl.so"))
+
+
+DNNL = dnnl()
+
+
+def dnnl_headers():
+    """A directory holding only Debian's oneDNN headers, searched first: torch's include directory
+    carries oneDNN 3 headers, which do not match the oneDNN 2 library we link."""
+    directory = os.path.join(ROOT, "build", "dnnl-include")
+    link = os.path.join(directory, "oneapi")
+    if not os.path.islink(link):
+        os.makedirs(directory, exist_ok=True)
+        os.symlink("/usr/include/oneapi", link)
+    return directory
+
+
 def extension():
-    cpp = sources("csrc/ops/*.cpp") + sources("csrc/ops/cpu/*.cpp") + sources("csrc/runtime/*.cpp")
+    runtime = [s for s in sources("csrc/runtime/*.cpp") if "layers_dnnl" not in s]
+    runtime += sources("csrc/runtime/kernels/*.cpp")
+    runtime.append("csrc/runtime/layers_dnnl.cpp" if DNNL else "csrc/runtime/layers_dnnl_none.cpp")
+    cpp = sources("csrc/ops/*.cpp") + sources("csrc/ops/cpu/*.cpp") + runtime
     cu = sources("csrc/ops/cuda/*.cu") if CUDA else []
-    cxx_flags = ["-O3", "-Wall"]
-    include_dirs = [os.path.join(ROOT, "csrc")]
+    cxx_flags = ["-O3", "-Wall"] + (["-fopenmp"] if DNNL else [])
+    include_dirs = [os.path.join(ROOT, "csrc"), os.path.join(ROOT, "csrc", "runtime")]
+    if DNNL:
+        include_dirs.insert(0, dnnl_headers())
+    libraries = ["dnnl", "gomp"] if DNNL else []
+    say("oneDNN layers " + ("on (libdnnl)" if DNNL else "off: own kernels only (install libdnnl-dev)"))
     if cu:
         say(f"CUDA sources ({len(cu)}) with {CUDA}/bin/nvcc for TORCH_CUDA_ARCH_LIST="
             f"{os.environ['TORCH_CUDA_ARCH_LIST']}")
         return cpp_extension.CUDAExtension(
-            "branchy_engine._C", cpp + cu, include_dirs=include_dirs,
+            "branchy_engine._C", cpp + cu, include_dirs=include_dirs, libraries=libraries,
             define_macros=[("BRANCHY_WITH_CUDA", None)],
             extra_compile_args={"cxx": cxx_flags,
                                 "nvcc": ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]})
     reason = "BRANCHY_NO_CUDA=1" if os.environ.get("BRANCHY_NO_CUDA") == "1" else "no nvcc found"
     say(f"CPU only ({reason})")
     return cpp_extension.CppExtension("branchy_engine._C", cpp, include_dirs=include_dirs,
-                                      extra_compile_args={"cxx": cxx_flags})
+                                      libraries=libraries, extra_compile_args={"cxx": cxx_flags})
 
 
 def say(message):

@@ -118,6 +118,9 @@ def add_calibrate_parser(sub):
     target.add_argument("--latency-budget", type=float,
                         help="the most accurate thresholds whose expected cost fits (costs' unit: us or MFLOP)")
     target.add_argument("--thresholds", type=floats, help="evaluate these thresholds (comma-separated) instead")
+    p.add_argument("--confidence", type=float, default=0.95,
+                   help="--min-accuracy/--max-drop must hold at this one-sided confidence on "
+                        "validation (its sampling error taken into account); 0.5: the plain rule")
     p.add_argument("--criterion", default="entropy", choices=CRITERIA,
                    help="entropy < T (the paper), max softmax >= T, or patience k (consecutive exits agree)")
     p.add_argument("--cost", default="measure", choices=["measure", "flops"],
@@ -136,7 +139,7 @@ def cmd_calibrate(args):
     from branchy_engine.calibrate.run import Options, calibrate, table_row
     opts = Options(
         checkpoint=args.checkpoint, criterion=args.criterion,
-        target=Target(args.min_accuracy, args.max_drop, args.latency_budget),
+        target=Target(args.min_accuracy, args.max_drop, args.latency_budget, args.confidence),
         thresholds=args.thresholds, cost=args.cost, costs_file=args.costs_file, threads=args.threads,
         data_dir=args.data_dir, out_dir=args.out_dir, output=args.output, dry_run=args.dry_run,
         device=args.device)
@@ -145,6 +148,42 @@ def cmd_calibrate(args):
     print("files: " + ", ".join(record["files"].values()))
     if not args.dry_run:
         print(f"thresholds written into {args.output or args.checkpoint}")
+    return 0
+
+
+def add_export_parser(sub):
+    p = sub.add_parser(
+        "export", help="write a checkpoint as one .branchy model file for the C++ runtime",
+        description="Folds BatchNorm into the convolutions, fuses ReLUs, drops dropout and writes the "
+                    "stages, exits, exit rule, class names, metadata and weights into one file "
+                    "(docs/model-format.md). The thresholds come from `branchy calibrate` unless given.")
+    p.add_argument("checkpoint", help="a checkpoint from `branchy train` (calibrated, if it has early exits)")
+    p.add_argument("-o", "--output", required=True, help="the model file to write, e.g. model.branchy")
+    p.add_argument("--thresholds", type=floats,
+                   help="one threshold per early exit, comma-separated ('inf' allowed), instead of the "
+                        "checkpoint's calibration")
+    p.add_argument("--criterion", choices=["entropy", "maxprob"],
+                   help="exit rule for --thresholds: entropy < T or max softmax >= T (default entropy)")
+
+
+def cmd_export(args):
+    from branchy_engine.export import export, report
+    print(report(export(args.checkpoint, args.output, args.thresholds, args.criterion)))
+    return 0
+
+
+def add_inspect_parser(sub):
+    p = sub.add_parser("inspect", help="show a .branchy model file as the C++ runtime reads it")
+    p.add_argument("model", help="a .branchy model file")
+    p.add_argument("--json", action="store_true", help="print the runtime's JSON summary as it is")
+
+
+def cmd_inspect(args):
+    from branchy_engine import model_file
+    if args.json:
+        print(model_file.summary_json(args.model))
+    else:
+        print(model_file.describe(model_file.summary(args.model), title=args.model))
     return 0
 
 
@@ -169,11 +208,13 @@ def main(argv=None):
     sub.add_parser("demo", help="the main job (for now: the exit-decision benchmark)")
     add_train_parser(sub)
     add_calibrate_parser(sub)
+    add_export_parser(sub)
+    add_inspect_parser(sub)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
     commands = {"info": cmd_info, "bench": cmd_bench, "demo": cmd_demo, "train": cmd_train,
-                "calibrate": cmd_calibrate}
+                "calibrate": cmd_calibrate, "export": cmd_export, "inspect": cmd_inspect}
     try:
         return commands[args.command](args)
     except (ValueError, OSError) as e:

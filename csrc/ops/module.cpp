@@ -7,6 +7,7 @@
 #include <ATen/PythonTorchFunctionTLS.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <Python.h>
+#include <pybind11/pybind11.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/headeronly/version.h>
@@ -15,6 +16,7 @@
 
 #include "ops/exit_decision.h"
 #include "runtime/exit_decision.h"
+#include "runtime/model_file.h"
 
 namespace {
 
@@ -113,11 +115,25 @@ PyObject* set_cpu_isa(PyObject*, PyObject* arg) {
   return PyUnicode_FromString(branchy::isa_name(branchy::set_active_isa(isa)));
 }
 
+PyObject* model_summary(PyObject*, PyObject* arg) {
+  const char* path = PyUnicode_AsUTF8(arg);
+  if (path == nullptr) return nullptr;
+  try {
+    return PyUnicode_FromString(branchy::summarize(branchy::load_model(path)).c_str());
+  } catch (const branchy::ModelError& e) {
+    PyErr_SetString(PyExc_ValueError, e.what());
+    return nullptr;
+  }
+}
+
 PyMethodDef methods[] = {
     {"exit_decision", reinterpret_cast<PyCFunction>(decide<kEntropy>), METH_FASTCALL,
      "exit_decision(logits, threshold): torch.ops.branchy_engine.exit_decision, called directly."},
     {"exit_decision_maxprob", reinterpret_cast<PyCFunction>(decide<kMaxProb>), METH_FASTCALL,
      "exit_decision_maxprob(logits, threshold): the max-probability op, called directly."},
+    {"model_summary", model_summary, METH_O,
+     "model_summary(path) -> JSON text: the model file as the C++ runtime reads it (ValueError "
+     "naming the problem if it is not a usable model)."},
     {"cpu_isa", cpu_isa, METH_NOARGS, "The instruction set the CPU kernels use."},
     {"set_cpu_isa", set_cpu_isa, METH_O,
      "set_cpu_isa('portable' | 'avx2' | 'best') -> the instruction set now in use "
@@ -130,6 +146,8 @@ PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",
 
 }  // namespace
 
+void init_engine_binding(pybind11::module_& m);  // engine_binding.cpp
+
 PyMODINIT_FUNC PyInit__C(void) {
   PyObject* m = PyModule_Create(&module_def);
   if (m == nullptr) return nullptr;
@@ -141,6 +159,14 @@ PyMODINIT_FUNC PyInit__C(void) {
   if (PyModule_AddStringConstant(m, "torch_version", TORCH_VERSION) < 0 ||
       PyModule_AddIntConstant(m, "with_cuda", with_cuda) < 0 ||
       PyModule_AddStringConstant(m, "best_cpu_isa", branchy::isa_name(branchy::best_isa())) < 0) {
+    Py_DECREF(m);
+    return nullptr;
+  }
+  try {
+    auto module = pybind11::reinterpret_borrow<pybind11::module_>(m);
+    init_engine_binding(module);
+  } catch (pybind11::error_already_set& e) {
+    e.restore();
     Py_DECREF(m);
     return nullptr;
   }

@@ -4,11 +4,10 @@
 #include <atomic>
 #include <cstring>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define BRANCHY_HAVE_AVX2_PATH 1
+#include "cpu.h"
+
+#if BRANCHY_X86
 #include <immintrin.h>
-#else
-#define BRANCHY_HAVE_AVX2_PATH 0
 #endif
 
 namespace branchy {
@@ -61,9 +60,7 @@ Decision decide_row_portable(const T* row, int64_t classes, Criterion criterion,
   return finalize(st, classes, criterion, threshold);
 }
 
-#if BRANCHY_HAVE_AVX2_PATH
-#define BRANCHY_AVX2 __attribute__((target("avx2,fma,f16c")))
-
+#if BRANCHY_X86
 // exp for 8 floats (Cephes' expf: range reduction by ln 2, degree-5 polynomial), about 1 ulp.
 // Inputs below about -87.3 give 0, which is all the exit decision needs of them.
 BRANCHY_AVX2 inline __m256 exp8(__m256 x) {
@@ -231,6 +228,8 @@ Isa best_isa() {
   static const Isa best = cpu_has_avx2() ? Isa::Avx2 : Isa::Portable;
   return best;
 }
+
+bool use_avx2() { return active_isa() == Isa::Avx2; }
 
 Isa active_isa() { return static_cast<Isa>(active_isa_slot().load(std::memory_order_relaxed)); }
 

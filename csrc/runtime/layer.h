@@ -1,0 +1,62 @@
+// A layer: one op of the model, built once (weights packed, shapes fixed), run many times with no
+// allocation. A plan is a list of layers per stage and per exit head.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model_file.h"
+
+namespace branchy {
+
+// How one sample's activation [C, H, W] lies in memory.
+enum class Layout : int { NCHW = 0, NHWC = 1 };
+
+const char* layout_name(Layout layout);
+
+// Per-thread state a layer may need (scratch buffers, library handles); made by the layer, owned
+// by a Context, never shared between threads.
+struct LayerState {
+  virtual ~LayerState() = default;
+};
+
+class Layer {
+ public:
+  virtual ~Layer() = default;
+  // Reads one sample's input (in `input_layout()`), writes its output (in `output_layout()`).
+  // `in` and `out` never alias; both hold at least in_shape().numel() / out_shape().numel() floats.
+  virtual void forward(const float* in, float* out, LayerState* state) const = 0;
+  // Per-thread state for forward(); null when the layer needs none.
+  virtual std::unique_ptr<LayerState> make_state() const { return nullptr; }
+  virtual Layout input_layout() const = 0;
+  virtual Layout output_layout() const = 0;
+  // What the layer is and which implementation runs it, e.g. "conv2d 5->10 k3 s1 p1 +relu [own avx2]".
+  virtual std::string describe() const = 0;
+
+  Shape in_shape() const { return in_; }
+  Shape out_shape() const { return out_; }
+
+ protected:
+  Layer(Shape in, Shape out) : in_(in), out_(out) {}
+  Shape in_, out_;
+};
+
+// Changes one sample's layout between NCHW and NHWC.
+std::unique_ptr<Layer> make_reorder(Shape shape, Layout from, Layout to);
+
+// The implementations that can run `op`: own kernels (always) and, where built, oneDNN's.
+// The plan measures them and keeps the fastest (with the reorders its layout needs).
+std::vector<std::unique_ptr<Layer>> own_candidates(const Op& op);
+std::vector<std::unique_ptr<Layer>> dnnl_candidates(const Op& op);
+
+// Whether this build has the oneDNN layers, and which oneDNN it is ("" when none).
+bool have_dnnl();
+std::string dnnl_version();
+
+// Sets the thread count oneDNN layers use from the calling thread (no-op without oneDNN).
+void set_dnnl_threads(int threads);
+
+}  // namespace branchy

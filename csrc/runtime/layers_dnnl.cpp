@@ -1,0 +1,297 @@
+// Layers run by oneDNN primitives on NHWC samples: created once per plan (weights reordered into
+// the primitive's preferred layout once), executed with per-thread memory handles and scratchpad.
+// NHWC, not NCHW: on plain NCHW oneDNN falls back to im2col + GEMM, 2-4x slower at batch 1.
+#include <omp.h>
+
+#include <algorithm>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <sstream>
+#include <unordered_map>
+
+#include "kernels/simple_ops.h"
+#include "layer.h"
+
+namespace branchy {
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+memory::desc activation(const Shape& s, tag layout = tag::nhwc) {
+  return memory::desc({1, s.c, s.h, s.w}, dt::f32, layout);
+}
+
+dnnl::primitive_attr attributes(const dnnl::post_ops& ops = dnnl::post_ops()) {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  attr.set_post_ops(ops);
+  return attr;
+}
+
+dnnl::post_ops relu_after(bool relu, bool sum_first = false) {
+  dnnl::post_ops ops;
+  if (sum_first) ops.append_sum(1.0f);
+  if (relu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+  return ops;
+}
+
+// Copies user weights (a view into the model file, layout `user`) into the layout `wanted`.
+memory reordered(const float* data, const memory::desc& user, const memory::desc& wanted) {
+  memory src(user, cpu_engine(), const_cast<float*>(data));
+  memory dst(wanted, cpu_engine());
+  dnnl::stream stream(cpu_engine());
+  dnnl::reorder(src, dst).execute(stream, src, dst);
+  stream.wait();
+  return dst;
+}
+
+// One primitive with its argument memories; per thread, since memory handles are set per call.
+// Executes through the C API with an argument array built once: the C++ execute() builds a
+// vector of arguments on every call.
+struct Call {
+  Call(const dnnl::primitive& p, const memory::desc& src, const memory::desc& dst,
+       const memory::desc& scratchpad, const std::unordered_map<int, memory>& constants)
+      : primitive(p), stream(cpu_engine()),
+        src(src, cpu_engine(), DNNL_MEMORY_NONE), dst(dst, cpu_engine(), DNNL_MEMORY_NONE),
+        scratchpad(scratchpad, cpu_engine()), constants(constants) {
+    args.push_back({DNNL_ARG_SRC, this->src.get()});
+    args.push_back({DNNL_ARG_DST, this->dst.get()});
+    args.push_back({DNNL_ARG_SCRATCHPAD, this->scratchpad.get()});
+    for (const auto& [key, value] : this->constants) args.push_back({key, value.get()});
+  }
+  void run(const float* in, float* out) {
+    src.set_data_handle(const_cast<float*>(in));
+    dst.set_data_handle(out);
+    dnnl::error::wrap_c_api(
+        dnnl_primitive_execute(primitive.get(), stream.get(), int(args.size()), args.data()),
+        "oneDNN primitive execution");
+  }
+  dnnl::primitive primitive;
+  dnnl::stream stream;
+  memory src, dst, scratchpad;
+  std::unordered_map<int, memory> constants;  // keeps the shared weights alive
+  std::vector<dnnl_exec_arg_t> args;
+};
+
+struct CallState : LayerState {
+  std::vector<std::unique_ptr<Call>> calls;
+  Buffer buffer;
+};
+
+// A primitive, its descriptors and its constant arguments (weights, bias): built once, shared.
+struct Primitive {
+  dnnl::primitive primitive;
+  memory::desc src, dst, scratchpad;
+  std::unordered_map<int, memory> constants;
+  std::unique_ptr<Call> call() const {
+    return std::make_unique<Call>(primitive, src, dst, scratchpad, constants);
+  }
+};
+
+// The implementation names of primitives built last, for describe().
+std::vector<std::string>& impl_names() {
+  thread_local std::vector<std::string> names;
+  return names;
+}
+
+std::string take_impl_names() {
+  std::string joined;
+  for (const auto& n : impl_names()) joined += (joined.empty() ? "" : "+") + n;
+  impl_names().clear();
+  return joined;
+}
+
+Primitive convolution(const Shape& in, const Shape& out, int kh, int kw, int sh, int sw, int ph,
+                      int pw, const TensorView& weight, const TensorView& bias,
+                      const dnnl::post_ops& ops) {
+  const memory::desc src = activation(in), dst = activation(out);
+  const memory::desc user_w({out.c, in.c, kh, kw}, dt::f32, tag::oihw);
+  const memory::desc any_w({out.c, in.c, kh, kw}, dt::f32, tag::any);
+  const memory::desc b({out.c}, dt::f32, tag::a);
+  // Right padding so that the output size matches the model's (floor division).
+  const int prh = (out.h - 1) * sh + kh - in.h - ph, prw = (out.w - 1) * sw + kw - in.w - pw;
+  dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference,
+                                       dnnl::algorithm::convolution_direct, src, any_w, b, dst,
+                                       {sh, sw}, {ph, pw}, {prh, prw});
+  dnnl::convolution_forward::primitive_desc pd(desc, attributes(ops), cpu_engine());
+  Primitive p{dnnl::convolution_forward(pd), src, dst, pd.scratchpad_desc(), {}};
+  p.constants.emplace(DNNL_ARG_WEIGHTS, reordered(weight.data, user_w, pd.weights_desc()));
+  p.constants.emplace(DNNL_ARG_BIAS, memory(b, cpu_engine(), const_cast<float*>(bias.data)));
+  impl_names().push_back(pd.impl_info_str());
+  return p;
+}
+
+class DnnlLayer : public Layer {
+ public:
+  DnnlLayer(const Op& op, std::string what) : Layer(op.in, op.out), what_(std::move(what)) {}
+  Layout input_layout() const override { return Layout::NHWC; }
+  Layout output_layout() const override { return Layout::NHWC; }
+  std::string describe() const override { return what_ + " [oneDNN " + impl_ + ", NHWC]"; }
+
+ protected:
+  std::string what_, impl_;
+};
+
+class DnnlSingle : public DnnlLayer {
+ public:
+  DnnlSingle(const Op& op, std::string what, Primitive p, bool relu_after = false)
+      : DnnlLayer(op, std::move(what)), p_(std::move(p)), relu_after_(relu_after) {
+    impl_ = take_impl_names();
+  }
+  void forward(const float* in, float* out, LayerState* state) const override {
+    static_cast<CallState*>(state)->calls[0]->run(in, out);
+    if (relu_after_) {
+      for (int64_t i = 0, n = out_.numel(); i < n; ++i) out[i] = std::max(out[i], 0.0f);
+    }
+  }
+  std::unique_ptr<LayerState> make_state() const override {
+    auto state = std::make_unique<CallState>();
+    state->calls.push_back(p_.call());
+    return state;
+  }
+
+ private:
+  Primitive p_;
+  bool relu_after_;
+};
+
+// relu(conv2(relu(conv1(x))) + shortcut(x)): the shortcut is written into the output first and
+// conv2 accumulates onto it (a sum post-op), then ReLU.
+class DnnlResBlock : public DnnlLayer {
+ public:
+  explicit DnnlResBlock(const Op& op)
+      : DnnlLayer(op, "res_block " + std::to_string(op.in.c) + "->" + std::to_string(op.out.c) +
+                          " s" + std::to_string(op.stride_h)),
+        stride_(op.stride_h),
+        conv1_(convolution(op.in, op.out, 3, 3, op.stride_h, op.stride_w, 1, 1, op.tensors[0],
+                           op.tensors[1], relu_after(true))),
+        conv2_(convolution(op.out, op.out, 3, 3, 1, 1, 1, 1, op.tensors[2], op.tensors[3],
+                           relu_after(true, /*sum_first=*/true))) {
+    impl_ = take_impl_names();
+  }
+  void forward(const float* in, float* out, LayerState* state) const override {
+    auto* s = static_cast<CallState*>(state);
+    s->calls[0]->run(in, s->buffer.data());
+    shortcut_nhwc(in_, out_, stride_, in, out);
+    s->calls[1]->run(s->buffer.data(), out);
+  }
+  std::unique_ptr<LayerState> make_state() const override {
+    auto state = std::make_unique<CallState>();
+    state->calls.push_back(conv1_.call());
+    state->calls.push_back(conv2_.call());
+    state->buffer = Buffer(out_.numel());
+    return state;
+  }
+
+ private:
+  int stride_;
+  Primitive conv1_, conv2_;
+};
+
+std::unique_ptr<Layer> conv_layer(const Op& op) {
+  std::ostringstream what;
+  what << "conv2d " << op.in.c << "->" << op.out.c << " k" << op.kernel_h << "x" << op.kernel_w
+       << " s" << op.stride_h << " p" << op.pad_h << (op.relu ? " +relu" : "");
+  return std::make_unique<DnnlSingle>(
+      op, what.str(),
+      convolution(op.in, op.out, op.kernel_h, op.kernel_w, op.stride_h, op.stride_w, op.pad_h,
+                  op.pad_w, op.tensors[0], op.tensors[1], relu_after(op.relu)));
+}
+
+std::unique_ptr<Layer> pool_layer(const Op& op) {
+  const int prh = (op.out.h - 1) * op.stride_h + op.kernel_h - op.in.h - op.pad_h;
+  const int prw = (op.out.w - 1) * op.stride_w + op.kernel_w - op.in.w - op.pad_w;
+  const bool max = op.kind == OpKind::MaxPool2d;
+  // oneDNN's average counts the extra ceil-mode padding; PyTorch's does not. Only where none.
+  if (!max && (prh != op.pad_h || prw != op.pad_w)) return nullptr;
+  const memory::desc src = activation(op.in), dst = activation(op.out);
+  dnnl::pooling_forward::desc desc(
+      dnnl::prop_kind::forward_inference,
+      max ? dnnl::algorithm::pooling_max : dnnl::algorithm::pooling_avg_include_padding, src, dst,
+      {op.stride_h, op.stride_w}, {op.kernel_h, op.kernel_w}, {op.pad_h, op.pad_w}, {prh, prw});
+  dnnl::pooling_forward::primitive_desc pd(desc, attributes(), cpu_engine());
+  impl_names().push_back(pd.impl_info_str());
+  std::ostringstream what;
+  what << op_name(op.kind) << " k" << op.kernel_h << " s" << op.stride_h << " p" << op.pad_h
+       << (op.ceil_mode ? " ceil" : "") << (op.relu ? " +relu" : "");
+  return std::make_unique<DnnlSingle>(
+      op, what.str(), Primitive{dnnl::pooling_forward(pd), src, dst, pd.scratchpad_desc(), {}},
+      op.relu);
+}
+
+std::unique_ptr<Layer> lrn_layer(const Op& op) {
+  const memory::desc src = activation(op.in);
+  // oneDNN, like PyTorch, divides alpha by the window size.
+  dnnl::lrn_forward::desc desc(dnnl::prop_kind::forward_inference,
+                               dnnl::algorithm::lrn_across_channels, src, op.size, op.alpha,
+                               op.beta, op.k);
+  dnnl::lrn_forward::primitive_desc pd(desc, attributes(), cpu_engine());
+  impl_names().push_back(pd.impl_info_str());
+  return std::make_unique<DnnlSingle>(
+      op, "lrn size " + std::to_string(op.size),
+      Primitive{dnnl::lrn_forward(pd), src, src, pd.scratchpad_desc(), {}});
+}
+
+// Linear on the NHWC activation directly: oneDNN knows the logical [C, H, W] of the input, so the
+// weights (PyTorch's NCHW flattening) need no permutation and the input no reorder.
+std::unique_ptr<Layer> linear_layer(const Op& op) {
+  const memory::desc src = activation(op.in);
+  const memory::desc user_w({op.out.c, op.in.c, op.in.h, op.in.w}, dt::f32, tag::oihw);
+  const memory::desc any_w({op.out.c, op.in.c, op.in.h, op.in.w}, dt::f32, tag::any);
+  const memory::desc b({op.out.c}, dt::f32, tag::a);
+  const memory::desc dst({1, op.out.c}, dt::f32, tag::nc);
+  dnnl::inner_product_forward::desc desc(dnnl::prop_kind::forward_inference, src, any_w, b, dst);
+  dnnl::inner_product_forward::primitive_desc pd(desc, attributes(relu_after(op.relu)), cpu_engine());
+  impl_names().push_back(pd.impl_info_str());
+  Primitive p{dnnl::inner_product_forward(pd), src, dst, pd.scratchpad_desc(), {}};
+  p.constants.emplace(DNNL_ARG_WEIGHTS, reordered(op.tensors[0].data, user_w, pd.weights_desc()));
+  p.constants.emplace(DNNL_ARG_BIAS, memory(b, cpu_engine(), const_cast<float*>(op.tensors[1].data)));
+  return std::make_unique<DnnlSingle>(
+      op, "linear " + std::to_string(op.in_channels) + "->" + std::to_string(op.out_channels) +
+              (op.relu ? " +relu" : ""),
+      std::move(p));
+}
+
+}  // namespace
+
+bool have_dnnl() { return true; }
+
+std::string dnnl_version() {
+  const dnnl_version_t* v = dnnl::version();
+  return "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
+         std::to_string(v->patch);
+}
+
+void set_dnnl_threads(int threads) { omp_set_num_threads(std::max(1, threads)); }
+
+std::vector<std::unique_ptr<Layer>> dnnl_candidates(const Op& op) {
+  std::vector<std::unique_ptr<Layer>> out;
+  try {
+    std::unique_ptr<Layer> layer;
+    switch (op.kind) {
+      case OpKind::Conv2d: layer = conv_layer(op); break;
+      case OpKind::MaxPool2d:
+      case OpKind::AvgPool2d: layer = pool_layer(op); break;
+      case OpKind::Lrn: layer = lrn_layer(op); break;
+      case OpKind::Linear:
+        // A linear layer reads its input's [C, H, W] (the flatten before it is folded in).
+        layer = linear_layer(op);
+        break;
+      case OpKind::ResBlock: layer = std::make_unique<DnnlResBlock>(op); break;
+      default: break;
+    }
+    if (layer) out.push_back(std::move(layer));
+  } catch (const dnnl::error&) {
+    // oneDNN has no implementation for this shape: the own kernels serve it.
+    impl_names().clear();
+  }
+  return out;
+}
+
+}  // namespace branchy

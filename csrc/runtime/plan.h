@@ -1,0 +1,85 @@
+// The CPU runtime: a Plan is built once from a model (weights packed, implementations chosen,
+// buffer sizes fixed) and shared read-only by any number of threads; each thread runs it with its
+// own Context, which holds every buffer a run needs, so a run allocates nothing and takes no lock.
+//
+//   branchy::Plan plan(branchy::load_model("model.branchy"));
+//   auto context = plan.make_context();
+//   branchy::Result r = plan.run(*context, pixels);   // pixels: float [C, H, W]
+//   // r.prediction, r.exit (0-based), r.score (entropy in nats, or max probability)
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "layer.h"
+#include "model_file.h"
+
+namespace branchy {
+
+struct PlanOptions {
+  // measure: per layer, whichever implementation (own kernels or oneDNN, with the layout changes
+  // it implies) is fastest on this machine; own / dnnl: force one (oneDNN where it has the op).
+  enum class Kernels { Measure, Own, Dnnl };
+  Kernels kernels = Kernels::Measure;
+  int threads = 1;                 // threads a run may use (oneDNN layers)
+  std::vector<float> thresholds;   // replace the file's (one per early exit); empty: keep them
+};
+
+struct Result {
+  int64_t prediction = -1;  // class index
+  int32_t exit = -1;        // 0-based exit the sample left at
+  float score = 0.0f;       // entropy (nats) or max probability there, by the model's criterion
+};
+
+class Plan;
+
+// Everything one thread needs to run a plan: activation buffers, layer scratch, library handles.
+// Made by Plan::make_context; used by one thread at a time.
+class Context {
+ public:
+  ~Context();
+  struct State;  // opaque: plan.cpp
+  State& state() { return *state_; }
+
+ private:
+  explicit Context(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+  friend class Plan;
+};
+
+class Plan {
+ public:
+  explicit Plan(Model model, PlanOptions options = PlanOptions());
+  ~Plan();
+  Plan(Plan&&) noexcept;
+
+  // Per-thread state for run() and run_batch(); `max_batch` samples in flight at once.
+  std::unique_ptr<Context> make_context(int max_batch = 64) const;
+
+  // One sample, float32 [C, H, W] (NCHW): runs stage by stage and stops at the first exit whose
+  // rule lets it leave; the last exit takes it otherwise.
+  Result run(Context& context, const float* input) const;
+
+  // `batch` samples, contiguous [batch, C, H, W]: each leaves at its own exit. Stage by stage, only
+  // the samples still in flight run the next stage. results[i] belongs to input i.
+  void run_batch(Context& context, const float* inputs, int64_t batch, Result* results) const;
+
+  // Every exit's logits for one sample, no early exit (for checking against the framework).
+  std::vector<std::vector<float>> all_exit_logits(Context& context, const float* input) const;
+
+  // The layers of every stage and exit head with their implementation and layout, one per line.
+  std::string describe() const;
+
+  const Model& model() const;
+  int num_exits() const;
+  const std::vector<float>& thresholds() const;
+
+  struct Impl;  // opaque: plan.cpp
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace branchy

@@ -1,0 +1,219 @@
+// branchy-run: classify images with a .branchy model from the command line, no Python.
+//
+//   branchy-run MODEL --idx IMAGES[.gz] [--labels LABELS[.gz]] [--limit N]
+//   branchy-run MODEL --raw FILE.f32 [--limit N]
+//   options: --threads T  --kernels measure|own|dnnl  --thresholds T1,T2  --mean M --std S
+//            --predictions (print one line per sample)  --plan (print the chosen layers)
+//
+// IDX images (uint8, as MNIST/Fashion-MNIST ship them) become x / 255, then (x - mean) / std;
+// raw files hold float32 samples [N, C, H, W] already prepared. Prints the accuracy (with labels),
+// how many samples left at each exit, and the latency of each call (batch 1).
+#include <zlib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "runtime/model_file.h"
+#include "runtime/plan.h"
+
+namespace {
+
+struct Args {
+  std::string model, idx, labels, raw;
+  long limit = -1;
+  int threads = 1;
+  std::string kernels = "measure";
+  std::vector<float> thresholds;
+  float mean = 0.0f, std = 1.0f;
+  bool predictions = false, plan = false;
+};
+
+[[noreturn]] void usage(const std::string& error) {
+  std::cerr << "branchy-run: " << error << "\n"
+            << "usage: branchy-run MODEL (--idx IMAGES [--labels LABELS] | --raw FILE.f32) "
+               "[--limit N] [--threads T] [--kernels measure|own|dnnl] [--thresholds T1,T2,...] "
+               "[--mean M] [--std S] [--predictions] [--plan]\n";
+  std::exit(2);
+}
+
+std::vector<float> parse_floats(const std::string& text) {
+  std::vector<float> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    char* end = nullptr;
+    const float v = std::strtof(item.c_str(), &end);
+    if (end == item.c_str() || *end) usage("not a number: '" + item + "'");
+    out.push_back(v);
+  }
+  return out;
+}
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage(arg + " needs a value");
+      return argv[++i];
+    };
+    if (arg == "--idx") a.idx = value();
+    else if (arg == "--labels") a.labels = value();
+    else if (arg == "--raw") a.raw = value();
+    else if (arg == "--limit") a.limit = std::atol(value().c_str());
+    else if (arg == "--threads") a.threads = std::atoi(value().c_str());
+    else if (arg == "--kernels") a.kernels = value();
+    else if (arg == "--thresholds") a.thresholds = parse_floats(value());
+    else if (arg == "--mean") a.mean = parse_floats(value()).at(0);
+    else if (arg == "--std") a.std = parse_floats(value()).at(0);
+    else if (arg == "--predictions") a.predictions = true;
+    else if (arg == "--plan") a.plan = true;
+    else if (arg == "-h" || arg == "--help") usage("help");
+    else if (!arg.empty() && arg[0] == '-') usage("unknown option " + arg);
+    else if (a.model.empty()) a.model = arg;
+    else usage("more than one model given");
+  }
+  if (a.model.empty()) usage("no model given");
+  if (a.idx.empty() == a.raw.empty()) usage("give exactly one of --idx and --raw");
+  if (a.threads < 1) usage("--threads must be >= 1");
+  if (!(a.std > 0)) usage("--std must be > 0");
+  return a;
+}
+
+// A whole file, gunzipped if it is gzip (zlib reads plain files unchanged).
+std::vector<uint8_t> read_file(const std::string& path) {
+  gzFile f = gzopen(path.c_str(), "rb");
+  if (!f) throw std::runtime_error(path + ": cannot open");
+  std::vector<uint8_t> data;
+  uint8_t chunk[1 << 16];
+  int n;
+  while ((n = gzread(f, chunk, sizeof chunk)) > 0) data.insert(data.end(), chunk, chunk + n);
+  const bool failed = n < 0;
+  gzclose(f);
+  if (failed) throw std::runtime_error(path + ": read error (corrupt gzip?)");
+  return data;
+}
+
+uint32_t big_endian(const uint8_t* p) {
+  return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
+}
+
+// IDX: magic 0x0000080<ndim>, ndim big-endian sizes, then uint8 data. Returns data and sizes.
+std::vector<uint8_t> read_idx(const std::string& path, int ndim, std::vector<uint32_t>& dims) {
+  std::vector<uint8_t> data = read_file(path);
+  if (data.size() < 4 + 4u * ndim || big_endian(data.data()) != 0x800u + ndim) {
+    throw std::runtime_error(path + ": not an IDX file of " + std::to_string(ndim) + " dimensions");
+  }
+  size_t count = 1;
+  for (int d = 0; d < ndim; ++d) {
+    dims.push_back(big_endian(data.data() + 4 + 4 * d));
+    count *= dims.back();
+  }
+  const size_t header = 4 + 4 * ndim;
+  if (data.size() != header + count) {
+    throw std::runtime_error(path + ": " + std::to_string(data.size() - header) +
+                             " data bytes, the header says " + std::to_string(count));
+  }
+  return std::vector<uint8_t>(data.begin() + header, data.end());
+}
+
+double percentile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, size_t(q * (v.size() - 1) + 0.5))];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args args = parse(argc, argv);
+  try {
+    branchy::PlanOptions options;
+    options.threads = args.threads;
+    options.thresholds = args.thresholds;
+    if (args.kernels == "own") options.kernels = branchy::PlanOptions::Kernels::Own;
+    else if (args.kernels == "dnnl") options.kernels = branchy::PlanOptions::Kernels::Dnnl;
+    else if (args.kernels != "measure") usage("--kernels must be measure, own or dnnl");
+    branchy::Plan plan(branchy::load_model(args.model), options);
+    if (args.plan) std::cout << plan.describe();
+    const branchy::Shape in = plan.model().input;
+    const size_t per_sample = size_t(in.numel());
+
+    std::vector<float> inputs;
+    std::vector<uint8_t> labels;
+    if (!args.idx.empty()) {
+      std::vector<uint32_t> dims;
+      const std::vector<uint8_t> images = read_idx(args.idx, 3, dims);
+      if (in.c != 1 || dims[1] != uint32_t(in.h) || dims[2] != uint32_t(in.w)) {
+        throw std::runtime_error(args.idx + ": images are " + std::to_string(dims[1]) + "x" +
+                                 std::to_string(dims[2]) + " grey, the model takes [" +
+                                 std::to_string(in.c) + ", " + std::to_string(in.h) + ", " +
+                                 std::to_string(in.w) + "]");
+      }
+      inputs.resize(images.size());
+      for (size_t i = 0; i < images.size(); ++i) {
+        inputs[i] = (float(images[i]) / 255.0f - args.mean) / args.std;
+      }
+      if (!args.labels.empty()) {
+        std::vector<uint32_t> label_dims;
+        labels = read_idx(args.labels, 1, label_dims);
+        if (label_dims[0] != dims[0]) throw std::runtime_error("labels and images differ in count");
+      }
+    } else {
+      const std::vector<uint8_t> bytes = read_file(args.raw);
+      if (bytes.size() % (per_sample * sizeof(float))) {
+        throw std::runtime_error(args.raw + ": " + std::to_string(bytes.size()) +
+                                 " bytes is not a whole number of float32 samples of " +
+                                 std::to_string(per_sample));
+      }
+      inputs.resize(bytes.size() / sizeof(float));
+      std::memcpy(inputs.data(), bytes.data(), bytes.size());
+    }
+    size_t samples = inputs.size() / per_sample;
+    if (args.limit >= 0) samples = std::min(samples, size_t(args.limit));
+
+    auto context = plan.make_context(1);
+    std::vector<long> per_exit(plan.num_exits(), 0);
+    std::vector<double> micros;
+    micros.reserve(samples);
+    long correct = 0;
+    for (size_t i = 0; i < samples; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const branchy::Result r = plan.run(*context, inputs.data() + i * per_sample);
+      micros.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+      ++per_exit[r.exit];
+      if (!labels.empty()) correct += r.prediction == labels[i];
+      if (args.predictions) {
+        const auto& names = plan.model().class_names;
+        std::cout << i << " " << r.prediction
+                  << (names.empty() ? "" : " " + names[r.prediction]) << " exit " << r.exit + 1
+                  << " score " << r.score << "\n";
+      }
+    }
+    if (samples == 0) throw std::runtime_error("no samples to run");
+    std::printf("%zu samples, batch 1, %d thread(s)\n", samples, args.threads);
+    if (!labels.empty()) std::printf("accuracy: %.2f%%\n", 100.0 * correct / samples);
+    std::printf("exits:");
+    for (int e = 0; e < plan.num_exits(); ++e) {
+      std::printf("  %d: %ld (%.1f%%)", e + 1, per_exit[e], 100.0 * per_exit[e] / samples);
+    }
+    double sum = 0;
+    for (double m : micros) sum += m;
+    std::printf("\nlatency per sample (us): mean %.2f  p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n",
+                sum / samples, percentile(micros, 0.5), percentile(micros, 0.9),
+                percentile(micros, 0.99), percentile(micros, 1.0));
+  } catch (const std::exception& e) {
+    std::cerr << "branchy-run: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

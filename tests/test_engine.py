@@ -1,0 +1,241 @@
+"""The CPU engine against PyTorch: logits at every exit, exit decisions, batches, threads, errors."""
+import math
+import os
+import threading
+
+import pytest
+import torch
+
+import branchy_engine as be
+from branchy_engine import _C, models
+from branchy_engine.export import write_model
+from branchy_engine.reference import exit_decision_maxprob_reference, exit_decision_reference
+
+from tiny_models import INPUT_SHAPE, randomize_batch_norm, tiny_net
+
+SHAPES = {"lenet": (1, 28, 28), "alexnet": (3, 32, 32), "resnet110": (3, 32, 32)}
+ZOO = ["lenet", "b_lenet", "alexnet", "b_alexnet", "resnet110", "b_resnet110"]
+KERNELS = ["own", "dnnl", "measure"]
+SHIPPED = os.path.join(os.path.dirname(__file__), "..", "branchy_engine", "checkpoints")
+
+
+def input_shape(name):
+    return INPUT_SHAPE if name == "tiny" else SHAPES[name.removeprefix("b_")]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """name -> (network in eval mode, .branchy path), exported once per module."""
+    cache = {}
+
+    def get(name, criterion="entropy", thresholds=None):
+        key = (name, criterion, tuple(thresholds or ()))
+        if key not in cache:
+            torch.manual_seed(0)
+            net = tiny_net() if name == "tiny" else models.create(name).eval()
+            randomize_batch_norm(net)  # so the folded BatchNorm is not the identity
+            if thresholds is None:
+                thresholds = [0.5] * (net.num_exits - 1)
+            path = tmp_path_factory.mktemp("models") / f"{name}-{criterion}.branchy"
+            write_model(net, path, input_shape(name), criterion, thresholds)
+            cache[key] = (net, str(path))
+        return cache[key]
+    return get
+
+
+def dnnl_or_skip(kernels):
+    if kernels == "dnnl" and not _C.dnnl_version():
+        pytest.skip("built without oneDNN")
+
+
+def torch_logits(net, x):
+    with torch.no_grad():
+        return [z for z in net(x)]
+
+
+def assert_logits_close(got, want):
+    """Within 1e-4 relative to the exit's largest logit (the spec's tolerance)."""
+    scale = float(want.abs().max()) + 1e-12
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("name", ["tiny"] + ZOO)
+def test_logits_match_pytorch_at_every_exit(exported, name, kernels):
+    dnnl_or_skip(kernels)
+    net, path = exported(name)
+    engine = be.Engine(path, kernels=kernels)
+    assert engine.num_exits == net.num_exits
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        x = torch.randn(*input_shape(name), generator=gen)
+        got = engine.all_exit_logits(x)
+        want = torch_logits(net, x[None])
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert_logits_close(g, w[0])
+
+
+def reference_exits(logits, thresholds, criterion):
+    """Per sample: the exit the paper's rule picks from PyTorch's logits, its prediction and score,
+    and whether any score it met sat within 1e-6 of a threshold (then either exit is right)."""
+    ref = exit_decision_reference if criterion == "entropy" else exit_decision_maxprob_reference
+    n = logits[0].shape[0]
+    exit = torch.full((n,), len(logits) - 1)
+    near = torch.zeros(n, dtype=torch.bool)
+    decided = torch.zeros(n, dtype=torch.bool)
+    scores = [ref(z, 0.0)[0] for z in logits]
+    for e, t in enumerate(thresholds):
+        leave = (scores[e] < t) if criterion == "entropy" else (scores[e] >= t)
+        near |= ~decided & ((scores[e] - t).abs() <= 1e-6)
+        exit = torch.where(~decided & leave, e, exit)
+        decided |= leave
+    rows = torch.arange(n)
+    prediction = torch.stack([z.argmax(1) for z in logits], 1)[rows, exit]
+    score = torch.stack(scores, 1)[rows, exit]
+    return exit, prediction, score, near
+
+
+@pytest.mark.parametrize("criterion", ["entropy", "maxprob"])
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("name", ["tiny", "b_lenet", "b_alexnet", "b_resnet110"])
+def test_exit_decisions_match_the_reference(exported, name, kernels, criterion):
+    dnnl_or_skip(kernels)
+    batch = 4 if name == "b_resnet110" and kernels == "own" else 24
+    x = torch.randn(batch, *input_shape(name), generator=torch.Generator().manual_seed(2))
+    net, _ = exported(name)
+    logits = torch_logits(net, x)
+    ref = exit_decision_reference if criterion == "entropy" else exit_decision_maxprob_reference
+    # Thresholds at the median score of each early exit, so samples split between exits.
+    thresholds = [float(ref(z, 0.0)[0].median()) for z in logits[:-1]]
+    _, path = exported(name, criterion, thresholds)
+    engine = be.Engine(path, kernels=kernels)
+    out = engine(x)
+    exit, prediction, score, near = reference_exits(logits, engine.thresholds, criterion)
+    assert torch.equal(out.exit[~near], exit[~near])
+    assert torch.equal(out.prediction[~near], prediction[~near])
+    torch.testing.assert_close(out.score[~near], score[~near], rtol=1e-4, atol=1e-4)
+    assert engine.stats()["samples"] == batch
+
+
+def test_batches_equal_one_sample_at_a_time(exported):
+    x = torch.randn(13, *input_shape("b_alexnet"), generator=torch.Generator().manual_seed(3))
+    net, _ = exported("b_alexnet")
+    # Thresholds between the samples' entropies, so that they leave at different exits.
+    thresholds = [float(exit_decision_reference(z, 0.0)[0].quantile(q))
+                  for z, q in zip(torch_logits(net, x)[:-1], (0.3, 0.6))]
+    _, path = exported("b_alexnet", "entropy", thresholds)
+    engine = be.Engine(path, kernels="dnnl" if _C.dnnl_version() else "own", max_batch=5)
+    batched = engine(x)  # three chunks of at most 5
+    singles = [engine(sample) for sample in x]
+    assert len(set(batched.exit.tolist())) > 1, "the test needs mixed exits"
+    assert batched.exit.tolist() == [int(s.exit) for s in singles]
+    assert batched.prediction.tolist() == [int(s.prediction) for s in singles]
+    assert torch.equal(batched.score, torch.stack([s.score for s in singles]))
+
+
+def test_threshold_overrides(exported):
+    _, path = exported("b_resnet110")
+    x = torch.randn(6, *input_shape("b_resnet110"))
+    kernels = "dnnl" if _C.dnnl_version() else "own"
+    everyone_first = be.Engine(path, thresholds=[math.inf, math.inf], kernels=kernels)
+    assert everyone_first(x).exit.tolist() == [0] * 6
+    assert everyone_first.thresholds == [math.inf, math.inf]
+    nobody_early = be.Engine(path, thresholds=[0.0, 0.0], kernels=kernels)
+    assert nobody_early(x).exit.tolist() == [2] * 6
+    assert nobody_early.stats() == {"samples": 6, "per_exit": [0, 0, 6], "percent": [0.0, 0.0, 100.0]}
+    nobody_early.reset_stats()
+    assert nobody_early.stats()["samples"] == 0
+
+
+def test_four_threads_share_one_engine(exported):
+    net, path = exported("b_lenet", "entropy", [0.4])
+    engine = be.Engine(path, kernels="own")
+    inputs = [torch.randn(32, 1, 28, 28, generator=torch.Generator().manual_seed(s)) for s in range(4)]
+    serial = [engine(x) for x in inputs]
+    results = [None] * 4
+
+    def work(i):
+        for _ in range(5):
+            results[i] = engine(inputs[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for want, got in zip(serial, results):
+        assert torch.equal(want.exit, got.exit) and torch.equal(want.score, got.score)
+    assert engine.stats()["samples"] == 4 * 32 + 4 * 5 * 32
+
+
+def test_bad_input_names_the_problem(exported, tmp_path):
+    _, path = exported("b_lenet")
+    engine = be.Engine(path)
+    x = torch.randn(1, 28, 28)
+    with pytest.raises(ValueError, match=r"input must be \[C, H, W\] = \[1, 28, 28\] or \[B, C, H, W\], got \[1, 27, 28\]"):
+        engine(torch.randn(1, 27, 28))
+    with pytest.raises(ValueError, match="got \\[28, 28\\]"):
+        engine(torch.randn(28, 28))
+    with pytest.raises(TypeError, match="input must be float32, got torch.float64"):
+        engine(x.double())
+    with pytest.raises(TypeError, match="torch.Tensor or numpy array, got list"):
+        engine([1.0])
+    bad = torch.randn(3, 1, 28, 28)
+    bad[2, 0, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match="input sample 2 contains NaN"):
+        engine(bad)
+    assert engine.stats()["samples"] == 0  # nothing ran
+    assert int(engine(x.numpy()).exit) in (0, 1)  # numpy works, and the engine still does
+    with pytest.raises(ValueError, match=r"thresholds: expected 1 \(one per early exit\), got 2"):
+        be.Engine(path, thresholds=[0.1, 0.2])
+    with pytest.raises(ValueError, match="thresholds must be >= 0 and not NaN"):
+        be.Engine(path, thresholds=[float("nan")])
+    with pytest.raises(ValueError, match="thresholds must be >= 0 and not NaN"):
+        be.Engine(path, thresholds=[-1.0])
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        be.Engine(path, kernels="fast")
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        be.Engine(path, threads=0)
+    with pytest.raises(ValueError, match="cannot open|No such file|no such"):
+        be.Engine(str(tmp_path / "missing.branchy"))
+    (tmp_path / "junk.branchy").write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match="magic"):
+        be.Engine(str(tmp_path / "junk.branchy"))
+
+
+def test_cuda_input_is_refused_by_the_cpu_engine(exported, cuda):
+    _, path = exported("b_lenet")
+    with pytest.raises(ValueError, match="must be on the CPU"):
+        be.Engine(path)(torch.randn(1, 28, 28, device="cuda"))
+
+
+def test_plan_describes_every_layer(exported):
+    _, path = exported("b_lenet")
+    text = be.Engine(path, kernels="own").describe()
+    assert "stage 0: conv2d 1->5 k5x5 s1 p3 [own" in text
+    assert "exit 1:  linear 84->10 [own" in text
+    assert "oneDNN" not in text
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(SHIPPED, "b_lenet.pt"))
+                    or not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                    reason="needs the shipped B-LeNet and the Debian Fashion-MNIST")
+def test_shipped_b_lenet_on_real_images(tmp_path):
+    """Trained weights, real images: the engine's exits and predictions equal PyTorch's."""
+    from branchy_engine import data as datasets
+    from branchy_engine.export import export
+    from training import checkpoint
+    ckpt = checkpoint.load(os.path.join(SHIPPED, "b_lenet.pt"))
+    net = checkpoint.build_model(ckpt)
+    export(os.path.join(SHIPPED, "b_lenet.pt"), tmp_path / "b_lenet.branchy", thresholds=[0.1])
+    d = datasets.load("fashion-mnist", limit=500)
+    images, _ = d.test.batch(torch.arange(500))
+    x = d.prepare(images)
+    logits = torch_logits(net, x)
+    for kernels in ("own", "measure"):
+        engine = be.Engine(str(tmp_path / "b_lenet.branchy"), kernels=kernels)
+        out = engine(x)
+        exit, prediction, _, near = reference_exits(logits, [0.1], "entropy")
+        assert torch.equal(out.exit[~near], exit[~near])
+        assert torch.equal(out.prediction[~near], prediction[~near])

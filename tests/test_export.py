@@ -1,0 +1,394 @@
+"""`branchy export` and the C++ model file reader together: every zoo network exports to a file whose
+shapes, thresholds and weights agree with PyTorch; the exported ops compute what the network does;
+bad checkpoints, options and modules give clear errors; damaged files give ValueError, never a crash."""
+import json
+import math
+import os
+import re
+import struct
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from branchy_engine import model_file, models
+from branchy_engine.cli import main as branchy
+from branchy_engine.export import choose_thresholds, export, write_model
+from branchy_engine.lowering import lower, lower_network
+from branchy_engine.models import BranchyNet
+from training import checkpoint
+
+from tiny_models import INPUT_SHAPE, randomize_batch_norm, tiny_net
+
+CLASSES = [f"class {i}" for i in range(10)]
+
+
+def zoo_input(name):
+    return [1, 28, 28] if "lenet" in name else [3, 32, 32]
+
+
+def save_checkpoint(path, name, thresholds=None, criterion="entropy"):
+    """A checkpoint as `branchy train` + `branchy calibrate` write it, with random weights."""
+    torch.manual_seed(0)
+    net = models.create(name)
+    randomize_batch_norm(net)
+    shape = zoo_input(name)
+    checkpoint.save(path, {
+        "model": name, "model_args": {"num_classes": 10, "in_channels": shape[0]},
+        "state_dict": net.state_dict(), "phase": "joint",
+        "dataset": {"name": "fake", "num_classes": 10, "class_names": CLASSES, "input_shape": shape},
+        "metrics": {"val_accuracy": [50.0] * net.num_exits, "test_accuracy": [49.0] * net.num_exits},
+        "thresholds": None if thresholds is None else {"criterion": criterion, "values": list(thresholds)},
+    })
+    return str(path)
+
+
+def calibrated(tmp_path, name):
+    n = models.create(name).num_exits
+    return save_checkpoint(tmp_path / f"{name}.pt", name, [0.05] * (n - 2) + [math.inf] * (n > 1))
+
+
+def run_ops(ops, x):
+    """docs/model-format.md's semantics in plain PyTorch on [1, C, H, W] (float64 tensors)."""
+    for op in ops:
+        i, t = op.ints, [torch.from_numpy(a) for a in op.tensors]
+        relu = False
+        if op.kind == "conv2d":
+            x, relu = F.conv2d(x, t[0], t[1], stride=i[4:6], padding=i[6:8]), i[8]
+        elif op.kind in ("max_pool2d", "avg_pool2d"):
+            pool = F.max_pool2d if op.kind == "max_pool2d" else F.avg_pool2d
+            x, relu = pool(x, i[0:2], i[2:4], i[4:6], ceil_mode=bool(i[6])), i[7]
+        elif op.kind == "lrn":
+            x = F.local_response_norm(x, i[0], *op.floats)
+        elif op.kind == "relu":
+            relu = True
+        elif op.kind == "linear":
+            x, relu = F.linear(x.flatten(1), t[0], t[1]), i[2]
+        elif op.kind == "flatten":
+            x = x.flatten(1)
+        else:  # res_block
+            cin, cout, s = i
+            h = F.conv2d(F.relu(F.conv2d(x, t[0], t[1], stride=s, padding=1)), t[2], t[3], padding=1)
+            shortcut = x[:, :, ::s, ::s]
+            shortcut = torch.cat([shortcut.new_zeros(1, cout - cin, *shortcut.shape[2:]), shortcut], 1)
+            x = F.relu(h + shortcut)
+        if relu:
+            x = F.relu(x)
+    return x
+
+
+def per_sample(shape):
+    """A module's input or output shape for one sample as the summary writes it: [C, H, W]."""
+    return list(shape[1:]) + [1] * (4 - len(shape))
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_zoo_export_agrees_with_pytorch(tmp_path, name):
+    ckpt = calibrated(tmp_path, name)
+    out = tmp_path / f"{name}.branchy"
+    written = export(ckpt, out)
+    summary = model_file.summary(out)
+    assert written["bytes"] == os.path.getsize(out)
+    net = checkpoint.build_model(checkpoint.load(ckpt))
+    n = net.num_exits
+    assert summary["input"] == zoo_input(name) and summary["num_classes"] == 10
+    assert summary["criterion"] == "entropy" and summary["class_names"] == CLASSES
+    assert summary["thresholds"] == [0.05] * (n - 2) + ["inf"] * (n > 1)
+    assert [e["stage"] for e in summary["exits"]] == net.exit_stages
+    folded = sum(m.weight.numel() + m.weight.shape[0] for m in net.modules()
+                 if isinstance(m, (nn.Conv2d, nn.Linear)))
+    assert summary["weights"] == folded
+
+    # Every op's shapes are those its source module sees and gives in PyTorch.
+    stages, exits = lower_network(net)
+    ops = [op for s in stages for op in s] + [op for _, head in exits for op in head]
+    seen = {}
+
+    def record(path):
+        def hook(module, inputs, output):
+            seen[path] = (inputs[0].shape, output.shape)
+        return hook
+    modules = dict(net.named_modules())
+    for path in {op.source for op in ops}:
+        modules[path].register_forward_hook(record(path))
+    x = torch.randn(1, *zoo_input(name), dtype=torch.float64)
+    with torch.no_grad():
+        expected = net.double()(x)
+    file_ops = ([op for ops in summary["stages"] for op in ops]
+                + [op for e in summary["exits"] for op in e["head"]])
+    assert [op["kind"] for op in file_ops] == [op.kind for op in ops]
+    for op, lowered in zip(file_ops, ops):
+        shape_in, shape_out = seen[lowered.source]
+        assert (op["in"], op["out"]) == (per_sample(shape_in), per_sample(shape_out)), lowered.source
+
+    # The exported ops compute the network's logits, exit by exit.
+    stage_out, y = [], x
+    for s in stages:
+        y = run_ops(s, y)
+        stage_out.append(y)
+    for (stage, head), want in zip(exits, expected):
+        torch.testing.assert_close(run_ops(head, stage_out[stage]), want, rtol=1e-9, atol=1e-9)
+
+    # The file holds those (folded) tensors as float32, each at a 64-byte-aligned offset.
+    data = out.read_bytes()
+    weights_at, offset = model_file.HEADER.unpack_from(data)[8], 0
+    for t in (t for op in ops for t in op.tensors):
+        offset = -(-offset // 64) * 64
+        got = np.frombuffer(data, "<f4", t.size, weights_at + offset)
+        np.testing.assert_array_equal(got, t.astype(np.float32).ravel())
+        offset += t.size * 4
+
+
+def test_tiny_net_uses_every_op_and_fuses_within_stages(tmp_path):
+    net = tiny_net()
+    summary = write_model(net, tmp_path / "tiny.branchy", INPUT_SHAPE, "maxprob", [0.9], ["a", "b", "c"])
+    kinds = [[op["kind"] for op in ops] for ops in summary["stages"]]
+    assert kinds == [["conv2d", "max_pool2d", "lrn"], ["res_block", "avg_pool2d", "max_pool2d"]]
+    assert [op["relu"] for op in summary["stages"][0][:2]] == [True, False]
+    assert summary["stages"][1][1]["relu"] is True  # the ReLU after the avg pool fused
+    head = summary["exits"][1]["head"]
+    assert [op["kind"] for op in head] == ["flatten", "relu", "linear", "linear"]
+    assert [op["relu"] for op in head[2:]] == [True, False]
+    assert summary["criterion"] == "maxprob" and np.float32(summary["thresholds"][0]) == np.float32(0.9)
+    x = torch.randn(1, *INPUT_SHAPE, dtype=torch.float64)
+    stages, exits = lower_network(net)
+    with torch.no_grad():
+        want = net.double()(x)
+    y0 = run_ops(stages[0], x)
+    torch.testing.assert_close(run_ops(exits[0][1], y0), want[0], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(run_ops(exits[1][1], run_ops(stages[1], y0)), want[1], rtol=1e-9, atol=1e-9)
+
+
+def test_batch_norm_folds_into_the_conv_before_it():
+    torch.manual_seed(1)
+    block = nn.Sequential(nn.Conv2d(3, 5, 3, stride=2, padding=1), nn.BatchNorm2d(5, eps=1e-3), nn.ReLU())
+    randomize_batch_norm(block, seed=3)
+    block = block.double().eval()
+    (op,) = lower("block", block)
+    assert op.kind == "conv2d" and op.ints == [3, 5, 3, 3, 2, 2, 1, 1, 1]
+    w, b = (torch.from_numpy(a) for a in op.tensors)
+    bn = block[1]
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    torch.testing.assert_close(w, block[0].weight * scale[:, None, None, None], rtol=0, atol=0)
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
+    with torch.no_grad():
+        folded = F.relu(F.conv2d(x, w, b, stride=2, padding=1))
+        torch.testing.assert_close(folded, block(x), rtol=1e-12, atol=1e-12)
+
+
+def test_metadata_records_the_source(tmp_path):
+    ckpt = save_checkpoint(tmp_path / "b.pt", "b_lenet", [math.inf])
+    export(ckpt, tmp_path / "m.branchy")
+    meta = model_file.summary(tmp_path / "m.branchy")["metadata"]
+    assert meta["model"] == "b_lenet" and meta["source_checkpoint"] == os.path.abspath(ckpt)
+    assert meta["dataset"]["class_names"] == CLASSES
+    assert meta["metrics"] == {"val_accuracy": [50.0, 50.0], "test_accuracy": [49.0, 49.0]}
+    assert meta["calibration"] == {"criterion": "entropy", "values": ["inf"]}  # JSON has no inf
+    assert meta["thresholds_from"] == "checkpoint calibration"
+    assert set(meta["exporter"]) == {"branchy_engine", "torch"} and meta["export_date"].endswith("+00:00")
+
+
+def test_thresholds_from_options_override_the_calibration(tmp_path):
+    ckpt = save_checkpoint(tmp_path / "b.pt", "b_lenet", [0.5])
+    s = export(ckpt, tmp_path / "m.branchy", thresholds=[0.25], criterion="maxprob")
+    assert (s["criterion"], s["thresholds"]) == ("maxprob", [0.25])
+    assert model_file.summary(tmp_path / "m.branchy")["metadata"]["thresholds_from"] == "command line"
+
+
+def test_a_single_exit_network_needs_no_thresholds(tmp_path):
+    s = export(save_checkpoint(tmp_path / "l.pt", "lenet"), tmp_path / "l.branchy")
+    assert s["thresholds"] == [] and len(s["exits"]) == 1
+
+
+@pytest.mark.parametrize("record, values, criterion, message", [
+    (None, None, None, "not calibrated: run `branchy calibrate CKPT` or pass --thresholds"),
+    (None, [0.1, 0.2], None, "a network with 2 exits takes 1 thresholds (one per early exit), got 2"),
+    (None, [math.nan], None, "thresholds must be >= 0 (or inf) and not NaN"),
+    (None, [-0.5], None, "thresholds must be >= 0 (or inf) and not NaN"),
+    ({"criterion": "patience", "values": [2.0]}, None, None, "the engine supports entropy and maxprob"),
+    ({"criterion": "entropy", "values": [0.1]}, None, "maxprob", "calibrated for 'entropy', not 'maxprob'"),
+])
+def test_bad_thresholds_are_refused(record, values, criterion, message):
+    with pytest.raises(ValueError) as e:
+        choose_thresholds(record, 2, values, criterion)
+    assert message in str(e.value)
+
+
+def test_thresholds_are_float32_and_past_its_range_inf():
+    assert choose_thresholds(None, 3, [0.1, 1e39]) == ("entropy", [float(np.float32(0.1)), math.inf],
+                                                      "command line")
+
+
+def _net(*modules, features):
+    head = nn.Sequential(nn.Flatten(), nn.Linear(features, 2))
+    return BranchyNet([nn.Sequential(*modules)], {0: head})
+
+
+@pytest.mark.parametrize("net, message", [
+    (_net(nn.Conv2d(3, 4, 3), nn.Hardswish(), features=4 * 30 * 30),
+     "stages.0.1 (Hardswish) is not supported"),
+    (_net(nn.Conv2d(3, 4, 3, dilation=2), features=4 * 28 * 28),
+     "stages.0.0 (Conv2d): groups 1, dilation (2, 2)"),
+    (_net(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), features=4 * 32 * 32),
+     "padding_mode 'reflect'"),
+    (_net(nn.Conv2d(3, 4, 3, padding=3), features=4 * 36 * 36), "padding (3, 3) not smaller than the kernel"),
+    (_net(nn.AvgPool2d(2, count_include_pad=False), features=3 * 16 * 16), "count_include_pad False"),
+    (_net(nn.MaxPool2d(2), nn.BatchNorm2d(3), features=3 * 16 * 16),
+     "stages.0.1 (BatchNorm2d): not right after a Conv2d"),
+    (_net(nn.AdaptiveAvgPool2d(2), features=3 * 4),
+     "stages.0.0 (AdaptiveAvgPool2d) is not supported by the engine; it runs: Conv2d"),
+])
+def test_unsupported_modules_name_path_and_type(tmp_path, net, message):
+    with pytest.raises(ValueError) as e:
+        write_model(net, tmp_path / "m.branchy", (3, 32, 32))
+    assert message in str(e.value)
+    assert not os.listdir(tmp_path)
+
+
+def test_torchvision_backbone_with_hardswish_is_refused(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    net = models.attach_exits(torchvision.models.mobilenet_v3_small(num_classes=10), ["features.3"])
+    with pytest.raises(ValueError, match=r"stages\.0\.2 \(Hardswish\) is not supported by the engine"):
+        write_model(net, tmp_path / "m.branchy", (3, 32, 32), thresholds=[0.5])
+
+
+def test_a_failed_export_leaves_the_existing_file(tmp_path, monkeypatch):
+    out = tmp_path / "m.branchy"
+    out.write_bytes(b"previous")
+    with pytest.raises(ValueError, match="not calibrated"):
+        export(save_checkpoint(tmp_path / "b.pt", "b_lenet"), out)
+
+    def refuse(path):
+        assert os.path.getsize(path) > 0  # the new file was written, beside the old one
+        raise ValueError("refused")
+    monkeypatch.setattr(model_file, "summary", refuse)
+    with pytest.raises(ValueError, match="fails the runtime's checks"):
+        write_model(tiny_net(), out, INPUT_SHAPE, thresholds=[0.5])
+    assert out.read_bytes() == b"previous"
+    assert sorted(os.listdir(tmp_path)) == ["b.pt", "m.branchy"]
+
+
+# ---- damaged files through the C++ reader ----
+
+@pytest.fixture(scope="module")
+def tiny_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny") / "tiny.branchy"
+    write_model(tiny_net(), path, INPUT_SHAPE, "entropy", [0.5], ["a", "b", "c"], {"note": "test"})
+    return path.read_bytes()
+
+
+def reseal(data: bytearray) -> bytearray:
+    """The file size field and checksum made right again, so a change reaches the checks behind them."""
+    struct.pack_into("<Q", data, 16, len(data))
+    struct.pack_into("<Q", data, len(data) - 8, model_file.fnv1a64(bytes(data[:-8])))
+    return data
+
+
+def refused(tmp_path, data) -> str:
+    """The reader's ValueError message for `data` ("" if it reads it)."""
+    path = tmp_path / "bad.branchy"
+    path.write_bytes(bytes(data))
+    try:
+        model_file.summary(path)
+    except ValueError as e:
+        assert str(e).startswith(f"model file {path}: ")
+        return str(e)
+    return ""
+
+
+def first_tensor_record(data) -> int:
+    """Byte offset of stage 0 op 0's first tensor record (tiny_net: a conv2d)."""
+    pos = model_file.HEADER.unpack_from(data)[4] + 20  # input, num_classes, criterion
+    pos += 4 + 4 * struct.unpack_from("<I", data, pos)[0]  # thresholds
+    names, pos = struct.unpack_from("<I", data, pos)[0], pos + 4
+    for _ in range(names):
+        pos += 4 + -(-struct.unpack_from("<I", data, pos)[0] // 4) * 4
+    return pos + 4 * (1 + 1 + 1 + 1 + 9 + 1 + 1)  # stages, ops, kind, num_ints, ints, floats, tensors
+
+
+def test_truncations_are_refused(tmp_path, tiny_file):
+    # Every length through the header and the graph's start, then a sample (the C++ test does all).
+    for n in sorted(set(range(160)) | set(range(160, len(tiny_file), 13))):
+        message = refused(tmp_path, tiny_file[:n])
+        assert "file size field says" in message or "shorter than the 80-byte minimum" in message, n
+        if n >= 80:
+            assert "runs past the checksum" in refused(tmp_path, reseal(bytearray(tiny_file[:n]))), n
+
+
+def test_every_header_byte_flip_is_refused(tmp_path, tiny_file):
+    for i in range(model_file.HEADER.size):
+        data = bytearray(tiny_file)
+        data[i] ^= 0x55
+        assert refused(tmp_path, data), i
+
+
+def test_graph_byte_flips_are_refused_or_read(tmp_path, tiny_file):
+    graph_at, graph_size = model_file.HEADER.unpack_from(tiny_file)[4:6]
+    for i in range(graph_at, graph_at + graph_size):
+        data = bytearray(tiny_file)
+        data[i] ^= 0xFF
+        refused(tmp_path, reseal(data))  # a crash would end the test run
+
+
+def _set(data, fmt, at, value, seal=True):
+    data = bytearray(data)
+    struct.pack_into(fmt, data, at, value)
+    return reseal(data) if seal else data
+
+
+@pytest.mark.parametrize("fmt, at, value, seal, message", [
+    ("<8s", 0, b"BRANCHZ\0", False, "magic is not"),
+    ("<I", 8, 2, True, "format version 2 is newer than this reader's (1); upgrade branchy-engine"),
+    ("<I", 12, 1, True, "flags 0x1 has bits this reader does not know"),
+    ("<Q", 16, 1 << 40, False, "file size field says 1099511627776 bytes but the file has"),
+    ("<Q", -8, 12345, False, "checksum mismatch"),
+    ("<Q", 56, (1 << 64) - 64, True, "weights section (offset 18446744073709551552"),
+    ("<Q", 24, 0, True, "graph section starts at byte 0, inside the header"),
+    ("<Q", "tensor", 1 << 20, True,
+     "weight (offset 1048576, 72 floats) runs past the end of the weights section"),
+    ("<Q", "tensor", (1 << 64) - 64, True, "runs past the end of the weights section"),
+    ("<Q", "count", (1 << 62) + 72, True,
+     "weight has 4611686018427387976 elements, expected 72 = out 4 * in 2 * 3 * 3"),
+    ("<I", "num_ops", 0xFFFFFFFF, True, "stage 0: num_ops is 4294967295 but only"),
+])
+def test_damaged_fields_are_named(tmp_path, tiny_file, fmt, at, value, seal, message):
+    tensor = first_tensor_record(tiny_file)
+    at = {"tensor": tensor, "count": tensor + 8, "num_ops": tensor - 4 * 14}.get(at, at)
+    at = at % len(tiny_file)
+    assert message in refused(tmp_path, _set(tiny_file, fmt, at, value, seal))
+
+
+def test_missing_file_names_the_path(tmp_path):
+    with pytest.raises(ValueError, match=re.escape(f"model file {tmp_path}/none.branchy: cannot open")):
+        model_file.summary(tmp_path / "none.branchy")
+
+
+# ---- the command line ----
+
+def test_cli_export_and_inspect(tmp_path, capsys):
+    ckpt = calibrated(tmp_path, "b_lenet")
+    out = str(tmp_path / "m.branchy")
+    assert branchy(["export", ckpt, "-o", out]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed and "exit 1 after stage 1: 3 ops (flatten, linear x2)" in printed
+    assert branchy(["inspect", out]) == 0
+    printed = capsys.readouterr().out
+    assert "exit rule: entropy, thresholds inf" in printed and "exit 0 (after stage 0)" in printed
+    assert "class names: class 0, class 1" in printed and "metadata: format, model" in printed
+    assert branchy(["inspect", out, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_classes"] == 10
+    assert branchy(["export", ckpt, "-o", out, "--thresholds", "0.5", "--criterion", "maxprob"]) == 0
+    assert "exit rule: maxprob, thresholds 0.5" in capsys.readouterr().out
+
+
+def test_cli_errors_exit_2(tmp_path, capsys):
+    ckpt = save_checkpoint(tmp_path / "b.pt", "b_lenet")
+    assert branchy(["export", ckpt, "-o", str(tmp_path / "m.branchy")]) == 2
+    assert "branchy export: error: not calibrated" in capsys.readouterr().err
+    assert branchy(["export", ckpt, "-o", str(tmp_path / "m.branchy"), "--thresholds", "1,2"]) == 2
+    assert "takes 1 thresholds" in capsys.readouterr().err
+    (tmp_path / "junk.branchy").write_bytes(b"\0" * 100)
+    assert branchy(["inspect", str(tmp_path / "junk.branchy")]) == 2
+    assert "magic is not" in capsys.readouterr().err
