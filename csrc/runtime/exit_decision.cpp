@@ -193,8 +193,15 @@ bool cpu_has_avx2() {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
          __builtin_cpu_supports("f16c");
 }
+
+bool cpu_has_avx512() {
+  __builtin_cpu_init();
+  return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+}
 #else
 bool cpu_has_avx2() { return false; }
+bool cpu_has_avx512() { return false; }
 
 template <class T>
 Decision decide_row_avx2(const T* row, int64_t classes, Criterion criterion, float threshold) {
@@ -206,7 +213,7 @@ template <class T>
 void decide_rows_typed(const DecisionArgs& a, int64_t begin, int64_t end, Isa isa) {
   const T* base = static_cast<const T*>(a.logits);
   // Column indices are int32 in the SIMD lanes.
-  const bool simd = isa == Isa::Avx2 && a.classes < (int64_t{1} << 31);
+  const bool simd = isa >= Isa::Avx2 && a.classes < (int64_t{1} << 31);
   for (int64_t r = begin; r < end; ++r) {
     const T* row = base + r * a.row_stride;
     const Decision d = simd ? decide_row_avx2(row, a.classes, a.criterion, a.threshold)
@@ -225,21 +232,27 @@ std::atomic<int>& active_isa_slot() {
 }  // namespace
 
 Isa best_isa() {
-  static const Isa best = cpu_has_avx2() ? Isa::Avx2 : Isa::Portable;
+  static const Isa best =
+      cpu_has_avx512() ? Isa::Avx512 : cpu_has_avx2() ? Isa::Avx2 : Isa::Portable;
   return best;
 }
-
-bool use_avx2() { return active_isa() == Isa::Avx2; }
 
 Isa active_isa() { return static_cast<Isa>(active_isa_slot().load(std::memory_order_relaxed)); }
 
 Isa set_active_isa(Isa isa) {
-  const Isa chosen = (isa == Isa::Avx2 && best_isa() != Isa::Avx2) ? Isa::Portable : isa;
+  const Isa chosen = std::min(isa, best_isa());
   active_isa_slot().store(static_cast<int>(chosen), std::memory_order_relaxed);
   return chosen;
 }
 
-const char* isa_name(Isa isa) { return isa == Isa::Avx2 ? "avx2" : "portable"; }
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Avx512: return "avx512";
+    case Isa::Avx2: return "avx2";
+    case Isa::Portable: break;
+  }
+  return "portable";
+}
 
 int64_t rows_per_task(int64_t classes) {
   constexpr int64_t kLogitsPerTask = 64 * 1024;
@@ -247,7 +260,7 @@ int64_t rows_per_task(int64_t classes) {
 }
 
 void decide_rows(const DecisionArgs& args, int64_t begin, int64_t end, Isa isa) {
-  if (isa == Isa::Avx2 && best_isa() != Isa::Avx2) isa = Isa::Portable;
+  isa = std::min(isa, best_isa());
   switch (args.dtype) {
     case ScalarType::Float32: return decide_rows_typed<float>(args, begin, end, isa);
     case ScalarType::Float16: return decide_rows_typed<Half>(args, begin, end, isa);

@@ -10,8 +10,10 @@ namespace branchy {
 
 enum class ScalarType : int { Float32 = 0, Float16 = 1, BFloat16 = 2 };
 
-// Instruction sets the row kernel can use; Avx2 means AVX2 + FMA + F16C.
-enum class Isa : int { Portable = 0, Avx2 = 1 };
+// Instruction-set levels, each including the one before: Avx2 means AVX2 + FMA + F16C, Avx512
+// adds AVX-512 F + BW + VL. The exit decision's row kernel runs its AVX2 code at Avx2 and above;
+// the runtime's own layers (layers_own.cpp) have a kernel tier per level.
+enum class Isa : int { Portable = 0, Avx2 = 1, Avx512 = 2 };
 
 // Kernel parameters as one plain struct. Rows are `row_stride` elements apart; columns are
 // contiguous. Outputs have one element per row.
@@ -37,9 +39,10 @@ void decide_rows(const DecisionArgs& args, int64_t begin, int64_t end);
 // The best instruction set this CPU supports.
 Isa best_isa();
 
-// The instruction set decide_rows uses by default: best_isa() unless set_active_isa() chose
-// another (tests use it to cover the portable path on an AVX2 machine). Asking for an instruction
-// set the CPU lacks falls back to Portable. Returns the one now active.
+// The instruction set decide_rows uses by default, and the one the own layers are built for:
+// best_isa() unless set_active_isa() chose another (tests use it to cover the lower tiers on a
+// better machine). Asking for a level the CPU lacks gives the best it has. Returns the one now
+// active.
 Isa active_isa();
 Isa set_active_isa(Isa isa);
 

@@ -2,7 +2,7 @@
 #include <algorithm>
 #include <sstream>
 
-#include "cpu.h"
+#include "exit_decision.h"
 #include "kernels/conv_direct.h"
 #include "kernels/simple_ops.h"
 #include "layer.h"
@@ -12,8 +12,6 @@ namespace branchy {
 const char* layout_name(Layout layout) { return layout == Layout::NCHW ? "NCHW" : "NHWC"; }
 
 namespace {
-
-std::string kernel_isa() { return use_avx2() ? "avx2" : "portable"; }
 
 ConvGeometry geometry(const Op& op) {
   return ConvGeometry{op.in.c,     op.in.h,     op.in.w,     op.out.c,    op.out.h,
@@ -26,25 +24,26 @@ struct ScratchState : LayerState {
   Buffer buffer;
 };
 
-// Conv2d by direct convolution: the AVX2 micro-kernel where it applies, else plain loops.
+// Conv2d by direct convolution: the SIMD tier of the active instruction set (fixed when the layer
+// is built, so that the packing, the plan's measurement and describe() agree with what runs)
+// where the geometry has one, else plain loops.
 class ConvLayer : public Layer {
  public:
   explicit ConvLayer(const Op& op)
       : Layer(op.in, op.out), g_(geometry(op)), weight_(op.tensors[0].data),
-        bias_(op.tensors[1].data), packed_(pack_conv(g_, weight_, bias_)) {}
+        bias_(op.tensors[1].data), packed_(pack_conv(g_, active_isa(), weight_, bias_)) {}
 
   void forward(const float* in, float* out, LayerState* state) const override {
-    if (conv_avx2_applies(g_)) {
-      conv_direct_avx2(g_, packed_, in, out, static_cast<ScratchState*>(state)->buffer.data());
-    } else {
+    if (packed_.isa == Isa::Portable) {
       conv_direct_portable(g_, weight_, bias_, in, out);
+    } else {
+      conv_direct(g_, packed_, in, out, static_cast<ScratchState*>(state)->buffer.data());
     }
   }
 
+  // Buffer starts zeroed, which is what conv_direct needs of its scratch.
   std::unique_ptr<LayerState> make_state() const override {
-    auto state = std::make_unique<ScratchState>(conv_avx2_scratch(g_));
-    conv_avx2_init_scratch(g_, state->buffer.data());
-    return state;
+    return std::make_unique<ScratchState>(packed_.scratch);
   }
 
   Layout input_layout() const override { return Layout::NCHW; }
@@ -54,7 +53,7 @@ class ConvLayer : public Layer {
     std::ostringstream s;
     s << "conv2d " << g_.in_c << "->" << g_.out_c << " k" << g_.kernel_h << "x" << g_.kernel_w
       << " s" << g_.stride_h << " p" << g_.pad_h << (g_.relu ? " +relu" : "") << " [own "
-      << (conv_avx2_applies(g_) ? "avx2 direct" : "portable direct") << ", NCHW]";
+      << isa_name(packed_.isa) << " direct, NCHW]";
     return s.str();
   }
 
@@ -67,19 +66,24 @@ class ConvLayer : public Layer {
 
 class PoolLayer : public Layer {
  public:
-  explicit PoolLayer(const Op& op) : Layer(op.in, op.out), op_(op) {}
-  void forward(const float* in, float* out, LayerState*) const override { pool_nchw(op_, in, out); }
+  explicit PoolLayer(const Op& op)
+      : Layer(op.in, op.out), op_(op), isa_(pool_isa(op, active_isa())) {}
+  void forward(const float* in, float* out, LayerState*) const override {
+    pool_nchw(op_, isa_, in, out);
+  }
   Layout input_layout() const override { return Layout::NCHW; }
   Layout output_layout() const override { return Layout::NCHW; }
   std::string describe() const override {
     std::ostringstream s;
     s << op_name(op_.kind) << " k" << op_.kernel_h << " s" << op_.stride_h << " p" << op_.pad_h
-      << (op_.ceil_mode ? " ceil" : "") << (op_.relu ? " +relu" : "") << " [own, NCHW]";
+      << (op_.ceil_mode ? " ceil" : "") << (op_.relu ? " +relu" : "") << " [own " << isa_name(isa_)
+      << ", NCHW]";
     return s.str();
   }
 
  private:
   Op op_;
+  Isa isa_;
 };
 
 class LrnLayer : public Layer {
@@ -132,7 +136,7 @@ class LinearLayer : public Layer {
   explicit LinearLayer(const Op& op)
       : Layer(op.in, op.out), relu_(op.relu), weight_(op.tensors[0].data),
         bias_(op.tensors[1].data),
-        packed_(pack_linear(op.in_channels, op.out_channels, weight_, bias_)) {}
+        packed_(pack_linear(active_isa(), op.in_channels, op.out_channels, weight_)) {}
   void forward(const float* in, float* out, LayerState*) const override {
     linear(packed_, weight_, bias_, relu_, in, out);
   }
@@ -140,7 +144,7 @@ class LinearLayer : public Layer {
   Layout output_layout() const override { return Layout::NCHW; }
   std::string describe() const override {
     return "linear " + std::to_string(packed_.in) + "->" + std::to_string(packed_.out) +
-           (relu_ ? " +relu" : "") + " [own " + kernel_isa() + ", NCHW]";
+           (relu_ ? " +relu" : "") + " [own " + isa_name(packed_.isa) + ", NCHW]";
   }
 
  private:
@@ -203,22 +207,25 @@ class ResBlockLayer : public Layer {
 
 class ReorderLayer : public Layer {
  public:
-  ReorderLayer(Shape shape, Layout from, Layout to) : Layer(shape, shape), from_(from), to_(to) {}
+  ReorderLayer(Shape shape, Layout from, Layout to)
+      : Layer(shape, shape), from_(from), to_(to), isa_(active_isa()) {}
   void forward(const float* in, float* out, LayerState*) const override {
     if (from_ == Layout::NCHW) {
-      nchw_to_nhwc(in_, in, out);
+      nchw_to_nhwc(isa_, in_, in, out);
     } else {
-      nhwc_to_nchw(in_, in, out);
+      nhwc_to_nchw(isa_, in_, in, out);
     }
   }
   Layout input_layout() const override { return from_; }
   Layout output_layout() const override { return to_; }
   std::string describe() const override {
-    return std::string("reorder ") + layout_name(from_) + "->" + layout_name(to_) + " [own]";
+    return std::string("reorder ") + layout_name(from_) + "->" + layout_name(to_) + " [own " +
+           isa_name(isa_) + "]";
   }
 
  private:
   Layout from_, to_;
+  Isa isa_;
 };
 
 }  // namespace

@@ -6,31 +6,43 @@
 #include <cstdint>
 
 #include "../buffer.h"
+#include "../exit_decision.h"
 #include "../model_file.h"
 
 namespace branchy {
 
 // Max or average pooling of an NCHW sample with PyTorch's rules (ceil mode, padding counted in
-// the average as count_include_pad=True does); ReLU after when op.relu.
-void pool_nchw(const Op& op, const float* in, float* out);
+// the average as count_include_pad=True does); ReLU after when op.relu. With the SIMD tier
+// pool_isa(op, isa) (isa at most best_isa()).
+void pool_nchw(const Op& op, Isa isa, const float* in, float* out);
+
+// The tier pool_nchw runs for `op` when given `isa`: isa for the common 2x2 window at stride 2
+// without padding, Portable (plain loops) for any other window.
+Isa pool_isa(const Op& op, Isa isa);
 
 // PyTorch LocalResponseNorm across channels of an NCHW sample.
 void lrn_nchw(const Op& op, const float* in, float* out);
 
-// Linear weights packed for the AVX2 kernel: outputs in blocks of 8, [block][in][8].
+// Linear weights packed for a SIMD tier: whole blocks of the tier's vector width of outputs, each
+// block [in][width], so that its weights are one contiguous stream for vector FMAs. The outputs
+// left over (fewer than one block) are dot products over the model's [out, in] rows, as are all
+// outputs when isa == Portable (nothing packed).
 struct PackedLinear {
+  Isa isa = Isa::Portable;
   int32_t in = 0, out = 0;
-  Buffer weights, bias;
+  Buffer weights;
 };
-PackedLinear pack_linear(int32_t in, int32_t out, const float* weight, const float* bias);
+PackedLinear pack_linear(Isa isa, int32_t in, int32_t out, const float* weight);
 
-// y = relu?(W x + b) for x of `in` floats (the NCHW flattening of the input).
+// y[out] = relu?(W x + b) for W = weight [out, in] (the model file's; p packs part of it) and x
+// of `in` floats (the NCHW flattening of the input).
 void linear(const PackedLinear& p, const float* weight, const float* bias, bool relu,
             const float* x, float* y);
 
-// One sample between [C, H, W] planes (NCHW) and [H, W, C] pixels (NHWC).
-void nchw_to_nhwc(const Shape& s, const float* in, float* out);
-void nhwc_to_nchw(const Shape& s, const float* in, float* out);
+// One sample between [C, H, W] planes (NCHW) and [H, W, C] pixels (NHWC); `isa` (at most
+// best_isa()) picks the SIMD tier.
+void nchw_to_nhwc(Isa isa, const Shape& s, const float* in, float* out);
+void nhwc_to_nchw(Isa isa, const Shape& s, const float* in, float* out);
 
 // The residual block's shortcut: x[:, ::stride, ::stride] with out.c - in.c zero channels in front.
 void shortcut_nchw(const Shape& in, const Shape& out, int stride, const float* x, float* y);
