@@ -14,6 +14,13 @@ def cmd_info(args):
     return 0
 
 
+def add_bench_parser(sub):
+    p = sub.add_parser("bench", help="time the fused exit decision against the PyTorch composite")
+    p.add_argument("--json", help="where to write the pytest-benchmark JSON "
+                                  "(default bench/results/exit_decision-cpu.json)")
+    p.add_argument("--rounds", type=int, default=30, help="minimum rounds per benchmark (default 30)")
+
+
 def cmd_bench(args):
     """Times the fused exit decision against the PyTorch composite and prints the ratio table."""
     bench_dir = os.path.join(REPO, "bench")
@@ -187,12 +194,65 @@ def cmd_inspect(args):
     return 0
 
 
+def add_costs_parser(sub):
+    p = sub.add_parser(
+        "costs", help="measure a checkpoint's per-segment costs at batch 1 (for calibrate --costs)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Times what a sample pays between consecutive exits (stages, the exit's head "
+                    "and decision) and the baseline network, at batch 1 on this machine, and writes "
+                    "a costs file for `branchy calibrate --costs`. The file records how it was measured.")
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--output", help="costs file (default: NAME.costs.json beside the checkpoint)")
+    p.add_argument("--method", default="engine", choices=["engine", "pytorch", "flops"],
+                   help="the CPU engine, PyTorch eager, or counted FLOPs")
+    p.add_argument("--threads", type=int, default=1)
+
+
+def cmd_costs(args):
+    from branchy_engine.calibrate import costs as costs_mod
+    from training import checkpoint
+    ckpt = checkpoint.load(args.checkpoint)
+    net = checkpoint.build_model(ckpt)
+    shape = ckpt["dataset"]["input_shape"]
+    if args.method == "engine":
+        from branchy_engine.engine_costs import measure_engine
+        costs = measure_engine(net, shape, threads=args.threads)
+    elif args.method == "pytorch":
+        costs = costs_mod.measure_pytorch(net, shape, threads=args.threads)
+    else:
+        costs = costs_mod.count_flops(net, shape)
+    output = args.output or os.path.splitext(args.checkpoint)[0] + ".costs.json"
+    costs_mod.save(output, costs)
+    print(f"{net.name}: segments {', '.join(f'{c:.2f}' for c in costs.segments)} {costs.unit}; "
+          f"baseline {costs.baseline:.2f} {costs.unit}\n{costs.method}\nwrote {output}")
+    return 0
+
+
+def add_demo_parser(sub):
+    p = sub.add_parser(
+        "demo", help="the main job: Table I on Fashion-MNIST, end to end, against real peers",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="With the shipped LeNet and B-LeNet (or --retrain): measure the engine's costs, "
+                    "calibrate on the validation split, export, run the test set at batch 1 through "
+                    "the CPU engine, time the baselines in the engine, ONNX Runtime and PyTorch "
+                    "eager, and print Table I. Writes OUT/table1.{json,md}, the plots and the model.")
+    p.add_argument("--out", default="results", help="output directory")
+    p.add_argument("--retrain", action="store_true", help="train LeNet and B-LeNet afresh first")
+    p.add_argument("--epochs", type=int, default=50, help="epochs per phase with --retrain")
+    p.add_argument("--limit", type=int, help="use only the first N test samples")
+    p.add_argument("--threads", type=int, default=1, help="threads for every engine and peer")
+    p.add_argument("--data-dir", help="where Fashion-MNIST lives (default: the Debian package)")
+
+
 def cmd_demo(args):
-    print("branchy demo: the fused exit decision against the PyTorch composite (the end-to-end "
-          "Table I demo arrives with the engine)\n")
-    cmd_info(args)
-    args.json, args.rounds = None, 30
-    return cmd_bench(args)
+    from branchy_engine.demo import DemoOptions, run
+    table = run(DemoOptions(out=args.out, retrain=args.retrain, limit=args.limit,
+                            threads=args.threads, data_dir=args.data_dir, epochs=args.epochs))
+    with open(os.path.join(args.out, "table1.md")) as f:
+        print(f.read())
+    print("files: " + ", ".join(sorted(set(table["files"].values()) | {
+        os.path.join(args.out, "table1.json"), os.path.join(args.out, "table1.md")})))
+    return 0
 
 
 def main(argv=None):
@@ -201,20 +261,19 @@ def main(argv=None):
         description="BranchyNet early-exit networks: train in PyTorch, serve with a compiled engine.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("info", help="what the compiled extension holds (torch version, CUDA, CPU ISA)")
-    bench = sub.add_parser("bench", help="time the fused exit decision against the PyTorch composite")
-    bench.add_argument("--json", help="where to write the pytest-benchmark JSON "
-                                      "(default bench/results/exit_decision-cpu.json)")
-    bench.add_argument("--rounds", type=int, default=30, help="minimum rounds per benchmark (default 30)")
-    sub.add_parser("demo", help="the main job (for now: the exit-decision benchmark)")
+    add_demo_parser(sub)
     add_train_parser(sub)
     add_calibrate_parser(sub)
+    add_costs_parser(sub)
     add_export_parser(sub)
     add_inspect_parser(sub)
+    add_bench_parser(sub)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
     commands = {"info": cmd_info, "bench": cmd_bench, "demo": cmd_demo, "train": cmd_train,
-                "calibrate": cmd_calibrate, "export": cmd_export, "inspect": cmd_inspect}
+                "calibrate": cmd_calibrate, "export": cmd_export, "inspect": cmd_inspect,
+                "costs": cmd_costs}
     try:
         return commands[args.command](args)
     except (ValueError, OSError) as e:

@@ -7,7 +7,7 @@
 """
 import json
 import threading
-from typing import List, NamedTuple, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -18,10 +18,17 @@ from branchy_engine.ops import _C
 KERNELS = ("measure", "own", "dnnl")
 
 
+def thresholds_for_exit(num_exits: int, e: int) -> List[float]:
+    """Entropy thresholds that make every sample leave at exit e (0-based): none earlier (0.0),
+    all there (+inf)."""
+    return [0.0] * e + [float("inf")] * (num_exits - 1 - e)
+
+
 class EngineOutput(NamedTuple):
-    prediction: Tensor   # int64 [B] (or a 0-d tensor for one sample)
-    exit: Tensor         # int64, 0-based exit each sample left at
-    score: Tensor        # float32: entropy in nats (or max probability) at that exit
+    """For one sample: Python numbers; for a batch: tensors [B]."""
+    prediction: Union[int, Tensor]   # class index
+    exit: Union[int, Tensor]         # 0-based exit the sample left at
+    score: Union[float, Tensor]      # entropy in nats (or max probability) at that exit
 
 
 class Engine:
@@ -52,6 +59,7 @@ class Engine:
         self.input_shape = tuple(self.plan.input_shape)
         self._local = threading.local()
         self._counts = torch.zeros(self.plan.num_exits, dtype=torch.int64)  # the runtime adds to it
+        self._counts_address = self._counts.data_ptr()
 
     @property
     def num_exits(self) -> int:
@@ -84,42 +92,33 @@ class Engine:
             context = self._local.context = self.plan.make_context(self.max_batch)
         return context
 
-    def _checked(self, x) -> Tensor:
+    def __call__(self, x) -> EngineOutput:
+        """One sample [C, H, W] (float32, CPU) -> (prediction, exit, score) as Python numbers;
+        a batch [B, C, H, W] -> three tensors [B]: int64, int64, float32. A numpy array works too.
+        Errors name the problem (type, dtype, device, shape, NaN)."""
         if isinstance(x, np.ndarray):
             x = torch.from_numpy(x)
-        if not isinstance(x, Tensor):
-            raise TypeError(f"input must be a torch.Tensor or numpy array, got {type(x).__name__}")
-        if x.dtype != torch.float32:
-            raise TypeError(f"input must be float32, got {x.dtype}")
-        if x.device.type != "cpu":
-            raise ValueError(f"input must be on the CPU for this engine, got {x.device}")
-        if tuple(x.shape[-3:]) != self.input_shape or x.dim() not in (3, 4):
-            raise ValueError(f"input must be [C, H, W] = {list(self.input_shape)} or "
-                             f"[B, C, H, W], got {list(x.shape)}")
-        return x.contiguous()
-
-    def __call__(self, x) -> EngineOutput:
-        x = self._checked(x)
-        single = x.dim() == 3
-        batch = 1 if single else x.shape[0]
-        prediction = torch.empty(batch, dtype=torch.int64)
-        exit = torch.empty(batch, dtype=torch.int64)
-        score = torch.empty(batch, dtype=torch.float32)
-        if batch:
-            bad = self.plan.run(self._context(), x.data_ptr(), batch, prediction.data_ptr(),
-                                exit.data_ptr(), score.data_ptr(), self._counts.data_ptr())
-            if bad >= 0:
-                raise ValueError(f"input sample {bad} contains NaN")
-        if single:
-            return EngineOutput(prediction[0], exit[0], score[0])
-        return EngineOutput(prediction, exit, score)
+        return EngineOutput(*self.plan.run_tensor(self._context(), x, self._counts_address))
 
     def all_exit_logits(self, x) -> List[Tensor]:
         """Every exit's logits [num_classes] for one sample [C, H, W], no early exit."""
-        x = self._checked(x)
-        if x.dim() != 3:
-            raise ValueError(f"all_exit_logits takes one sample [C, H, W], got {list(x.shape)}")
-        return [torch.tensor(z) for z in self.plan.all_exit_logits(self._context(), x.data_ptr())]
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(x)
+        return [torch.tensor(z) for z in self.plan.all_exit_logits(self._context(), x)]
+
+    def run_timed(self, x) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Each sample of a batch [B, C, H, W] run alone (batch 1), as an embedded caller would,
+        each call timed in C++: (prediction, exit, score, microseconds per sample), tensors [B]."""
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(x)
+        return self.plan.run_timed(self._context(), x, self._counts_address)
+
+    def time_run(self, x, warmup: int = 50, rounds: int = 31, calls: int = 20) -> List[float]:
+        """Microseconds per call of the runtime on one sample [C, H, W], timed in C++ with no
+        Python in the loop: one figure per round of `calls` calls, after `warmup` calls."""
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(x)
+        return self.plan.time_run(self._context(), x, warmup, rounds, calls)
 
     def stats(self) -> dict:
         """Samples that left at each exit since creation (or reset_stats), and their share."""

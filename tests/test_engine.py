@@ -255,3 +255,33 @@ def test_shipped_b_lenet_on_real_images(tmp_path):
         exit, prediction, _, near = reference_exits(logits, [0.1], "entropy")
         assert torch.equal(out.exit[~near], exit[~near])
         assert torch.equal(out.prediction[~near], prediction[~near])
+
+
+def test_run_timed_and_time_run(exported):
+    _, path = exported("b_lenet", "entropy", [0.4])
+    engine = be.Engine(path, kernels="own")
+    x = torch.randn(9, 1, 28, 28, generator=torch.Generator().manual_seed(4))
+    prediction, exit, score, micros = engine.run_timed(x)
+    batched = engine(x)
+    assert torch.equal(prediction, batched.prediction) and torch.equal(exit, batched.exit)
+    assert micros.dtype == torch.float64 and micros.shape == (9,) and bool((micros > 0).all())
+    rounds = engine.time_run(x[0], warmup=1, rounds=3, calls=2)
+    assert len(rounds) == 3 and all(r > 0 for r in rounds)
+    with pytest.raises(ValueError, match="run_timed takes a batch"):
+        engine.run_timed(x[0])
+    with pytest.raises(ValueError, match="time_run takes one sample"):
+        engine.time_run(x)
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(SHIPPED, "b_lenet.pt")), reason="needs the shipped B-LeNet")
+@pytest.mark.parametrize("method, unit", [("engine", "us"), ("flops", "MFLOP")])
+def test_costs_command(tmp_path, capsys, method, unit):
+    from branchy_engine.calibrate import costs as costs_mod
+    from branchy_engine.cli import main as branchy
+    out = tmp_path / "costs.json"
+    assert branchy(["costs", os.path.join(SHIPPED, "b_lenet.pt"), "--method", method, "-o", str(out)]) == 0
+    costs = costs_mod.load(out, "b_lenet", 2)
+    assert costs.unit == unit and all(c >= 0 for c in costs.segments) and costs.baseline > 0
+    # The early exit is the cheap part: its segment costs less than the whole baseline.
+    assert costs.segments[0] < costs.baseline
+    assert f"wrote {out}" in capsys.readouterr().out

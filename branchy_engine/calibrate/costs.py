@@ -62,8 +62,20 @@ def _inputs(net, input_shape) -> List[torch.Tensor]:
     return inputs
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the architecture where that is not readable."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def machine() -> dict:
-    return {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+    return {"processor": cpu_model(), "cpus": os.cpu_count(),
             "system": f"{platform.system()} {platform.release()}", "torch": str(torch.__version__)}
 
 
@@ -98,7 +110,7 @@ def measure_pytorch(net, input_shape, threads: int = 1, warmup: int = 50, rounds
     method = (f"PyTorch eager {torch.__version__}, batch 1, {threads} thread(s), inference_mode; "
               f"each figure the median of {rounds} rounds of {calls} calls after {warmup} warm-up "
               f"calls; segments include the exit head and the fused exit decision")
-    return Costs(net.name, "us", segments, base, method, machine(), _today())
+    return Costs(net.name, "us", segments, base, method, machine(), today())
 
 
 def count_flops(net, input_shape) -> Costs:
@@ -114,10 +126,10 @@ def count_flops(net, input_shape) -> Costs:
         base = flops(lambda: net.baseline().eval()(torch.rand(1, *input_shape)))
     method = ("torch.utils.flop_counter at batch 1: 2 FLOPs per multiply-add of convolutions and "
               "linear layers; pooling, activations, normalisation and the exit decision not counted")
-    return Costs(net.name, "MFLOP", segments, base, method, machine(), _today())
+    return Costs(net.name, "MFLOP", segments, base, method, machine(), today())
 
 
-def _today() -> str:
+def today() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 

@@ -1,11 +1,16 @@
-// Python binding of the CPU runtime (branchy_engine.Engine wraps it). Tensors cross as data
-// pointers: the Python side checks their shape, dtype, device and contiguity and keeps them alive.
+// Python binding of the CPU runtime (branchy_engine.Engine wraps it). run_tensor takes the input
+// tensor itself and checks it here, so that a batch-1 call is one cheap crossing.
+#include <ATen/ATen.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <torch/csrc/autograd/python_variable.h>
 
+#include <chrono>
 #include <cmath>
+#include <sstream>
 #include <stdexcept>
 
+#include "runtime/kernels/peak.h"
 #include "runtime/layer.h"
 #include "runtime/model_file.h"
 #include "runtime/plan.h"
@@ -21,14 +26,51 @@ branchy::PlanOptions::Kernels parse_kernels(const std::string& name) {
   throw std::invalid_argument("kernels must be 'measure', 'own' or 'dnnl', got '" + name + "'");
 }
 
-const float* floats(uintptr_t address) { return reinterpret_cast<const float*>(address); }
-
 // Index of the first sample holding a NaN, or -1: a NaN input would silently leave at the last exit.
 int64_t first_nan(const float* x, int64_t samples, int64_t per_sample) {
-  for (int64_t i = 0; i < samples * per_sample; ++i) {
-    if (std::isnan(x[i])) return i / per_sample;
+  for (int64_t s = 0; s < samples; ++s) {
+    // No early exit inside a sample, so the compiler vectorises the scan.
+    bool nan = false;
+    for (int64_t i = 0; i < per_sample; ++i) nan |= x[s * per_sample + i] != x[s * per_sample + i];
+    if (nan) return s;
   }
   return -1;
+}
+
+void count(uintptr_t counts, int exit) {
+  // Engines are shared between threads: count without a lock.
+  __atomic_fetch_add(reinterpret_cast<int64_t*>(counts) + exit, 1, __ATOMIC_RELAXED);
+}
+
+// The input as a contiguous float32 CPU tensor [C, H, W] or [B, C, H, W] of the model's shape, or
+// an error naming what is wrong with it.
+at::Tensor checked_input(const branchy::Plan& plan, py::handle obj) {
+  if (!THPVariable_Check(obj.ptr())) {
+    throw py::type_error(std::string("input must be a torch.Tensor or numpy array, got ") +
+                         Py_TYPE(obj.ptr())->tp_name);
+  }
+  const at::Tensor& x = THPVariable_Unpack(obj.ptr());
+  if (x.scalar_type() != at::kFloat) {
+    throw py::type_error("input must be float32, got " + py::str(obj.attr("dtype")).cast<std::string>());
+  }
+  if (!x.is_cpu()) {
+    throw py::value_error("input must be on the CPU for this engine, got " + x.device().str());
+  }
+  const auto& s = plan.model().input;
+  const bool fits = (x.dim() == 3 || x.dim() == 4) && x.size(-3) == s.c && x.size(-2) == s.h &&
+                    x.size(-1) == s.w;
+  if (!fits) {
+    std::ostringstream m;
+    m << "input must be [C, H, W] = [" << s.c << ", " << s.h << ", " << s.w
+      << "] or [B, C, H, W], got " << x.sizes();
+    throw py::value_error(m.str());
+  }
+  return x.contiguous();
+}
+
+void check_no_nan(const float* x, int64_t samples, int64_t per_sample) {
+  const int64_t bad = first_nan(x, samples, per_sample);
+  if (bad >= 0) throw py::value_error("input sample " + std::to_string(bad) + " contains NaN");
 }
 
 }  // namespace
@@ -51,42 +93,104 @@ void init_engine_binding(py::module_& m) {
            py::arg("path"), py::arg("threads"), py::arg("thresholds"), py::arg("kernels"))
       .def("make_context", &branchy::Plan::make_context, py::arg("max_batch"))
       .def(
-          "run",
-          [](const branchy::Plan& plan, branchy::Context& ctx, uintptr_t input, int64_t batch,
-             uintptr_t prediction, uintptr_t exit, uintptr_t score, uintptr_t counts) {
-            const auto& in = plan.model().input;
-            const int64_t bad = first_nan(floats(input), batch, in.numel());
-            if (bad >= 0) return bad;
-            auto* p = reinterpret_cast<int64_t*>(prediction);
-            auto* e = reinterpret_cast<int64_t*>(exit);
-            auto* s = reinterpret_cast<float*>(score);
-            auto* per_exit = reinterpret_cast<int64_t*>(counts);
-            auto store = [&](int64_t i, const branchy::Result& r) {
-              p[i] = r.prediction;
-              e[i] = r.exit;
-              s[i] = r.score;
-              // Engines are shared between threads: count without a lock.
-              __atomic_fetch_add(per_exit + r.exit, 1, __ATOMIC_RELAXED);
-            };
-            if (batch == 1) {  // the latency path: no allocation, no GIL hand-over
-              store(0, plan.run(ctx, floats(input)));
-              return int64_t(-1);
+          "run_tensor",
+          [](const branchy::Plan& plan, branchy::Context& ctx, py::handle input,
+             uintptr_t counts) -> py::object {
+            const at::Tensor x = checked_input(plan, input);
+            const int64_t per_sample = plan.model().input.numel();
+            const float* data = x.data_ptr<float>();
+            if (x.dim() == 3) {  // the latency path: no allocation, no GIL hand-over
+              check_no_nan(data, 1, per_sample);
+              const branchy::Result r = plan.run(ctx, data);
+              count(counts, r.exit);
+              return py::make_tuple(r.prediction, r.exit, r.score);
             }
+            const int64_t batch = x.size(0);
+            check_no_nan(data, batch, per_sample);
             std::vector<branchy::Result> results(batch);
             {
               py::gil_scoped_release release;
-              plan.run_batch(ctx, floats(input), batch, results.data());
+              plan.run_batch(ctx, data, batch, results.data());
             }
-            for (int64_t i = 0; i < batch; ++i) store(i, results[i]);
-            return int64_t(-1);
+            at::Tensor prediction = at::empty({batch}, at::kLong);
+            at::Tensor exit = at::empty({batch}, at::kLong);
+            at::Tensor score = at::empty({batch}, at::kFloat);
+            for (int64_t i = 0; i < batch; ++i) {
+              prediction.data_ptr<int64_t>()[i] = results[i].prediction;
+              exit.data_ptr<int64_t>()[i] = results[i].exit;
+              score.data_ptr<float>()[i] = results[i].score;
+              count(counts, results[i].exit);
+            }
+            return py::make_tuple(py::reinterpret_steal<py::object>(THPVariable_Wrap(prediction)),
+                                  py::reinterpret_steal<py::object>(THPVariable_Wrap(exit)),
+                                  py::reinterpret_steal<py::object>(THPVariable_Wrap(score)));
           },
-          "Runs `batch` samples and adds them to counts[exit]; returns -1, or the index of a "
-          "sample holding NaN (then nothing is run).")
+          "One sample [C, H, W] -> (prediction, exit, score) as Python numbers; a batch "
+          "[B, C, H, W] -> three tensors. Adds each sample to counts[exit]. Errors name the "
+          "problem with the input (type, dtype, device, shape, NaN).")
       .def("all_exit_logits",
-           [](const branchy::Plan& plan, branchy::Context& ctx, uintptr_t input) {
-             py::gil_scoped_release release;
-             return plan.all_exit_logits(ctx, floats(input));
+           [](const branchy::Plan& plan, branchy::Context& ctx, py::handle input) {
+             const at::Tensor x = checked_input(plan, input);
+             if (x.dim() != 3) {
+               throw py::value_error("all_exit_logits takes one sample [C, H, W]");
+             }
+             check_no_nan(x.data_ptr<float>(), 1, plan.model().input.numel());
+             return plan.all_exit_logits(ctx, x.data_ptr<float>());
            })
+      .def(
+          "run_timed",
+          [](const branchy::Plan& plan, branchy::Context& ctx, py::handle input, uintptr_t counts) {
+            const at::Tensor x = checked_input(plan, input);
+            if (x.dim() != 4) throw py::value_error("run_timed takes a batch [B, C, H, W]");
+            const int64_t batch = x.size(0), per_sample = plan.model().input.numel();
+            check_no_nan(x.data_ptr<float>(), batch, per_sample);
+            at::Tensor prediction = at::empty({batch}, at::kLong);
+            at::Tensor exit = at::empty({batch}, at::kLong);
+            at::Tensor score = at::empty({batch}, at::kFloat);
+            at::Tensor micros = at::empty({batch}, at::kDouble);
+            {
+              py::gil_scoped_release release;
+              const float* data = x.data_ptr<float>();
+              for (int64_t i = 0; i < batch; ++i) {
+                const auto start = std::chrono::steady_clock::now();
+                const branchy::Result r = plan.run(ctx, data + i * per_sample);
+                micros.data_ptr<double>()[i] = std::chrono::duration<double, std::micro>(
+                    std::chrono::steady_clock::now() - start).count();
+                prediction.data_ptr<int64_t>()[i] = r.prediction;
+                exit.data_ptr<int64_t>()[i] = r.exit;
+                score.data_ptr<float>()[i] = r.score;
+                count(counts, r.exit);
+              }
+            }
+            auto wrap = [](const at::Tensor& t) {
+              return py::reinterpret_steal<py::object>(THPVariable_Wrap(t));
+            };
+            return py::make_tuple(wrap(prediction), wrap(exit), wrap(score), wrap(micros));
+          },
+          "Runs each sample of [B, C, H, W] alone (batch 1), timing each call in C++: "
+          "(prediction, exit, score, microseconds), tensors [B].")
+      .def(
+          "time_run",
+          [](const branchy::Plan& plan, branchy::Context& ctx, py::handle input, int warmup,
+             int rounds, int calls) {
+            const at::Tensor x = checked_input(plan, input);
+            if (x.dim() != 3) throw py::value_error("time_run takes one sample [C, H, W]");
+            check_no_nan(x.data_ptr<float>(), 1, plan.model().input.numel());
+            const float* data = x.data_ptr<float>();
+            std::vector<double> micros;
+            py::gil_scoped_release release;
+            for (int i = 0; i < warmup; ++i) plan.run(ctx, data);
+            for (int r = 0; r < rounds; ++r) {
+              const auto start = std::chrono::steady_clock::now();
+              for (int i = 0; i < calls; ++i) plan.run(ctx, data);
+              micros.push_back(std::chrono::duration<double, std::micro>(
+                                   std::chrono::steady_clock::now() - start).count() / calls);
+            }
+            return micros;
+          },
+          py::arg("context"), py::arg("input"), py::arg("warmup"), py::arg("rounds"), py::arg("calls"),
+          "Times plan.run on one sample in C++ (no Python in the loop): microseconds per call, "
+          "one figure per round of `calls` calls, after `warmup` calls.")
       .def("describe", &branchy::Plan::describe)
       .def_property_readonly("num_exits", &branchy::Plan::num_exits)
       .def_property_readonly("thresholds", &branchy::Plan::thresholds)
@@ -104,4 +208,8 @@ void init_engine_binding(py::module_& m) {
       .def_property_readonly("metadata_json", [](const branchy::Plan& p) { return p.model().metadata_json; });
 
   m.def("dnnl_version", &branchy::dnnl_version, "The oneDNN the runtime uses, or '' if none.");
+  m.def("fma_peak_gflops", &branchy::fma_peak_gflops, py::arg("lanes"),
+        py::call_guard<py::gil_scoped_release>(),
+        "Measured fp32 FMA GFLOP/s of one thread with 8-lane (AVX2) or 16-lane (AVX-512) "
+        "vectors; 0 where the CPU lacks them.");
 }

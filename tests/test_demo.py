@@ -1,0 +1,37 @@
+"""`branchy demo` on a slice of the test set: every output file, and figures that agree."""
+import json
+import os
+
+import pytest
+
+from branchy_engine.cli import main as branchy
+
+SHIPPED = os.path.join(os.path.dirname(__file__), "..", "branchy_engine", "checkpoints")
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(SHIPPED, "b_lenet.pt"))
+                    or not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                    reason="needs the shipped checkpoints and the Debian Fashion-MNIST")
+def test_demo_on_a_slice(tmp_path, capsys):
+    assert branchy(["demo", "--limit", "300", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("table1.json", "table1.md", "fig3_frontier.png", "fig4_first_threshold.png",
+                 "entropy_histograms.png", "b_lenet.branchy", "lenet.branchy", "costs.json",
+                 "b_lenet-calibrated.pt"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    table = json.loads((tmp_path / "table1.json").read_text())
+    engine_lenet, ort, eager, branchy_row = table["rows"]
+    assert "300 test samples" in table["dataset"]
+    assert sum(branchy_row["exit_percent"]) == pytest.approx(100.0)
+    # Gains are the ratios of the times printed beside them.
+    assert branchy_row["gain_vs_own_baseline"] == pytest.approx(engine_lenet["time_us"] / branchy_row["time_us"])
+    assert branchy_row["gain_vs_onnxruntime"] == pytest.approx(ort["time_us"] / branchy_row["time_us"])
+    assert branchy_row["gain_vs_eager"] == pytest.approx(eager["time_us"] / branchy_row["time_us"])
+    # Overall accuracy is the exit-weighted accuracy of the samples leaving at each exit. (It need
+    # not lie between the exits' own accuracies: combining exits can beat both.)
+    weighted = sum(p / 100 * (a or 0.0) for p, a in zip(branchy_row["exit_percent"],
+                                                         branchy_row["accuracy_of_samples_leaving_at_each_exit"]))
+    assert branchy_row["accuracy"] == pytest.approx(weighted)
+    # The three baselines are the same network: the same predictions, so the same accuracy.
+    assert engine_lenet["accuracy"] == ort["accuracy"] == eager["accuracy"]
+    assert "B-LeNet (engine)" in printed and (tmp_path / "table1.md").read_text() in printed
