@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <iomanip>
 #include <limits>
 #include <map>
 #include <sstream>
@@ -18,6 +19,7 @@ namespace branchy {
 // The layers of one stage or one exit head, in order.
 struct Sequence {
   std::vector<std::unique_ptr<Layer>> layers;
+  std::vector<double> micros;  // measured time of each layer, or 0
   Layout out_layout = Layout::NCHW;
   size_t in_count = 0;  // floats of the input (what an empty sequence copies through)
 };
@@ -98,10 +100,12 @@ struct Candidate {
   bool dnnl;
 };
 
-// A chosen layer and the op it runs (a layout change belongs to the op it prepares for).
+// A chosen layer, the op it runs (a layout change belongs to the op it prepares for), and what
+// it measured (microseconds; 0 when the options forced the choice without measuring).
 struct Chosen {
   size_t op;
   std::unique_ptr<Layer> layer;
+  double micros = 0.0;
 };
 
 // Chooses an implementation for each op of a chain and inserts layout changes, minimising the
@@ -140,11 +144,14 @@ class Chooser {
     std::vector<Chosen> reversed;
     for (size_t i = ops.size(); i-- > 0;) {
       const Node& node = best[i + 1][layout];
-      std::unique_ptr<Layer> layer = std::move(candidates[i][node.candidate].layer);
-      const Layout wants = layer->input_layout();
-      reversed.push_back(Chosen{i, std::move(layer)});
+      Candidate& cand = candidates[i][node.candidate];
+      const double micros = measuring() ? layer_cost(cand) : 0.0;
+      const Layout wants = cand.layer->input_layout();
+      reversed.push_back(Chosen{i, std::move(cand.layer), micros});
       if (Layout(node.prev_layout) != wants && spatial(ops[i].in)) {
-        reversed.push_back(Chosen{i, make_reorder(ops[i].in, Layout(node.prev_layout), wants)});
+        const Layout from = Layout(node.prev_layout);
+        reversed.push_back(Chosen{i, make_reorder(ops[i].in, from, wants),
+                                  measuring() ? reorder_cost(ops[i].in, from, wants) : 0.0});
       }
       layout = node.prev_layout;
     }
@@ -153,6 +160,8 @@ class Chooser {
   }
 
  private:
+  bool measuring() const { return options_.kernels == PlanOptions::Kernels::Measure; }
+
   std::vector<Candidate> candidates_for(const Op& op) {
     std::vector<Candidate> all;
     for (auto& layer : own_candidates(op)) all.push_back(Candidate{std::move(layer), false});
@@ -192,7 +201,10 @@ class Chooser {
 Sequence sequence(std::vector<Chosen>::iterator begin, std::vector<Chosen>::iterator end,
                   Layout out_layout, const Shape& in) {
   Sequence seq;
-  for (auto it = begin; it != end; ++it) seq.layers.push_back(std::move(it->layer));
+  for (auto it = begin; it != end; ++it) {
+    seq.layers.push_back(std::move(it->layer));
+    seq.micros.push_back(it->micros);
+  }
   seq.out_layout = out_layout;
   seq.in_count = size_t(in.numel());
   return seq;
@@ -399,11 +411,17 @@ std::vector<std::vector<float>> Plan::all_exit_logits(Context& context, const fl
 std::string Plan::describe() const {
   const Impl& p = *impl_;
   std::ostringstream s;
+  auto lines = [&s](const Sequence& seq, const std::string& label) {
+    for (size_t l = 0; l < seq.layers.size(); ++l) {
+      s << label << seq.layers[l]->describe();
+      if (seq.micros[l] > 0) s << "  " << std::fixed << std::setprecision(2) << seq.micros[l] << " us";
+      s << "\n";
+    }
+  };
   for (size_t i = 0; i < p.stages.size(); ++i) {
-    for (const auto& l : p.stages[i].layers) s << "stage " << i << ": " << l->describe() << "\n";
+    lines(p.stages[i], "stage " + std::to_string(i) + ": ");
     const int e = p.exit_after_stage[i];
-    if (e < 0) continue;
-    for (const auto& l : p.heads[e].layers) s << "exit " << e << ":  " << l->describe() << "\n";
+    if (e >= 0) lines(p.heads[e], "exit " + std::to_string(e) + ":  ");
   }
   return s.str();
 }

@@ -69,7 +69,8 @@ class Plan {
   // Every exit's logits for one sample, no early exit (for checking against the framework).
   std::vector<std::vector<float>> all_exit_logits(Context& context, const float* input) const;
 
-  // The layers of every stage and exit head with their implementation and layout, one per line.
+  // The layers of every stage and exit head with their implementation, layout and (when the plan
+  // measured them) time, one per line.
   std::string describe() const;
 
   const Model& model() const;
