@@ -22,7 +22,8 @@ CPP_TESTS := $(wildcard tests/cpp/*)
 help:
 	@echo "make demo   the main job, on the embedded default data"
 	@echo "make test   the test suite: C++ (ctest), Python (pytest), benchmarks once without timing"
-	@echo "make bench  the benchmarks, timed; writes bench/results/"
+	@echo "make bench  the benchmarks, timed: the fused exit decision, the CPU engine vs peers;"
+	@echo "            writes bench/results/"
 
 $(VENV)/.deps: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +58,7 @@ test: $(VENV)/.built ctest
 
 bench: $(VENV)/.built
 	$(VENV)/bin/branchy bench
+	$(PY) bench/cpu_engine.py
 
 demo: $(VENV)/.built
 	$(VENV)/bin/branchy demo

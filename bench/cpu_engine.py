@@ -24,6 +24,7 @@ import peers  # noqa: E402
 from branchy_engine import _C, models  # noqa: E402
 from branchy_engine.calibrate import costs as costs_mod  # noqa: E402
 from branchy_engine.fileio import write_text  # noqa: E402
+from branchy_engine.timing import median_us, warm_up  # noqa: E402
 from training import checkpoint  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -46,7 +47,8 @@ def network(name: str):
 
 
 def time_peers(runners, engine, x, timing) -> dict:
-    out = {peer: peers.median_us(fn, **timing) for peer, fn in runners.items()}
+    out = {peer: median_us(fn, **timing) for peer, fn in runners.items()}
+    warm_up(lambda: engine.time_run(x, warmup=0, rounds=1, calls=timing["calls"]), 1)
     cpp = engine.time_run(x, warmup=timing["warmup"], rounds=timing["rounds"], calls=timing["calls"])
     out["engine_cpp"] = sorted(cpp)[len(cpp) // 2]
     return out

@@ -12,8 +12,6 @@ Baselines (the network without branches) run the same way, ending in argmax.
 import io
 import math
 import os
-import statistics
-import time
 from typing import Callable
 
 import torch
@@ -21,20 +19,8 @@ from torch import nn
 
 import branchy_engine as be
 from branchy_engine.engine import thresholds_for_exit
+
 from branchy_engine.export import write_model
-
-
-def median_us(fn: Callable, warmup: int = 100, rounds: int = 31, calls: int = 20) -> float:
-    """Median over rounds of the mean time of `calls` calls, in microseconds, after warm-up."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - start) / calls)
-    return 1e6 * statistics.median(times)
 
 
 class PathModule(nn.Module):

@@ -13,6 +13,7 @@ import torch
 from branchy_engine.calibrate.costs import Costs, machine, today
 from branchy_engine.engine import Engine, thresholds_for_exit
 from branchy_engine.export import write_model
+from branchy_engine.timing import warm_up
 
 
 def measure_engine(net, input_shape, threads: int = 1, warmup: int = 100, rounds: int = 31,
@@ -22,6 +23,7 @@ def measure_engine(net, input_shape, threads: int = 1, warmup: int = 100, rounds
     x = torch.rand(*input_shape)
 
     def median(engine):
+        warm_up(lambda: engine.time_run(x, warmup=0, rounds=1, calls=calls), 1)
         return statistics.median(engine.time_run(x, warmup=warmup, rounds=rounds, calls=calls))
 
     with tempfile.TemporaryDirectory() as directory:

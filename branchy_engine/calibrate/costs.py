@@ -8,8 +8,6 @@ import datetime
 import json
 import os
 import platform
-import statistics
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, List
 
@@ -17,6 +15,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from branchy_engine.fileio import write_text
+from branchy_engine.timing import median_us
 from branchy_engine.ops import exit_decision
 
 FORMAT = "branchy-engine costs"
@@ -79,18 +78,6 @@ def machine() -> dict:
             "system": f"{platform.system()} {platform.release()}", "torch": str(torch.__version__)}
 
 
-def _median_us(fn, warmup: int, rounds: int, calls: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - start) / calls)
-    return 1e6 * statistics.median(times)
-
-
 @torch.inference_mode()
 def measure_pytorch(net, input_shape, threads: int = 1, warmup: int = 50, rounds: int = 31,
                     calls: int = 20) -> Costs:
@@ -101,10 +88,10 @@ def measure_pytorch(net, input_shape, threads: int = 1, warmup: int = 50, rounds
     try:
         segments = []
         for run, x in zip(_segments(net), _inputs(net, input_shape)):
-            segments.append(_median_us(lambda: exit_decision(run(x)[1], 0.0), warmup, rounds, calls))
+            segments.append(median_us(lambda: exit_decision(run(x)[1], 0.0), warmup, rounds, calls))
         baseline = net.baseline().eval()
         x = torch.rand(1, *input_shape)
-        base = _median_us(lambda: baseline(x)[-1].argmax(1), warmup, rounds, calls)
+        base = median_us(lambda: baseline(x)[-1].argmax(1), warmup, rounds, calls)
     finally:
         torch.set_num_threads(before)
     method = (f"PyTorch eager {torch.__version__}, batch 1, {threads} thread(s), inference_mode; "

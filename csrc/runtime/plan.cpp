@@ -76,7 +76,12 @@ double measure(const Layer& layer) {
     seed = seed * 1664525u + 1013904223u;
     in.data()[i] = float(seed >> 8) / float(1u << 24) * 2.0f - 1.0f;
   }
-  for (int i = 0; i < 3; ++i) layer.forward(in.data(), out.data(), state.get());
+  // Warm up by time, not by count: the core takes milliseconds to reach its steady clock, and a
+  // layer measured cold loses to one measured warm.
+  const auto warm = Clock::now();
+  for (int i = 0; i < 3 || Clock::now() - warm < std::chrono::milliseconds(2); ++i) {
+    layer.forward(in.data(), out.data(), state.get());
+  }
   const auto start = Clock::now();
   layer.forward(in.data(), out.data(), state.get());
   const double once = std::chrono::duration<double, std::micro>(Clock::now() - start).count();
