@@ -14,6 +14,56 @@ def cmd_info(args):
     return 0
 
 
+def add_run_parser(sub):
+    from branchy_engine import data
+    p = sub.add_parser(
+        "run", help="classify a data split with a .branchy model through the CPU engine",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Runs every sample of a split alone (batch 1), as an embedded caller would, and "
+                    "prints the accuracy, how many samples left at each exit, and the latency per "
+                    "sample (each call timed in C++). Inputs are prepared as the model's training "
+                    "data was (the normalisation recorded in the model file).")
+    p.add_argument("model", help="a .branchy file from `branchy export`")
+    p.add_argument("--data", help=f"one of {', '.join(data.DATASETS)} (default: the model's own)")
+    p.add_argument("--data-dir", help="where the data lives (default: as for training)")
+    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--limit", type=int, help="use only the first N samples")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--thresholds", type=floats, help="override the file's thresholds, comma-separated")
+    p.add_argument("--kernels", default="measure", choices=["measure", "own", "dnnl"])
+
+
+def cmd_run(args):
+    import torch
+    from branchy_engine import data
+    from branchy_engine.engine import Engine
+    engine = Engine(args.model, threads=args.threads, thresholds=args.thresholds, kernels=args.kernels)
+    meta = engine.metadata
+    dataset = meta.get("dataset", {})
+    name = args.data or dataset.get("name")
+    if not name:
+        raise ValueError(f"{args.model} records no dataset; pass --data")
+    split_rule = meta.get("split", {})  # the training run's validation split, to rebuild it
+    d = data.load(name, data_dir=args.data_dir, val_fraction=split_rule.get("val_fraction", 0.1),
+                  seed=split_rule.get("seed", 0), limit=args.limit)
+    if tuple(d.input_shape) != engine.input_shape:
+        raise ValueError(f"{name} gives inputs {list(d.input_shape)}, the model takes {list(engine.input_shape)}")
+    split = d.val if args.split == "val" else d.test
+    if dataset.get("mean") is not None:  # exactly the training run's normalisation
+        d.mean, d.std = tuple(dataset["mean"]), tuple(dataset["std"])
+    images, labels = split.batch(torch.arange(len(split)))
+    prediction, exit, _, micros = engine.run_timed(d.prepare(images).contiguous())
+    n = len(labels)
+    print(f"{args.model}: {n} {args.split} samples of {d.name}, batch 1, {args.threads} thread(s)")
+    print(f"accuracy: {100.0 * float((prediction == labels).double().mean()):.2f}%")
+    print("exits: " + "  ".join(f"{e + 1}: {int((exit == e).sum())} ({100.0 * float((exit == e).double().mean()):.1f}%)"
+                                for e in range(engine.num_exits)))
+    q = micros.quantile(torch.tensor([0.5, 0.9, 0.99], dtype=torch.float64)).tolist()
+    print(f"latency per sample (us, timed in C++): mean {float(micros.mean()):.2f}  p50 {q[0]:.2f}  "
+          f"p90 {q[1]:.2f}  p99 {q[2]:.2f}  max {float(micros.max()):.2f}")
+    return 0
+
+
 def add_bench_parser(sub):
     p = sub.add_parser("bench", help="time the fused exit decision against the PyTorch composite")
     p.add_argument("--json", help="where to write the pytest-benchmark JSON "
@@ -267,13 +317,14 @@ def main(argv=None):
     add_costs_parser(sub)
     add_export_parser(sub)
     add_inspect_parser(sub)
+    add_run_parser(sub)
     add_bench_parser(sub)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
     commands = {"info": cmd_info, "bench": cmd_bench, "demo": cmd_demo, "train": cmd_train,
                 "calibrate": cmd_calibrate, "export": cmd_export, "inspect": cmd_inspect,
-                "costs": cmd_costs}
+                "costs": cmd_costs, "run": cmd_run}
     try:
         return commands[args.command](args)
     except (ValueError, OSError) as e:

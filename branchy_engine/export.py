@@ -135,6 +135,7 @@ def export(checkpoint_path, output, thresholds: Optional[Sequence[float]] = None
         "format": "branchy-engine model", "model": ckpt["model"], "model_args": ckpt.get("model_args"),
         "phase": ckpt.get("phase"), "source_checkpoint": os.path.abspath(checkpoint_path),
         "dataset": dataset,
+        "split": {key: (ckpt.get("config") or {}).get(key) for key in ("val_fraction", "seed")},
         "metrics": {key: metrics.get(key) for key in ("val_accuracy", "test_accuracy")},
         "thresholds_from": source, "calibration": ckpt.get("thresholds"),
         "exporter": {"branchy_engine": branchy_engine.__version__, "torch": str(torch.__version__)},

@@ -285,3 +285,20 @@ def test_costs_command(tmp_path, capsys, method, unit):
     # The early exit is the cheap part: its segment costs less than the whole baseline.
     assert costs.segments[0] < costs.baseline
     assert f"wrote {out}" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(SHIPPED, "b_lenet.pt"))
+                    or not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                    reason="needs the shipped B-LeNet and the Debian Fashion-MNIST")
+def test_branchy_run_command(tmp_path, capsys):
+    from branchy_engine.cli import main as branchy
+    model = str(tmp_path / "b_lenet.branchy")
+    assert branchy(["export", os.path.join(SHIPPED, "b_lenet.pt"), "-o", model, "--thresholds", "inf"]) == 0
+    capsys.readouterr()
+    assert branchy(["run", model, "--limit", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "200 test samples of fashion-mnist" in out
+    assert "exits: 1: 200 (100.0%)  2: 0 (0.0%)" in out  # thresholds inf: everyone leaves first
+    assert "latency per sample (us, timed in C++): mean" in out
+    assert branchy(["run", model, "--data", "fashion-mnist-32x3", "--limit", "5"]) == 2
+    assert "gives inputs [3, 32, 32], the model takes [1, 28, 28]" in capsys.readouterr().err
