@@ -34,6 +34,9 @@ class EngineOutput(NamedTuple):
 class Engine:
     """Runs an exported model (`branchy export`) with early exits, on the CPU, without PyTorch.
 
+    Engine(model, device="cuda", mode=..., ...) gives the GPU engine instead
+    (branchy_engine.gpu.GpuEngine: modes eager, graphs, conditional; per-sample batches).
+
     Args:
         model: path of a .branchy file.
         threads: threads one call may use (oneDNN layers); 1 for latency-bound calls.
@@ -44,8 +47,16 @@ class Engine:
         max_batch: samples in flight per batched call (larger batches run in chunks).
     """
 
+    def __new__(cls, model: str, *args, device: str = "cpu", **kwargs):
+        if str(device).startswith("cuda"):
+            from branchy_engine.gpu import GpuEngine
+            return GpuEngine(model, *args, device=device, **kwargs)
+        return super().__new__(cls)
+
     def __init__(self, model: str, threads: int = 1, thresholds: Optional[Sequence[float]] = None,
-                 kernels: str = "measure", max_batch: int = 64):
+                 kernels: str = "measure", max_batch: int = 64, device: str = "cpu"):
+        if device != "cpu":
+            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
         if kernels not in KERNELS:
             raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
         if threads < 1:

@@ -52,3 +52,30 @@ def exit_decision_maxprob_reference(logits: Tensor, threshold: Union[float, Tens
     _, max_prob, prediction = _softmax_stats(logits.cpu())
     exit = max_prob >= _threshold_value(threshold)
     return max_prob.to(logits.device), exit.to(logits.device), prediction.to(logits.device)
+
+
+def compact_survivors_reference(leave: Tensor, count: Tensor, rows: Tensor, activations: Tensor,
+                                next_activations: Tensor, next_rows: Tensor, next_count: Tensor):
+    """Reference for compact_survivors: returns (next_activations, next_rows, next_count) as the op
+    leaves them, as new tensors; the arguments are not changed."""
+    keep = (~leave[:int(count[0])]).nonzero().flatten()
+    k = keep.numel()
+    out_activations, out_rows = next_activations.clone(), next_rows.clone()
+    out_activations[:k] = activations[keep]
+    out_rows[:k] = rows[keep]
+    return out_activations, out_rows, torch.full_like(next_count, k)
+
+
+def scatter_exits_reference(leave: Tensor, count: Tensor, rows: Tensor, prediction: Tensor,
+                            score: Tensor, exit: int, everyone: bool, out_prediction: Tensor,
+                            out_exit: Tensor, out_score: Tensor):
+    """Reference for scatter_exits: returns (out_prediction, out_exit, out_score) as the op leaves
+    them, as new tensors; the arguments are not changed."""
+    n = int(count[0])
+    chosen = torch.ones(n, dtype=torch.bool, device=leave.device) if everyone else leave[:n]
+    at = rows[:n][chosen]
+    pred, exits, scores = out_prediction.clone(), out_exit.clone(), out_score.clone()
+    pred[at] = prediction[:n][chosen]
+    exits[at] = exit
+    scores[at] = score[:n][chosen]
+    return pred, exits, scores

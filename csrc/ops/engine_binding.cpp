@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <sstream>
 #include <stdexcept>
 
@@ -71,6 +72,39 @@ at::Tensor checked_input(const branchy::Plan& plan, py::handle obj) {
 void check_no_nan(const float* x, int64_t samples, int64_t per_sample) {
   const int64_t bad = first_nan(x, samples, per_sample);
   if (bad >= 0) throw py::value_error("input sample " + std::to_string(bad) + " contains NaN");
+}
+
+// One op as a Python dict: its kind, attributes and weights (copied into tensors), shapes.
+py::dict op_dict(const branchy::Op& op) {
+  py::dict d;
+  d["kind"] = branchy::op_name(op.kind);
+  d["in_channels"] = op.in_channels;
+  d["out_channels"] = op.out_channels;
+  d["kernel"] = py::make_tuple(op.kernel_h, op.kernel_w);
+  d["stride"] = py::make_tuple(op.stride_h, op.stride_w);
+  d["padding"] = py::make_tuple(op.pad_h, op.pad_w);
+  d["ceil_mode"] = op.ceil_mode;
+  d["relu"] = op.relu;
+  d["size"] = op.size;
+  d["alpha"] = op.alpha;
+  d["beta"] = op.beta;
+  d["k"] = op.k;
+  d["in_shape"] = py::make_tuple(op.in.c, op.in.h, op.in.w);
+  d["out_shape"] = py::make_tuple(op.out.c, op.out.h, op.out.w);
+  py::list tensors;
+  for (const auto& t : op.tensors) {
+    at::Tensor copy = at::empty({t.count}, at::kFloat);
+    std::memcpy(copy.data_ptr<float>(), t.data, t.count * sizeof(float));
+    tensors.append(py::reinterpret_steal<py::object>(THPVariable_Wrap(copy)));
+  }
+  d["tensors"] = tensors;
+  return d;
+}
+
+py::list op_list(const std::vector<branchy::Op>& ops) {
+  py::list out;
+  for (const auto& op : ops) out.append(op_dict(op));
+  return out;
 }
 
 }  // namespace
@@ -207,6 +241,33 @@ void init_engine_binding(py::module_& m) {
       .def_property_readonly("class_names", [](const branchy::Plan& p) { return p.model().class_names; })
       .def_property_readonly("metadata_json", [](const branchy::Plan& p) { return p.model().metadata_json; });
 
+  m.def(
+      "load_model_ops",
+      [](const std::string& path) {
+        const branchy::Model model = branchy::load_model(path);
+        py::dict d;
+        d["input_shape"] = py::make_tuple(model.input.c, model.input.h, model.input.w);
+        d["num_classes"] = model.num_classes;
+        d["criterion"] = model.criterion == branchy::Criterion::Entropy ? "entropy" : "maxprob";
+        d["thresholds"] = model.thresholds;
+        d["class_names"] = model.class_names;
+        d["metadata_json"] = model.metadata_json;
+        py::list stages;
+        for (const auto& ops : model.stages) stages.append(op_list(ops));
+        d["stages"] = stages;
+        py::list exits;
+        for (const auto& e : model.exits) {
+          py::dict x;
+          x["stage"] = e.stage;
+          x["head"] = op_list(e.head);
+          exits.append(x);
+        }
+        d["exits"] = exits;
+        return d;
+      },
+      py::arg("path"),
+      "A model file as the C++ reader checked it: shapes, exit rule and every op with its "
+      "attributes and weights (tensors, flat float32), for runtimes built in Python (the GPU engine).");
   m.def("dnnl_version", &branchy::dnnl_version, "The oneDNN the runtime uses, or '' if none.");
   m.def("fma_peak_gflops", &branchy::fma_peak_gflops, py::arg("lanes"),
         py::call_guard<py::gil_scoped_release>(),

@@ -1,0 +1,360 @@
+"""The GPU engine: per-stage CUDA graphs, exits decided on the device, per-sample exits in a batch.
+
+    engine = branchy_engine.Engine("model.branchy", device="cuda", mode="conditional")
+    prediction, exit, score = engine(x)          # x: [C, H, W] or [B, C, H, W] on the GPU
+
+Modes for one sample (batch 1):
+  eager        the PyTorch early-exit loop: each exit's decision read on the host (.item())
+  graphs       each segment (stages up to an exit, that exit's head, the fused decision) is one
+               captured CUDA graph; the host reads one decision per exit from pinned memory
+  conditional  one graph for the whole network: each later segment sits in a conditional IF node
+               that the previous exit's decision sets on the device; one launch and one
+               synchronisation per inference. Probed when built; falls back to graphs with the
+               reason logged (engine.fallback_reason).
+Batches (B > 1), policy "per-sample": each segment runs on the survivors only: the exit kernel's
+decisions scatter the leavers' results to their rows, compaction moves the survivors to the front
+of fixed buffers, and the next segment runs on a graph captured for the smallest power-of-two
+bucket that holds them (one host read of the survivor count per exit). Policy "whole-batch": the
+batch goes through every segment until its last sample has left (for comparison).
+Thresholds live in device memory: set_thresholds() changes them without recapturing.
+
+On a CPU device the same orchestration runs without graphs (mode "eager" only): that is how the
+batching logic is tested where no GPU exists.
+"""
+import logging
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from branchy_engine.compaction import compact_survivors, scatter_exits
+from branchy_engine.engine import EngineOutput
+from branchy_engine.gpu.layers import LoadedNet
+from branchy_engine.ops import _C, exit_decision, exit_decision_maxprob
+
+log = logging.getLogger(__name__)
+
+MODES = ("eager", "graphs", "conditional")
+POLICIES = ("per-sample", "whole-batch")
+
+
+def conditional_support() -> Tuple[bool, str]:
+    """Whether this PyTorch and CUDA can build conditional IF nodes, and if not, why."""
+    if not hasattr(torch.cuda.CUDAGraph, "begin_capture_to_if_node"):
+        return False, "this PyTorch has no CUDAGraph.begin_capture_to_if_node"
+    version = tuple(int(v) for v in (torch.version.cuda or "0.0").split(".")[:2])
+    if version < (12, 4):
+        return False, f"CUDA {torch.version.cuda} has no conditional IF nodes (12.4 or newer)"
+    return True, ""
+
+
+def bucket(n: int) -> int:
+    """The smallest power of two >= n."""
+    return 1 << max(0, (n - 1).bit_length())
+
+
+class GpuEngine:
+    """Runs an exported model on a GPU with early exits. Arguments as branchy_engine.Engine, plus:
+
+    Args:
+        device: "cuda", "cuda:N" (or "cpu" for mode "eager", to test the batching logic).
+        mode: "eager", "graphs" or "conditional" (module docstring).
+        policy: "per-sample" or "whole-batch", for batches.
+        max_batch: the largest batch (buffers and the largest bucket are sized by it).
+    """
+
+    def __init__(self, model: str, device: str = "cuda", mode: str = "conditional",
+                 thresholds: Optional[Sequence[float]] = None, max_batch: int = 256,
+                 policy: str = "per-sample"):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA GPU")
+        if self.device.type != "cuda" and mode != "eager":
+            raise ValueError(f"mode {mode!r} captures CUDA graphs and needs a CUDA device; on the "
+                             f"CPU use mode='eager' (or the compiled CPU engine: device='cpu')")
+        spec = _C.load_model_ops(str(model))
+        self.net = LoadedNet(spec).to(self.device).eval()
+        self.num_exits = self.net.num_exits
+        self.input_shape = tuple(spec["input_shape"])
+        self.criterion = spec["criterion"]
+        self.class_names = list(spec["class_names"])
+        self._decide = exit_decision if self.criterion == "entropy" else exit_decision_maxprob
+        self._threshold = torch.zeros(max(1, self.num_exits - 1), dtype=torch.float32, device=self.device)
+        self.set_thresholds(spec["thresholds"] if thresholds is None else thresholds)
+        self.mode, self.policy, self.max_batch = mode, policy, max_batch
+        self.fallback_reason = ""
+        self._counts = torch.zeros(self.num_exits, dtype=torch.int64)
+        self._graphs: Dict[tuple, tuple] = {}
+        self._buffers = None
+        if self.device.type == "cuda":
+            self._pool = torch.cuda.graph_pool_handle()
+            self._pinned = torch.zeros(3, dtype=torch.float64, pin_memory=True)
+            self._exit_ids = torch.arange(self.num_exits, dtype=torch.float64, device=self.device)
+            if mode == "conditional":
+                ok, why = conditional_support()
+                if ok:
+                    try:
+                        self._build_conditional()
+                    except RuntimeError as e:  # a driver or runtime that refuses the capture
+                        ok, why = False, f"capturing the conditional graph failed: {e}"
+                if not ok:
+                    self.mode, self.fallback_reason = "graphs", why
+                    log.warning("branchy_engine: conditional mode unavailable (%s); using graphs", why)
+
+    # ---- thresholds, inputs, outputs ----
+
+    @property
+    def thresholds(self) -> List[float]:
+        return self._threshold[: self.num_exits - 1].tolist()
+
+    def set_thresholds(self, values: Sequence[float]):
+        """Replaces the thresholds in device memory; captured graphs read the new ones."""
+        values = [float(v) for v in values]
+        if len(values) != self.num_exits - 1:
+            raise ValueError(f"thresholds: expected {self.num_exits - 1} (one per early exit), got {len(values)}")
+        if any(math.isnan(v) or v < 0 for v in values):
+            raise ValueError(f"thresholds must be >= 0 and not NaN, got {values}")
+        if values:
+            self._threshold[: len(values)].copy_(torch.tensor(values))
+
+    def _checked(self, x) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+        if x.dtype != torch.float32:
+            raise TypeError(f"input must be float32, got {x.dtype}")
+        if x.device != self.device and not (x.device.type == self.device.type == "cuda"
+                                            and self.device.index is None):
+            raise ValueError(f"input must be on {self.device}, got {x.device}")
+        if x.dim() not in (3, 4) or tuple(x.shape[-3:]) != self.input_shape:
+            raise ValueError(f"input must be [C, H, W] = {list(self.input_shape)} or [B, C, H, W], "
+                             f"got {list(x.shape)}")
+        if x.dim() == 4 and x.shape[0] > self.max_batch:
+            raise ValueError(f"batch {x.shape[0]} is larger than max_batch {self.max_batch}")
+        return x.contiguous()
+
+    def _threshold_for(self, e: int):
+        # The last exit takes everyone: its decision is not consulted.
+        return self._threshold[e:e + 1] if e < self.num_exits - 1 else 0.0
+
+    def stats(self) -> dict:
+        counts = self._counts.tolist()
+        total = sum(counts)
+        return {"samples": total, "per_exit": counts,
+                "percent": [100.0 * c / total if total else 0.0 for c in counts]}
+
+    def reset_stats(self):
+        self._counts.zero_()
+
+    @torch.inference_mode()
+    def __call__(self, x) -> EngineOutput:
+        """One sample [C, H, W] -> (prediction, exit, score) as Python numbers; a batch
+        [B, C, H, W] -> three tensors [B] on the device."""
+        x = self._checked(x)
+        if x.dim() == 3:
+            run = {"eager": self._eager_one, "graphs": self._graphs_one,
+                   "conditional": self._conditional_one}[self.mode]
+            out = run(x[None])
+            self._counts[out.exit] += 1
+            return out
+        out = self._per_sample(x) if self.policy == "per-sample" else self._whole_batch(x)
+        self._counts += torch.bincount(out.exit.cpu(), minlength=self.num_exits)
+        return out
+
+    # ---- graph capture ----
+
+    def _capture(self, fn):
+        """Warms fn up on a side stream, then captures it into a graph; returns (graph, outputs)."""
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                fn()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            outputs = fn()
+        return graph, outputs
+
+    def _read_result(self, packed: torch.Tensor) -> Tuple[float, float, float]:
+        """One copy of a [3] float64 device tensor to pinned memory, one synchronisation."""
+        self._pinned.copy_(packed, non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()
+        return tuple(self._pinned.tolist())
+
+    # ---- batch 1 ----
+
+    def _segment(self, e: int, h):
+        """Segment e, head e and the fused decision on h: (segment output, score, leave, prediction)."""
+        h = self.net.segments[e](h)
+        score, leave, prediction = self._decide(self.net.heads[e](h), self._threshold_for(e))
+        return h, score, leave, prediction
+
+    def _eager_one(self, x1) -> EngineOutput:
+        h = x1
+        for e in range(self.num_exits):
+            h, score, leave, prediction = self._segment(e, h)
+            if e == self.num_exits - 1 or bool(leave.item()):
+                return EngineOutput(int(prediction.item()), e, float(score.item()))
+
+    def _graphs_one(self, x1) -> EngineOutput:
+        if "segments" not in self._graphs:
+            self._build_segment_graphs()
+        static_in, graphs = self._graphs["segments"]
+        static_in.copy_(x1)
+        for e, (graph, packed) in enumerate(graphs):
+            graph.replay()
+            leave, prediction, score = self._read_result(packed)
+            if e == self.num_exits - 1 or leave:
+                return EngineOutput(int(prediction), e, score)
+
+    def _build_segment_graphs(self):
+        static_in = torch.zeros(1, *self.input_shape, device=self.device)
+        graphs, h = [], static_in
+        for e in range(self.num_exits):
+            def fn(src=h, e=e):
+                out, score, leave, prediction = self._segment(e, src)
+                return out, torch.cat([leave.double(), prediction.double(), score.double()])
+            graph, (h, packed) = self._capture(fn)
+            graphs.append((graph, packed))
+        self._graphs["segments"] = (static_in, graphs)
+
+    def _conditional_one(self, x1) -> EngineOutput:
+        static_in, graph, result = self._graphs["conditional"]
+        static_in.copy_(x1)
+        graph.replay()
+        e, prediction, score = self._read_result(result)
+        return EngineOutput(int(prediction), int(e), score)
+
+    def _build_conditional(self):
+        """One graph: segment 0, then each later segment inside an IF node on 'not left yet'."""
+        static_in = torch.zeros(1, *self.input_shape, device=self.device)
+        result = torch.zeros(3, dtype=torch.float64, device=self.device)  # exit, prediction, score
+
+        def body(graph, e, h):
+            h, score, leave, prediction = self._segment(e, h)
+            result.copy_(torch.cat([self._exit_ids[e:e + 1], prediction.double(), score.double()]))
+            if e < self.num_exits - 1:
+                graph.begin_capture_to_if_node(torch.logical_not(leave[0]))
+                body(graph, e + 1, h)
+                graph.end_capture_to_conditional_node()
+
+        # Warm-up (cuDNN picks its algorithms outside the capture), then capture.
+        h = static_in
+        for e in range(self.num_exits):
+            h = self._segment(e, h)[0]
+        torch.cuda.synchronize(self.device)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            body(graph, 0, static_in)
+        self._graphs["conditional"] = (static_in, graph, result)
+
+    # ---- batches ----
+
+    def _batch_buffers(self):
+        """Fixed buffers for per-sample batches: each segment's input, rows and count, results."""
+        if self._buffers is None:
+            shapes = [self.input_shape]
+            h = torch.zeros(1, *self.input_shape, device=self.device)
+            for segment in self.net.segments[:-1]:
+                h = segment(h)
+                shapes.append(tuple(h.shape[1:]))
+            n, dev = self.max_batch, self.device
+            self._buffers = {
+                "inputs": [torch.zeros(n, *s, device=dev) for s in shapes],
+                "rows": [torch.zeros(n, dtype=torch.int64, device=dev) for _ in shapes],
+                "counts": [torch.zeros(1, dtype=torch.int32, device=dev) for _ in shapes],
+                "prediction": torch.zeros(n, dtype=torch.int64, device=dev),
+                "exit": torch.zeros(n, dtype=torch.int64, device=dev),
+                "score": torch.zeros(n, dtype=torch.float32, device=dev),
+                "all_rows": torch.arange(n, dtype=torch.int64, device=dev),
+            }
+        return self._buffers
+
+    def _bucket_step(self, e: int, b: int):
+        """Segment e on the first b rows of its input buffer: decide, scatter the leavers'
+        results to their rows, compact the survivors into segment e+1's buffer."""
+        buf = self._buffers
+        last = e == self.num_exits - 1
+        h, score, leave, prediction = self._segment(e, buf["inputs"][e][:b])
+        scatter_exits(leave, buf["counts"][e], buf["rows"][e][:b], prediction, score, e, last,
+                      buf["prediction"], buf["exit"], buf["score"])
+        if not last:
+            compact_survivors(leave, buf["counts"][e], buf["rows"][e][:b], h.reshape(b, -1),
+                              buf["inputs"][e + 1].view(self.max_batch, -1), buf["rows"][e + 1],
+                              buf["counts"][e + 1])
+
+    def _per_sample(self, x) -> EngineOutput:
+        buf = self._batch_buffers()
+        n = x.shape[0]
+        buf["inputs"][0][:n].copy_(x)
+        buf["rows"][0].copy_(buf["all_rows"])
+        buf["counts"][0].fill_(n)
+        alive = n
+        for e in range(self.num_exits):
+            b = min(bucket(alive), self.max_batch)
+            if self.device.type == "cuda" and self.mode != "eager":
+                key = ("bucket", e, b)
+                if key not in self._graphs:
+                    self._graphs[key] = self._capture(lambda e=e, b=b: self._bucket_step(e, b))
+                self._graphs[key][0].replay()
+            else:
+                self._bucket_step(e, b)
+            if e < self.num_exits - 1:
+                alive = int(buf["counts"][e + 1].item())  # one host read per exit: picks the bucket
+                if alive == 0:
+                    break
+        return EngineOutput(buf["prediction"][:n].clone(), buf["exit"][:n].clone(), buf["score"][:n].clone())
+
+    def _whole_batch(self, x) -> EngineOutput:
+        """Every sample runs every segment until the last one has left; each keeps the result of
+        the first exit that let it leave. Captured per segment for this batch size, like the
+        per-sample policy, so the two compare fairly."""
+        n = x.shape[0]
+        key = ("whole", n)
+        if key not in self._graphs:
+            self._graphs[key] = self._whole_state(n)
+        state = self._graphs[key]
+        state["input"].copy_(x)
+        state["done"].zero_()
+        for e in range(self.num_exits):
+            if self.device.type == "cuda" and self.mode != "eager":
+                if e not in state["graphs"]:
+                    state["graphs"][e] = self._capture(lambda e=e: self._whole_step(state, e))[0]
+                state["graphs"][e].replay()
+            else:
+                self._whole_step(state, e)
+            if bool(state["done"].all()):  # one host read per exit
+                break
+        return EngineOutput(state["prediction"].clone(), state["exit"].clone(), state["score"].clone())
+
+    def _whole_state(self, n: int) -> dict:
+        dev = self.device
+        shapes = [self.input_shape]
+        h = torch.zeros(1, *self.input_shape, device=dev)
+        for segment in self.net.segments:
+            h = segment(h)
+            shapes.append(tuple(h.shape[1:]))
+        return {"input": torch.zeros(n, *self.input_shape, device=dev),
+                "outputs": [torch.zeros(n, *s, device=dev) for s in shapes[1:]],
+                "done": torch.zeros(n, dtype=torch.bool, device=dev),
+                "prediction": torch.zeros(n, dtype=torch.int64, device=dev),
+                "exit": torch.zeros(n, dtype=torch.int64, device=dev),
+                "score": torch.zeros(n, dtype=torch.float32, device=dev), "graphs": {}}
+
+    def _whole_step(self, state: dict, e: int):
+        src = state["input"] if e == 0 else state["outputs"][e - 1]
+        h, score, leave, prediction = self._segment(e, src)
+        state["outputs"][e].copy_(h)
+        if e == self.num_exits - 1:
+            leave = torch.ones_like(leave)
+        new = leave & ~state["done"]
+        state["prediction"].copy_(torch.where(new, prediction, state["prediction"]))
+        state["score"].copy_(torch.where(new, score, state["score"]))
+        state["exit"].masked_fill_(new, e)
+        state["done"].logical_or_(leave)
