@@ -19,7 +19,8 @@ def test_demo_on_a_slice(tmp_path, capsys):
                  "entropy_histograms.png", "b_lenet.branchy", "lenet.branchy", "costs.json",
                  "b_lenet-calibrated.pt"):
         assert (tmp_path / name).stat().st_size > 0, name
-    table = json.loads((tmp_path / "table1.json").read_text())
+    result = json.loads((tmp_path / "table1.json").read_text())
+    (table,) = result["networks"]
     engine_lenet, ort, eager, branchy_row = table["rows"]
     assert "300 test samples" in table["dataset"]
     assert sum(branchy_row["exit_percent"]) == pytest.approx(100.0)

@@ -103,15 +103,15 @@ def _train(ctx, cfg: TrainConfig) -> Dict[str, str]:
             _load_trunk(phase.net, phases[i - 1].net)
         phase.net.to(ctx.device)
         state = _starting_state(phase, cfg)
-        if not state.done:
+        if not state.done:  # a finished phase (on --resume) is left as it is
             if ctx.is_main:
                 print(f"{phase.kind} phase: {phase.name} on {data.description}, {phase.epochs} epochs, "
                       f"exit weights {phase.weights}", flush=True)
             state = run_phase(ctx, phase.net, data, cfg, phase.epochs, phase.weights, state,
                               lambda s, p=phase: _save(p, s, cfg, data), phase.name)
-        if ctx.is_main:
-            _save(phase, state, cfg, data)
-            _write_summary(phase, state, cfg, data)
+            if ctx.is_main:
+                _save(phase, state, cfg, data)
+                _write_summary(phase, state, cfg, data)
         distributed.barrier(ctx)
         done[phase.name] = phase.path
     return done
