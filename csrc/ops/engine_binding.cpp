@@ -15,63 +15,18 @@
 #include "runtime/layer.h"
 #include "runtime/model_file.h"
 #include "runtime/plan.h"
+#include "ops/input_check.h"
 
 namespace py = pybind11;
 
 namespace {
 
-branchy::PlanOptions::Kernels parse_kernels(const std::string& name) {
-  if (name == "measure") return branchy::PlanOptions::Kernels::Measure;
-  if (name == "own") return branchy::PlanOptions::Kernels::Own;
-  if (name == "dnnl") return branchy::PlanOptions::Kernels::Dnnl;
-  throw std::invalid_argument("kernels must be 'measure', 'own' or 'dnnl', got '" + name + "'");
-}
-
-// Index of the first sample holding a NaN, or -1: a NaN input would silently leave at the last exit.
-int64_t first_nan(const float* x, int64_t samples, int64_t per_sample) {
-  for (int64_t s = 0; s < samples; ++s) {
-    // No early exit inside a sample, so the compiler vectorises the scan.
-    bool nan = false;
-    for (int64_t i = 0; i < per_sample; ++i) nan |= x[s * per_sample + i] != x[s * per_sample + i];
-    if (nan) return s;
-  }
-  return -1;
-}
+using branchy_ops::check_no_nan;
+using branchy_ops::checked_input;
 
 void count(uintptr_t counts, int exit) {
   // Engines are shared between threads: count without a lock.
   __atomic_fetch_add(reinterpret_cast<int64_t*>(counts) + exit, 1, __ATOMIC_RELAXED);
-}
-
-// The input as a contiguous float32 CPU tensor [C, H, W] or [B, C, H, W] of the model's shape, or
-// an error naming what is wrong with it.
-at::Tensor checked_input(const branchy::Plan& plan, py::handle obj) {
-  if (!THPVariable_Check(obj.ptr())) {
-    throw py::type_error(std::string("input must be a torch.Tensor or numpy array, got ") +
-                         Py_TYPE(obj.ptr())->tp_name);
-  }
-  const at::Tensor& x = THPVariable_Unpack(obj.ptr());
-  if (x.scalar_type() != at::kFloat) {
-    throw py::type_error("input must be float32, got " + py::str(obj.attr("dtype")).cast<std::string>());
-  }
-  if (!x.is_cpu()) {
-    throw py::value_error("input must be on the CPU for this engine, got " + x.device().str());
-  }
-  const auto& s = plan.model().input;
-  const bool fits = (x.dim() == 3 || x.dim() == 4) && x.size(-3) == s.c && x.size(-2) == s.h &&
-                    x.size(-1) == s.w;
-  if (!fits) {
-    std::ostringstream m;
-    m << "input must be [C, H, W] = [" << s.c << ", " << s.h << ", " << s.w
-      << "] or [B, C, H, W], got " << x.sizes();
-    throw py::value_error(m.str());
-  }
-  return x.contiguous();
-}
-
-void check_no_nan(const float* x, int64_t samples, int64_t per_sample) {
-  const int64_t bad = first_nan(x, samples, per_sample);
-  if (bad >= 0) throw py::value_error("input sample " + std::to_string(bad) + " contains NaN");
 }
 
 // One op as a Python dict: its kind, attributes and weights (copied into tensors), shapes.
@@ -120,7 +75,7 @@ void init_engine_binding(py::module_& m) {
              branchy::PlanOptions options;
              options.threads = threads;
              options.thresholds = std::move(thresholds);
-             options.kernels = parse_kernels(kernels);
+             branchy::parse_kernels(kernels, options);
              py::gil_scoped_release release;
              return std::make_unique<branchy::Plan>(branchy::load_model(path), options);
            }),
@@ -226,6 +181,8 @@ void init_engine_binding(py::module_& m) {
           "Times plan.run on one sample in C++ (no Python in the loop): microseconds per call, "
           "one figure per round of `calls` calls, after `warmup` calls.")
       .def("describe", &branchy::Plan::describe)
+      .def_property_readonly("choices", [](const branchy::Plan& p) { return p.choices(); },
+                             "per op, trunk then heads: o (own kernel) or d (oneDNN); kernels=\"pin:\" + this rebuilds the plan")
       .def_property_readonly("num_exits", &branchy::Plan::num_exits)
       .def_property_readonly("thresholds", &branchy::Plan::thresholds)
       .def_property_readonly("input_shape",

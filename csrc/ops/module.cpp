@@ -149,6 +149,7 @@ PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",
 }  // namespace
 
 void init_engine_binding(pybind11::module_& m);  // engine_binding.cpp
+void init_profile_binding(pybind11::module_& m);  // profile_binding.cpp
 
 PyMODINIT_FUNC PyInit__C(void) {
   PyObject* m = PyModule_Create(&module_def);
@@ -167,6 +168,7 @@ PyMODINIT_FUNC PyInit__C(void) {
   try {
     auto module = pybind11::reinterpret_borrow<pybind11::module_>(m);
     init_engine_binding(module);
+    init_profile_binding(module);
   } catch (pybind11::error_already_set& e) {
     e.restore();
     Py_DECREF(m);

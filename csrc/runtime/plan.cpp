@@ -31,6 +31,7 @@ struct Plan::Impl {
   std::vector<Sequence> heads;           // one per exit
   std::vector<int> exit_after_stage;     // stage -> exit index, or -1
   std::vector<float> thresholds;
+  std::string choices;                   // Plan::choices()
   size_t max_activation = 0;             // floats of the largest activation
 };
 
@@ -126,6 +127,8 @@ class Chooser {
       int prev_layout = -1;
       int candidate = -1;
     };
+    const size_t first = next_op_;  // this chain's ops in the whole plan's numbering
+    next_op_ += ops.size();
     std::vector<std::vector<Candidate>> candidates;
     for (const Op& op : ops) candidates.push_back(candidates_for(op));
     // best[i][layout]: the cheapest way to have run ops [0, i) with the result in `layout`.
@@ -138,7 +141,7 @@ class Chooser {
           const Candidate& cand = candidates[i][c];
           const double cost = best[i][from].cost +
                               reorder_cost(ops[i].in, Layout(from), cand.layer->input_layout()) +
-                              layer_cost(cand);
+                              layer_cost(cand, first + i);
           Node& to = best[i + 1][int(cand.layer->output_layout())];
           if (cost < to.cost) to = Node{cost, from, int(c)};
         }
@@ -147,10 +150,12 @@ class Chooser {
     int layout = ops.empty() ? int(start) : (best[ops.size()][0].cost <= best[ops.size()][1].cost ? 0 : 1);
     *end = Layout(layout);
     std::vector<Chosen> reversed;
+    std::string kinds(ops.size(), 'o');
     for (size_t i = ops.size(); i-- > 0;) {
       const Node& node = best[i + 1][layout];
       Candidate& cand = candidates[i][node.candidate];
-      const double micros = measuring() ? layer_cost(cand) : 0.0;
+      const double micros = measuring() ? layer_cost(cand, first + i) : 0.0;
+      kinds[i] = cand.dnnl ? 'd' : 'o';
       const Layout wants = cand.layer->input_layout();
       reversed.push_back(Chosen{i, std::move(cand.layer), micros});
       if (Layout(node.prev_layout) != wants && spatial(ops[i].in)) {
@@ -160,12 +165,10 @@ class Chooser {
       }
       layout = node.prev_layout;
     }
+    choices_ += kinds;
     return std::vector<Chosen>(std::make_move_iterator(reversed.rbegin()),
                                std::make_move_iterator(reversed.rend()));
   }
-
- private:
-  bool measuring() const { return options_.kernels == PlanOptions::Kernels::Measure; }
 
   std::vector<Candidate> candidates_for(const Op& op) {
     std::vector<Candidate> all;
@@ -176,10 +179,17 @@ class Chooser {
     return all;
   }
 
-  double layer_cost(const Candidate& c) {
+  // The choices made so far, one per op: 'o' own, 'd' oneDNN.
+  const std::string& choices() const { return choices_; }
+
+ private:
+  bool measuring() const { return options_.kernels == PlanOptions::Kernels::Measure; }
+
+  double layer_cost(const Candidate& c, size_t op) {
     switch (options_.kernels) {
       case PlanOptions::Kernels::Own: return 1.0;
       case PlanOptions::Kernels::Dnnl: return c.dnnl ? 1.0 : 1000.0;  // own only where no oneDNN
+      case PlanOptions::Kernels::Pinned: return c.dnnl == (options_.pinned.at(op) == 'd') ? 1.0 : 1000.0;
       case PlanOptions::Kernels::Measure: break;
     }
     return measured(*c.layer);
@@ -201,6 +211,8 @@ class Chooser {
 
   const PlanOptions& options_;
   std::map<std::string, double> measured_;
+  size_t next_op_ = 0;
+  std::string choices_;
 };
 
 Sequence sequence(std::vector<Chosen>::iterator begin, std::vector<Chosen>::iterator end,
@@ -267,6 +279,15 @@ Plan::Plan(Model model, PlanOptions options) : impl_(std::make_unique<Impl>()) {
     for (const Op& op : fold_flatten(ops)) trunk.push_back(op);
   }
   stage_begin.push_back(trunk.size());
+  if (p.options.kernels == PlanOptions::Kernels::Pinned) {
+    size_t ops = trunk.size();
+    for (const Exit& exit : p.model.exits) ops += fold_flatten(exit.head).size();
+    if (p.options.pinned.size() != ops) {
+      throw std::invalid_argument("kernels pin: this model has " + std::to_string(ops) +
+                                  " ops, so 'pin:' takes " + std::to_string(ops) +
+                                  " choices ('o' or 'd'), got " + std::to_string(p.options.pinned.size()));
+    }
+  }
   Layout layout = Layout::NCHW;
   std::vector<Chosen> chosen = chooser.choose(trunk, Layout::NCHW, &layout);
   auto it = chosen.begin();
@@ -286,6 +307,7 @@ Plan::Plan(Model model, PlanOptions options) : impl_(std::make_unique<Impl>()) {
     p.heads.push_back(sequence(head.begin(), head.end(), layout, head_in));
   }
 
+  p.choices = chooser.choices();
   p.max_activation = size_t(p.model.input.numel());
   for (const auto* seqs : {&p.stages, &p.heads}) {
     for (const Sequence& seq : *seqs) {
@@ -351,19 +373,43 @@ bool decide(const Plan::Impl& p, Context::State& ctx, int e, const float* stage_
 
 }  // namespace
 
-Result Plan::run(Context& context, const float* input) const {
-  const Impl& p = *impl_;
-  Context::State& ctx = context.state();
+namespace {
+
+// A probe that does nothing, inlined away: run() pays nothing for instrumentation.
+struct NoProbe {
+  void begin(Probe::Part, int) {}
+  void end(Probe::Part, int) {}
+};
+
+template <class P>
+Result run_with(const Plan::Impl& p, Context::State& ctx, const float* input, P& probe) {
   Result result;
   const float* x = input;
   for (size_t s = 0; s < p.stages.size(); ++s) {
     float* out = ctx.stage_out[s % 2].data();
+    probe.begin(Probe::Part::Stage, int(s));
     run_sequence(p.stages[s], ctx.stage_states[s], x, out, ctx.temp[0].data(), ctx.temp[1].data());
+    probe.end(Probe::Part::Stage, int(s));
     x = out;
     const int e = p.exit_after_stage[s];
-    if (e >= 0 && decide(p, ctx, e, x, result)) return result;
+    if (e < 0) continue;
+    probe.begin(Probe::Part::Exit, e);
+    const bool leave = decide(p, ctx, e, x, result);
+    probe.end(Probe::Part::Exit, e);
+    if (leave) return result;
   }
   return result;  // unreachable for a checked model: the last stage has the last exit
+}
+
+}  // namespace
+
+Result Plan::run(Context& context, const float* input) const {
+  NoProbe none;
+  return run_with(*impl_, context.state(), input, none);
+}
+
+Result Plan::run_instrumented(Context& context, const float* input, Probe& probe) const {
+  return run_with(*impl_, context.state(), input, probe);
 }
 
 void Plan::run_batch(Context& context, const float* inputs, int64_t batch, Result* results) const {
@@ -431,7 +477,23 @@ std::string Plan::describe() const {
   return s.str();
 }
 
+const std::string& Plan::choices() const { return impl_->choices; }
 const Model& Plan::model() const { return impl_->model; }
+
+void parse_kernels(const std::string& text, PlanOptions& options) {
+  const std::string pin = "pin:";
+  if (text == "measure") options.kernels = PlanOptions::Kernels::Measure;
+  else if (text == "own") options.kernels = PlanOptions::Kernels::Own;
+  else if (text == "dnnl") options.kernels = PlanOptions::Kernels::Dnnl;
+  else if (text.compare(0, pin.size(), pin) == 0 &&
+           text.find_first_not_of("od", pin.size()) == std::string::npos) {
+    options.kernels = PlanOptions::Kernels::Pinned;
+    options.pinned = text.substr(pin.size());
+  } else {
+    throw std::invalid_argument("kernels must be 'measure', 'own', 'dnnl' or 'pin:' followed by "
+                                "one 'o' (own) or 'd' (oneDNN) per op, got '" + text + "'");
+  }
+}
 int Plan::num_exits() const { return int(impl_->heads.size()); }
 const std::vector<float>& Plan::thresholds() const { return impl_->thresholds; }
 

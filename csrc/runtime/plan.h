@@ -21,10 +21,27 @@ namespace branchy {
 struct PlanOptions {
   // measure: per layer, whichever implementation (own kernels or oneDNN, with the layout changes
   // it implies) is fastest on this machine; own / dnnl: force one (oneDNN where it has the op).
-  enum class Kernels { Measure, Own, Dnnl };
+  // pinned: per op, the kind of kernel named in `pinned` (the choices another plan made, as
+  // Plan::choices() spells them), so a plan can be rebuilt elsewhere (a simulator) unmeasured.
+  enum class Kernels { Measure, Own, Dnnl, Pinned };
   Kernels kernels = Kernels::Measure;
+  std::string pinned;              // Pinned: 'o' (own) or 'd' (oneDNN) per op, trunk then heads
   int threads = 1;                 // threads a run may use (oneDNN layers)
   std::vector<float> thresholds;   // replace the file's (one per early exit); empty: keep them
+};
+
+// Sets options.kernels (and pinned) from the tools' spelling: "measure", "own", "dnnl" or
+// "pin:" followed by Plan::choices(); std::invalid_argument otherwise.
+void parse_kernels(const std::string& text, PlanOptions& options);
+
+// Called around each stage and each exit head (with its decision) of an instrumented run: the
+// profiler's hook (timers, hardware counters). `index` is the stage or exit index.
+class Probe {
+ public:
+  enum class Part { Stage, Exit };
+  virtual ~Probe() = default;
+  virtual void begin(Part part, int index) = 0;
+  virtual void end(Part part, int index) = 0;
 };
 
 struct Result {
@@ -62,6 +79,9 @@ class Plan {
   // rule lets it leave; the last exit takes it otherwise.
   Result run(Context& context, const float* input) const;
 
+  // run() with probe->begin/end around every stage and every exit head it runs (the profiler).
+  Result run_instrumented(Context& context, const float* input, Probe& probe) const;
+
   // `batch` samples, contiguous [batch, C, H, W]: each leaves at its own exit. Stage by stage, only
   // the samples still in flight run the next stage. results[i] belongs to input i.
   void run_batch(Context& context, const float* inputs, int64_t batch, Result* results) const;
@@ -72,6 +92,10 @@ class Plan {
   // The layers of every stage and exit head with their implementation, layout and (when the plan
   // measured them) time, one per line.
   std::string describe() const;
+
+  // Per op, trunk then exit heads in order, the kind of kernel chosen: 'o' own, 'd' oneDNN.
+  // "pin:" + choices() rebuilds this plan's choices without measuring (parse_kernels).
+  const std::string& choices() const;
 
   const Model& model() const;
   int num_exits() const;

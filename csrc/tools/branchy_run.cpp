@@ -2,8 +2,10 @@
 //
 //   branchy-run MODEL --idx IMAGES[.gz] [--labels LABELS[.gz]] [--limit N]
 //   branchy-run MODEL --raw FILE.f32 [--limit N]
-//   options: --threads T  --kernels measure|own|dnnl  --thresholds T1,T2  --mean M --std S
+//   options: --threads T  --kernels measure|own|dnnl|pin:CHOICES  --thresholds T1,T2  --mean M --std S
 //            --predictions (print one line per sample)  --plan (print the chosen layers)
+//            --warmup K (K untimed calls on the first sample first, through
+//            Plan::run_instrumented, so a simulator collecting inside Plan::run leaves them out)
 //
 // IDX images (uint8, as MNIST/Fashion-MNIST ship them) become x / 255, then (x - mean) / std;
 // raw files hold float32 samples [N, C, H, W] already prepared. Prints the accuracy (with labels),
@@ -30,7 +32,7 @@ namespace {
 
 struct Args {
   std::string model, idx, labels, raw;
-  long limit = -1;
+  long limit = -1, warmup = 0;
   int threads = 1;
   std::string kernels = "measure";
   std::vector<float> thresholds;
@@ -41,8 +43,8 @@ struct Args {
 [[noreturn]] void usage(const std::string& error) {
   std::cerr << "branchy-run: " << error << "\n"
             << "usage: branchy-run MODEL (--idx IMAGES [--labels LABELS] | --raw FILE.f32) "
-               "[--limit N] [--threads T] [--kernels measure|own|dnnl] [--thresholds T1,T2,...] "
-               "[--mean M] [--std S] [--predictions] [--plan]\n";
+               "[--limit N] [--threads T] [--kernels measure|own|dnnl|pin:CHOICES] [--thresholds T1,T2,...] "
+               "[--mean M] [--std S] [--predictions] [--plan] [--warmup K]\n";
   std::exit(2);
 }
 
@@ -71,6 +73,7 @@ Args parse(int argc, char** argv) {
     else if (arg == "--labels") a.labels = value();
     else if (arg == "--raw") a.raw = value();
     else if (arg == "--limit") a.limit = std::atol(value().c_str());
+    else if (arg == "--warmup") a.warmup = std::atol(value().c_str());
     else if (arg == "--threads") a.threads = std::atoi(value().c_str());
     else if (arg == "--kernels") a.kernels = value();
     else if (arg == "--thresholds") a.thresholds = parse_floats(value());
@@ -86,6 +89,7 @@ Args parse(int argc, char** argv) {
   if (a.model.empty()) usage("no model given");
   if (a.idx.empty() == a.raw.empty()) usage("give exactly one of --idx and --raw");
   if (a.threads < 1) usage("--threads must be >= 1");
+  if (a.warmup < 0) usage("--warmup must be >= 0");
   if (!(a.std > 0)) usage("--std must be > 0");
   return a;
 }
@@ -140,11 +144,13 @@ int main(int argc, char** argv) {
     branchy::PlanOptions options;
     options.threads = args.threads;
     options.thresholds = args.thresholds;
-    if (args.kernels == "own") options.kernels = branchy::PlanOptions::Kernels::Own;
-    else if (args.kernels == "dnnl") options.kernels = branchy::PlanOptions::Kernels::Dnnl;
-    else if (args.kernels != "measure") usage("--kernels must be measure, own or dnnl");
+    try {
+      branchy::parse_kernels(args.kernels, options);
+    } catch (const std::invalid_argument& e) {
+      usage(std::string("--") + e.what());
+    }
     branchy::Plan plan(branchy::load_model(args.model), options);
-    if (args.plan) std::cout << plan.describe();
+    if (args.plan) std::cout << plan.describe() << "kernels: pin:" << plan.choices() << "\n";
     const branchy::Shape in = plan.model().input;
     const size_t per_sample = size_t(in.numel());
 
@@ -182,6 +188,11 @@ int main(int argc, char** argv) {
     if (args.limit >= 0) samples = std::min(samples, size_t(args.limit));
 
     auto context = plan.make_context(1);
+    struct Quiet final : branchy::Probe {
+      void begin(Part, int) override {}
+      void end(Part, int) override {}
+    } quiet;
+    for (long i = 0; i < args.warmup && samples > 0; ++i) plan.run_instrumented(*context, inputs.data(), quiet);
     std::vector<long> per_exit(plan.num_exits(), 0);
     std::vector<double> micros;
     micros.reserve(samples);

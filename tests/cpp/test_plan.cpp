@@ -77,6 +77,48 @@ TEST(kernel_choices_give_the_same_logits) {
   }
 }
 
+TEST(pinned_choices_rebuild_a_plan_unmeasured) {
+  // oneDNN wherever it has the op (own kernels elsewhere), and own kernels throughout.
+  Plan dnnl = plan_with(PlanOptions::Kernels::Dnnl);
+  Plan own = plan_with(PlanOptions::Kernels::Own);
+  CHECK(dnnl.choices().find('d') != std::string::npos);
+  CHECK(own.choices().find_first_not_of('o') == std::string::npos);
+  CHECK(dnnl.choices().size() == own.choices().size());
+  for (const Plan* source : {&dnnl, &own}) {
+    PlanOptions options;
+    branchy::parse_kernels("pin:" + source->choices(), options);
+    CHECK(options.kernels == PlanOptions::Kernels::Pinned);
+    Plan pinned(tiny_model(), options);
+    CHECK_MSG(pinned.choices() == source->choices(), "%s vs %s", pinned.choices().c_str(),
+              source->choices().c_str());
+    CHECK_MSG(pinned.describe() == source->describe(), "%s\nvs\n%s", pinned.describe().c_str(),
+              source->describe().c_str());
+  }
+  // Mixed: the first op pinned to oneDNN, the rest own.
+  std::string mixed = own.choices();
+  mixed[0] = 'd';
+  PlanOptions options;
+  branchy::parse_kernels("pin:" + mixed, options);
+  CHECK(Plan(tiny_model(), options).choices() == mixed);
+}
+
+TEST(bad_kernel_options_are_refused_by_name) {
+  auto refused = [](const std::string& text, const std::string& says) {
+    try {
+      PlanOptions options;
+      branchy::parse_kernels(text, options);
+      Plan plan(tiny_model(), options);
+    } catch (const std::invalid_argument& e) {
+      CHECK_MSG(std::string(e.what()).find(says) != std::string::npos, "%s", e.what());
+      return;
+    }
+    CHECK_MSG(false, "'%s' was accepted", text.c_str());
+  };
+  refused("fastest", "kernels must be");
+  refused("pin:oxo", "kernels must be");
+  refused("pin:o", "choices ('o' or 'd'), got 1");
+}
+
 TEST(four_threads_sharing_a_plan_match_a_serial_run) {
   for (auto kernels : {PlanOptions::Kernels::Own, PlanOptions::Kernels::Dnnl}) {
     const Plan plan = plan_with(kernels, {1.05f});
