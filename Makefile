@@ -40,14 +40,21 @@ $(BUILD)/.ctest-built: CMakeLists.txt $(SOURCES) $(CPP_TESTS) | system
 	cmake --build $(BUILD) -j 2
 	@touch $@
 
-# Debian packages: Fashion-MNIST (the default data) and oneDNN (libdnnl-dev, native OpenMP
-# build: the runtime layers where it beats the own kernels). Installed only when missing.
+# Debian packages: Fashion-MNIST (the default data), oneDNN (libdnnl-dev, native OpenMP build:
+# the runtime layers where it beats the own kernels) and valgrind (the profiler's cache simulator
+# where the CPU's counters are not granted). Installed only when missing.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 system:
 	@missing=""; test -d $(FASHION_MNIST) || missing="$$missing dataset-fashion-mnist"; \
 	  test -f $(DNNL_HEADER) || missing="$$missing libdnnl-dev"; \
+	  command -v valgrind > /dev/null || missing="$$missing valgrind"; \
 	  if [ -n "$$missing" ]; then echo "Installing (Debian):$$missing"; \
 	    $(SUDO) apt-get install -y -q $$missing > /dev/null; fi
+
+# The C++ runtime's command-line runner alone: the cache simulator runs it (make demo).
+$(BUILD)/branchy-run: CMakeLists.txt $(SOURCES) | system
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release > /dev/null
+	cmake --build $(BUILD) -j 2 --target branchy-run
 
 ctest: $(BUILD)/.ctest-built
 	ctest --test-dir $(BUILD) --output-on-failure
@@ -60,7 +67,7 @@ bench: $(VENV)/.built
 	$(VENV)/bin/branchy bench
 	$(PY) bench/cpu_engine.py
 
-demo: $(VENV)/.built
+demo: $(VENV)/.built $(BUILD)/branchy-run
 	$(VENV)/bin/branchy demo
 
 clean:

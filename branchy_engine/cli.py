@@ -38,21 +38,9 @@ def cmd_run(args):
     from branchy_engine import data
     from branchy_engine.engine import Engine
     engine = Engine(args.model, threads=args.threads, thresholds=args.thresholds, kernels=args.kernels)
-    meta = engine.metadata
-    dataset = meta.get("dataset", {})
-    name = args.data or dataset.get("name")
-    if not name:
-        raise ValueError(f"{args.model} records no dataset; pass --data")
-    split_rule = meta.get("split", {})  # the training run's validation split, to rebuild it
-    d = data.load(name, data_dir=args.data_dir, val_fraction=split_rule.get("val_fraction", 0.1),
-                  seed=split_rule.get("seed", 0), limit=args.limit)
-    if tuple(d.input_shape) != engine.input_shape:
-        raise ValueError(f"{name} gives inputs {list(d.input_shape)}, the model takes {list(engine.input_shape)}")
-    split = d.val if args.split == "val" else d.test
-    if dataset.get("mean") is not None:  # exactly the training run's normalisation
-        d.mean, d.std = tuple(dataset["mean"]), tuple(dataset["std"])
-    images, labels = split.batch(torch.arange(len(split)))
-    prediction, exit, _, micros = engine.run_timed(d.prepare(images).contiguous())
+    x, labels, d = data.model_samples(engine.metadata, engine.input_shape, name=args.data,
+                                      data_dir=args.data_dir, split=args.split, limit=args.limit)
+    prediction, exit, _, micros = engine.run_timed(x)
     n = len(labels)
     print(f"{args.model}: {n} {args.split} samples of {d.name}, batch 1, {args.threads} thread(s)")
     print(f"accuracy: {100.0 * float((prediction == labels).double().mean()):.2f}%")
@@ -61,6 +49,64 @@ def cmd_run(args):
     q = micros.quantile(torch.tensor([0.5, 0.9, 0.99], dtype=torch.float64)).tolist()
     print(f"latency per sample (us, timed in C++): mean {float(micros.mean()):.2f}  p50 {q[0]:.2f}  "
           f"p90 {q[1]:.2f}  p99 {q[2]:.2f}  max {float(micros.max()):.2f}")
+    return 0
+
+
+def add_profile_parser(sub):
+    from branchy_engine.profiling.profile import COUNTERS
+    p = sub.add_parser(
+        "profile", help="latency per stage and exit, and cache behaviour (the paper's Figure 6)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Runs the test split one sample at a time (batch 1) through the engine, with "
+                    "a timer around every stage and exit head, and reports latency (mean, p50, "
+                    "p90, p99, max) per sample, per stage and per exit, and throughput. Cache "
+                    "behaviour: the CPU's hardware counters (perf_event_open) where the kernel "
+                    "grants them, else valgrind's cache simulator on the same workload (I1/D1/LL "
+                    "misses per inference); on the GPU, CUDA events, and Nsight Compute with "
+                    "--ncu. --sweep plots runtime and cache misses against the threshold (Figure "
+                    "6). Writes OUT/profile-NAME.json and PNG plots.")
+    p.add_argument("model", help="a .branchy file, a checkpoint, or a shipped model's name "
+                                 "(b_lenet, lenet, b_alexnet, b_resnet110)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--thresholds", type=floats, help="one per early exit, comma-separated "
+                                                          "(default: the model's)")
+    group.add_argument("--sweep", action="store_true",
+                       help="every early exit's threshold set to each value of a grid in turn")
+    p.add_argument("--sweep-values", type=floats, help="the grid for --sweep (default: from no "
+                                                        "early exit to all at the first)")
+    p.add_argument("--counters", default="auto", choices=COUNTERS,
+                   help="auto: hardware counters if granted, else the simulator; perf: counters "
+                        "or an error; sim: the simulator; off: latency only")
+    p.add_argument("--samples", type=int, default=1000, help="test samples (per sweep point)")
+    p.add_argument("--sim-samples", type=int, default=100,
+                   help="of those, how many run under the cache simulator (about 50x slower)")
+    for level in ("i1", "d1", "ll"):
+        p.add_argument(f"--cache-{level}", metavar="SIZE,ASSOC,LINE",
+                       help=f"simulate this {level.upper()} cache (bytes) instead of the host's")
+    p.add_argument("--ncu", action="store_true",
+                   help="GPU: L1/L2 hit rates and DRAM bytes per stage with Nsight Compute")
+    p.add_argument("--data-dir", help="where the data lives (default: as for training)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="profile", help="directory for the JSON and the plots")
+
+
+def cmd_profile(args):
+    from branchy_engine.profiling import cachesim, profile
+    caches = {level.upper(): cachesim.parse_cache(getattr(args, f"cache_{level}"))
+              for level in ("i1", "d1", "ll") if getattr(args, f"cache_{level}")}
+    opts = profile.ProfileOptions(
+        model=args.model, device=args.device, thresholds=args.thresholds, sweep=args.sweep,
+        sweep_values=args.sweep_values, counters=args.counters, samples=args.samples,
+        sim_samples=args.sim_samples, caches=caches, ncu=args.ncu, data_dir=args.data_dir,
+        out=args.out, threads=args.threads)
+    opts.argv = args.argv[1:]
+    try:
+        record = profile.run(opts)
+    except RuntimeError as e:  # the simulator or ncu failed: its own words
+        print(f"branchy profile: error: {e}", file=sys.stderr)
+        return 1
+    print(profile.table(record))
     return 0
 
 
@@ -357,13 +403,14 @@ def main(argv=None):
     add_export_parser(sub)
     add_inspect_parser(sub)
     add_run_parser(sub)
+    add_profile_parser(sub)
     add_bench_parser(sub)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
     commands = {"info": cmd_info, "bench": cmd_bench, "demo": cmd_demo, "train": cmd_train,
                 "calibrate": cmd_calibrate, "export": cmd_export, "inspect": cmd_inspect,
-                "costs": cmd_costs, "run": cmd_run, "reproduce": cmd_reproduce}
+                "costs": cmd_costs, "run": cmd_run, "profile": cmd_profile, "reproduce": cmd_reproduce}
     try:
         return commands[args.command](args)
     except (ValueError, OSError) as e:

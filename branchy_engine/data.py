@@ -165,6 +165,30 @@ def load(name: str, data_dir: str | None = None, val_fraction: float = 0.1, seed
                    mean=mean, std=std)
 
 
+def model_samples(metadata: dict, input_shape, name: str | None = None, data_dir: str | None = None,
+                  split: str = "test", limit: int | None = None):
+    """A split prepared as an exported model's training data was: (x float32 [N, C, H, W],
+    labels int64 [N], Dataset). `metadata` is the model file's (Engine.metadata): it names the
+    dataset (unless `name` does), the normalisation and the validation split of training."""
+    record = metadata.get("dataset") or {}
+    name = name or record.get("name")
+    if not name:
+        raise ValueError("the model file records no dataset; name one (--data)")
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    rule = metadata.get("split") or {}  # the training run's validation split, to rebuild it
+    fraction, seed = rule.get("val_fraction"), rule.get("seed")
+    d = load(name, data_dir=data_dir, val_fraction=0.1 if fraction is None else fraction,
+             seed=0 if seed is None else seed, limit=limit)
+    if tuple(d.input_shape) != tuple(input_shape):
+        raise ValueError(f"{name} gives inputs {list(d.input_shape)}, the model takes {list(input_shape)}")
+    if record.get("mean") is not None:  # exactly the training run's normalisation
+        d.mean, d.std = tuple(record["mean"]), tuple(record["std"])
+    part = d.val if split == "val" else d.test
+    images, labels = part.batch(torch.arange(len(part)))
+    return d.prepare(images).contiguous(), labels, d
+
+
 def default_data_dir() -> str:
     """Where downloads go when no data_dir is given: $XDG_CACHE_HOME/branchy-engine/data
     (~/.cache/branchy-engine/data). load() also looks there when no data_dir is given."""

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from branchy_engine.ops import _C
 
-KERNELS = ("measure", "own", "dnnl")
+KERNELS = ("measure", "own", "dnnl")  # or "pin:" + Engine.choices (one o/d per op)
 
 
 def thresholds_for_exit(num_exits: int, e: int) -> List[float]:
@@ -43,7 +43,8 @@ class Engine:
         thresholds: replace the file's thresholds, one per early exit. float("inf") makes every
             sample leave at that exit (entropy criterion), 0.0 none.
         kernels: "measure" (per layer, whichever of the own kernels and oneDNN is faster here),
-            "own" or "dnnl" (oneDNN wherever it has the op).
+            "own", "dnnl" (oneDNN wherever it has the op), or "pin:" + another engine's
+            `choices` (the same kinds of kernel, unmeasured: how the cache simulator rebuilds it).
         max_batch: samples in flight per batched call (larger batches run in chunks).
     """
 
@@ -57,8 +58,9 @@ class Engine:
                  kernels: str = "measure", max_batch: int = 64, device: str = "cpu"):
         if device != "cpu":
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
-        if kernels not in KERNELS:
-            raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
+        if kernels not in KERNELS and not str(kernels).startswith("pin:"):
+            raise ValueError(f"kernels must be one of {KERNELS} or 'pin:' + another plan's "
+                             f"Engine.choices, got {kernels!r}")
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         if max_batch < 1:
@@ -91,6 +93,11 @@ class Engine:
     @property
     def metadata(self) -> dict:
         return json.loads(self.plan.metadata_json or "{}")
+
+    @property
+    def choices(self) -> str:
+        """Per op (trunk, then exit heads): 'o' own kernel or 'd' oneDNN, as the plan chose."""
+        return self.plan.choices
 
     def describe(self) -> str:
         """The plan: every layer with the implementation and layout chosen for it."""

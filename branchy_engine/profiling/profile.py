@@ -1,0 +1,403 @@
+"""`branchy profile`: latency and cache behaviour of an early-exit model, CPU or GPU.
+
+    run(ProfileOptions(model="b_lenet"))                  # latency per stage/exit, counters
+    run(ProfileOptions(model="b_alexnet", sweep=True))    # the paper's Figure 6
+
+Latency comes from timers in C++ around every stage and exit head (CPU) or CUDA events (GPU).
+Cache behaviour comes from the thread's hardware counters where the kernel grants them
+(--counters perf), else from valgrind's cache simulator on the same workload (--counters sim);
+every figure names the backend that produced it.
+"""
+import json
+import math
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+from tqdm import tqdm
+
+from branchy_engine import data as datasets
+from branchy_engine.engine import Engine
+from branchy_engine.fileio import write_text
+from branchy_engine.ops import _C
+from branchy_engine.profiling import cachesim, cpu, plots
+from branchy_engine.profiling.summary import summarize
+
+COUNTERS = ("auto", "perf", "sim", "off")
+SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints")
+
+
+@dataclass
+class ProfileOptions:
+    model: str                                # .branchy file, checkpoint, or a shipped model's name
+    device: str = "cpu"
+    thresholds: Optional[List[float]] = None  # one per early exit; default: the model's
+    sweep: bool = False                       # Figure 6: every early exit at each value in turn
+    sweep_values: Optional[List[float]] = None
+    counters: str = "auto"
+    samples: int = 1000                       # test samples timed (per sweep point)
+    sim_samples: int = 100                    # of those, run under the cache simulator
+    caches: dict = field(default_factory=dict)  # {"I1"|"D1"|"LL": cachesim.Cache} overrides
+    ncu: bool = False
+    data_dir: Optional[str] = None
+    out: str = "profile"
+    threads: int = 1
+    warmup: int = 50
+    quiet: bool = False                       # no progress bar
+
+
+def check(opts: ProfileOptions):
+    if opts.counters not in COUNTERS:
+        raise ValueError(f"--counters must be one of {', '.join(COUNTERS)}, got {opts.counters!r}")
+    if opts.samples < 1 or opts.sim_samples < 1:
+        raise ValueError("--samples and --sim-samples must be >= 1")
+    if opts.sweep and opts.thresholds is not None:
+        raise ValueError("give --thresholds or --sweep, not both")
+    if not (opts.device == "cpu" or opts.device.startswith("cuda")):
+        raise ValueError(f"--device must be cpu or cuda[:N], got {opts.device!r}")
+    gpu = opts.device.startswith("cuda")
+    if gpu and opts.counters in ("perf", "sim"):
+        raise ValueError(f"--counters {opts.counters} measures the CPU engine; on the GPU use --ncu")
+    if opts.ncu and not gpu:
+        raise ValueError("--ncu profiles the GPU engine: add --device cuda")
+    for key in opts.caches:
+        if key not in ("I1", "D1", "LL"):
+            raise ValueError(f"unknown cache {key!r}: I1, D1 or LL")
+
+
+def resolve_model(model: str, out: str, thresholds: Optional[List[float]], sweep: bool) -> tuple:
+    """(path of a .branchy file, where it came from). A checkpoint (or a shipped model's name) is
+    exported first, into `out`."""
+    from branchy_engine.export import export
+    from training import checkpoint
+    if model.endswith(".branchy"):
+        if not os.path.isfile(model):
+            raise FileNotFoundError(f"{model}: no such model file")
+        return model, model
+    path = model if os.path.isfile(model) else os.path.join(SHIPPED, f"{model}.pt")
+    if not os.path.isfile(path):
+        shipped = sorted(f[:-3] for f in os.listdir(SHIPPED) if f.endswith(".pt"))
+        raise FileNotFoundError(f"{model}: not a model file, a checkpoint or a shipped model "
+                                f"({', '.join(shipped)})")
+    ckpt = checkpoint.load(path)
+    name = ckpt["model"]
+    exits = len(ckpt.get("exit_weights") or [1.0])
+    if thresholds is None and ckpt.get("thresholds") is None and exits > 1:
+        if not sweep:
+            raise ValueError(f"{path} is not calibrated: pass --thresholds, or --sweep, or "
+                             f"calibrate it (branchy calibrate)")
+        thresholds = [0.0] * (exits - 1)  # the sweep sets them
+    os.makedirs(out, exist_ok=True)
+    target = os.path.join(out, f"{name}.branchy")
+    export(path, target, thresholds=thresholds)
+    return target, path
+
+
+def sweep_grid(criterion: str, num_classes: int) -> List[float]:
+    """Thresholds from "no sample leaves early" to "every sample leaves at the first exit"."""
+    if criterion == "maxprob":  # exit iff max probability >= T
+        return [1.0, 0.9999, 0.999, 0.99, 0.95, 0.9, 0.8, 0.6, 0.4, 0.0]
+    top = math.log(num_classes)  # the largest entropy there is
+    return [0.0, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.2, 0.4, 0.7, 1.0, round(top + 0.01, 3)]
+
+
+def counters_plan(opts: ProfileOptions) -> dict:
+    """Which cache backend this run uses: perf, sim or none, and why."""
+    if opts.device.startswith("cuda"):
+        return {"perf": False, "sim": False, "why": "GPU: CUDA events" + (", Nsight Compute" if opts.ncu else "")}
+    status = cpu.perf_status()
+    have_perf = status.startswith("available")
+    if opts.counters == "off":
+        return {"perf": False, "sim": False, "why": "--counters off"}
+    if opts.counters == "perf" and not have_perf:
+        raise ValueError(f"--counters perf: hardware counters are unavailable here: {status}. "
+                         f"--counters sim (or auto) simulates the caches instead")
+    if have_perf and opts.counters in ("auto", "perf"):
+        return {"perf": True, "sim": False, "why": status}
+    try:
+        cachesim.find_valgrind(), cachesim.find_runner()
+    except cachesim.SimulatorUnavailable as e:
+        if opts.counters == "sim":
+            raise ValueError(f"--counters sim: {e}") from None
+        return {"perf": False, "sim": False, "why": f"no counters: {status}; no simulator: {e}"}
+    why = f"hardware counters unavailable ({status}); caches simulated" if opts.counters == "auto" \
+        else "--counters sim"
+    return {"perf": False, "sim": True, "why": why}
+
+
+class _Bar:
+    def __init__(self, total: int, desc: str, quiet: bool):
+        self.bar = tqdm(total=total, desc=desc, unit="sample", disable=quiet or None, leave=False,
+                        file=sys.stderr)
+        self.base = 0
+
+    def part(self, done: int):
+        self.bar.n = self.base + done
+        self.bar.refresh()
+
+    def next(self, count: int):
+        self.base += count
+
+    def note(self, text: str):
+        self.bar.set_postfix_str(text)
+
+    def close(self):
+        self.bar.close()
+
+
+def _measure(opts, path, thresholds, kernels, x, labels, plan_counters, stage_of_exit, bar) -> dict:
+    """One setting of the thresholds: the timed run, counters, and the simulator if asked."""
+    if opts.device.startswith("cuda"):
+        from branchy_engine.profiling.gpu import profile_gpu
+        raw = profile_gpu(path, x, thresholds=thresholds, device=opts.device, progress=bar.part)
+        stage_of_exit = list(range(raw["stage_us"].shape[1]))
+        report = summarize(raw, stage_of_exit, labels)
+        report["timing"] = raw.get("backend", "cuda events")
+        report["device"] = raw.get("device", opts.device)
+        if opts.ncu:
+            from branchy_engine.profiling import ncu
+            bar.note("Nsight Compute")
+            n = min(opts.sim_samples, x.shape[0])
+            with tempfile.TemporaryDirectory(prefix="branchy-ncu-") as tmp:
+                raw_file = os.path.join(tmp, "samples.f32")
+                x[:n].contiguous().numpy().tofile(raw_file)
+                report["ncu"] = ncu.run_ncu(path, raw_file, n, thresholds=thresholds)
+        return report
+    engine = Engine(path, threads=opts.threads, thresholds=thresholds, kernels=kernels)
+    raw = cpu.profile_cpu(engine, x, counters=plan_counters["perf"], warmup=opts.warmup, progress=bar.part)
+    report = summarize(raw, stage_of_exit, labels)
+    report["timing"] = raw["backend"]
+    report["thresholds"] = engine.thresholds
+    if "counters" in report:
+        report["counters_backend"] = f"{cpu.PERF_BACKEND}: {raw['counters_status']}"
+    if plan_counters["sim"]:
+        n = min(opts.sim_samples, x.shape[0])
+        bar.note(f"cache simulation of {n} samples (valgrind)")
+        report["simulated"] = cachesim.simulate(path, x[:n], thresholds=engine.thresholds,
+                                                kernels="pin:" + engine.choices,
+                                                caches={**cachesim.host_caches(), **opts.caches}
+                                                if opts.caches else None)
+    return report
+
+
+def run(opts: ProfileOptions) -> dict:
+    """Profiles, writes OUT/profile-NAME.json and the plots, returns the record."""
+    check(opts)
+    path, source = resolve_model(opts.model, opts.out, opts.thresholds, opts.sweep)
+    spec = _C.load_model_ops(path)
+    meta = json.loads(spec["metadata_json"] or "{}")
+    name = meta.get("model") or os.path.splitext(os.path.basename(path))[0]
+    num_exits = len(spec["exits"])
+    if opts.thresholds is not None and len(opts.thresholds) != num_exits - 1:
+        raise ValueError(f"{name} has {num_exits} exits, so --thresholds takes {num_exits - 1} "
+                         f"values (one per early exit), got {len(opts.thresholds)}")
+    if opts.sweep and num_exits < 2:
+        raise ValueError(f"{name} has a single exit: there is no threshold to sweep")
+    stage_of_exit = [int(e["stage"]) for e in spec["exits"]]
+    x, labels, d = datasets.model_samples(meta, tuple(spec["input_shape"]), data_dir=opts.data_dir,
+                                          limit=opts.samples)
+    plan_counters = counters_plan(opts)
+    # The kernels the engine chooses here, measured once; sweep points reuse them unmeasured.
+    kernels = "measure"
+    if not opts.device.startswith("cuda"):
+        kernels = "pin:" + Engine(path, threads=opts.threads, thresholds=opts.thresholds).choices
+
+    values = (opts.sweep_values or sweep_grid(spec["criterion"], int(spec["num_classes"]))) if opts.sweep else [None]
+    bar = _Bar(len(values) * x.shape[0], f"profiling {name} ({opts.device})", opts.quiet)
+    points = []
+    try:
+        for v in values:
+            thresholds = opts.thresholds if v is None else [float(v)] * (num_exits - 1)
+            if v is not None:
+                bar.note(f"T = {v:g}")
+            report = _measure(opts, path, thresholds, kernels, x, labels, plan_counters, stage_of_exit, bar)
+            if v is not None:
+                report["sweep_value"] = float(v)
+            points.append(report)
+            bar.next(x.shape[0])
+    finally:
+        bar.close()
+
+    record = {
+        "format": "branchy-engine profile", "model": name, "model_file": path, "source": source,
+        "device": opts.device, "threads": opts.threads, "criterion": spec["criterion"],
+        "dataset": f"{d.name}, the first {x.shape[0]} test samples",
+        "batch": 1, "warmup_calls": opts.warmup, "kernels": kernels,
+        "cache_backend": {"asked": opts.counters, **plan_counters},
+        "machine": _machine(), "date": _now(),
+        "command": "branchy profile " + " ".join(getattr(opts, "argv", []) or [opts.model]),
+    }
+    os.makedirs(opts.out, exist_ok=True)
+    stem = os.path.join(opts.out, f"profile-{name}" + ("-cuda" if opts.device.startswith("cuda") else ""))
+    if opts.sweep:
+        record["sweep"] = points
+        record["files"] = {"figure6": plots.figure6(stem + "-fig6.png", **figure6_series(record))}
+    else:
+        record.update(points[0])
+        record["files"] = {
+            "stages": plots.stage_latency(stem + "-stages.png",
+                                          [s["us"]["mean"] if s["us"] else 0.0 for s in record["stages"]],
+                                          [h["us"]["mean"] if h["us"] else 0.0 for h in record["exit_heads"]],
+                                          f"{name}: mean time of each part, batch 1 ({opts.device})"),
+            "exits": plots.exit_histogram(stem + "-exits.png", [e["percent"] for e in record["exits"]],
+                                          f"{name}: where {x.shape[0]} test samples leave"),
+        }
+    record["files"]["json"] = stem + ".json"
+    write_text(stem + ".json", json.dumps(record, indent=1, allow_nan=False) + "\n")
+    return record
+
+
+def figure6_series(record: dict) -> dict:
+    """The series of the Figure 6 plot: runtime per sample and cache misses per threshold, from
+    whichever backend measured them."""
+    points = record["sweep"]
+    series = {"thresholds": [p["sweep_value"] for p in points],
+              "runtime_us": [p["latency_us"]["mean"] for p in points],
+              "exit_percent": [p["exits"][0]["percent"] for p in points],
+              "misses": None, "miss_rate": None, "miss_label": "", "rate_label": "",
+              "backend": "none (" + record["cache_backend"]["why"] + ")", "criterion": record["criterion"],
+              "title": f"{record['model']}: runtime and cache misses against the threshold "
+                       f"({record['device']}, batch 1)"}
+    first = points[0]
+    if "simulated" in first:
+        sims = [p["simulated"]["per_inference"] for p in points]
+        series.update(misses=[s["d1_misses"] for s in sims], miss_rate=[s["d1_miss_rate"] for s in sims],
+                      miss_label="D1 misses", rate_label="D1 miss rate (of data accesses)",
+                      backend=f"{cachesim.BACKEND}, {first['simulated']['samples']} samples")
+    elif "l1d_read_misses" in first.get("counters", {}) and "instructions" in first["counters"]:
+        c = [p["counters"] for p in points]
+        series.update(misses=[x["l1d_read_misses"]["per_inference"] for x in c],
+                      miss_rate=[x["l1d_read_misses"]["per_inference"] / x["instructions"]["per_inference"]
+                                 for x in c],
+                      miss_label="L1D read misses", rate_label="L1D read misses per instruction",
+                      backend=cpu.PERF_BACKEND)
+    elif "ncu" in first:
+        hit = [_weighted_l2(p["ncu"]) for p in points]
+        series.update(misses=[100.0 - h for h in hit], miss_label="L2 miss rate (%)",
+                      backend="Nsight Compute")
+    return series
+
+
+def _weighted_l2(parts: dict) -> float:
+    """The whole inference's L2 hit rate (%) from ncu's parts: weighted by the sectors each part
+    requested where collected, else the mean over parts."""
+    known = [p for p in parts.values() if p.get("l2_hit_pct") is not None]
+    if known and all(p.get("l2_sectors") for p in known):
+        total = sum(p["l2_sectors"] for p in known)
+        return sum(p["l2_hit_pct"] * p["l2_sectors"] for p in known) / total
+    return sum(p["l2_hit_pct"] for p in known) / len(known) if known else float("nan")
+
+
+def _machine() -> dict:
+    import platform
+    return {"processor": _cpu_name(), "cpus": os.cpu_count(), "system": f"{platform.system()} {platform.release()}",
+            "torch": str(torch.__version__)}
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "?"
+
+
+def _now() -> str:
+    import datetime
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def table(record: dict) -> str:
+    """The terminal report of one profiling run or a sweep."""
+    if "sweep" in record:
+        return _sweep_table(record)
+    lines = [f"{record['model']} on {record['device']}, batch 1, {record['threads']} thread(s): "
+             f"{record['samples']} samples ({record['dataset']})"]
+    lat = record["latency_us"]
+    lines.append(f"latency per sample (us): mean {lat['mean']:.2f}  p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}"
+                 f"  p99 {lat['p99']:.2f}  max {lat['max']:.2f};  throughput {record['throughput_per_s']:,.0f}"
+                 f" samples/s" + (f";  accuracy {record['accuracy']:.2f}%" if record["accuracy"] is not None else ""))
+    lines.append(f"timing: {record['timing']}")
+    events = list(record.get("counters") or {})
+    head = f"{'part':<10}{'ran':>7}{'mean us':>10}{'p50':>9}{'p99':>9}" + "".join(f"{e:>18}" for e in events)
+    lines += ["", head, "-" * len(head)]
+    for kind, rows, key in (("stage", record["stages"], "per_stage"), ("exit head", record["exit_heads"], "per_exit_head")):
+        for i, row in enumerate(rows):
+            us = row["us"] or {"mean": 0.0, "p50": 0.0, "p99": 0.0}
+            cells = "".join(f"{_num(record['counters'][e][key][i]):>18}" for e in events)
+            lines.append(f"{kind[:5] + ' ' + str(i + 1):<10}{row['ran']:>7}{us['mean']:>10.2f}{us['p50']:>9.2f}"
+                         f"{us['p99']:>9.2f}{cells}")
+    lines += ["", f"{'exit':<6}{'samples':>9}{'%':>8}{'mean us':>10}{'p99 us':>9}{'accuracy':>10}"]
+    for e in record["exits"]:
+        lat = e["latency_us"] or {"mean": float("nan"), "p99": float("nan")}
+        acc = f"{e['accuracy']:.2f}%" if e["accuracy"] is not None else "-"
+        lines.append(f"{e['exit'] + 1:<6}{e['samples']:>9}{e['percent']:>8.1f}{lat['mean']:>10.2f}{lat['p99']:>9.2f}{acc:>10}")
+    lines.append("")
+    if events:
+        lines.append(f"counters ({record['counters_backend']}), per inference: " +
+                     ", ".join(f"{e} {record['counters'][e]['per_inference']:,.0f}" for e in events))
+    else:
+        lines.append(f"cache figures: {record['cache_backend']['why']}")
+    if "simulated" in record:
+        lines.append(_sim_line(record["simulated"]))
+    if "ncu" in record:
+        lines.append("Nsight Compute (every kernel from cold caches), per part over the profiled samples:")
+        for part, p in record["ncu"].items():
+            pct = lambda v: "-" if v is None else f"{v:.1f}%"  # noqa: E731
+            lines.append(f"  {part:<8} {p['kernels']:>5} kernels  {p['time_us']:>10.1f} us  L1 hit "
+                         f"{pct(p['l1_hit_pct'])}  L2 hit {pct(p['l2_hit_pct'])}  DRAM "
+                         f"{p['dram_bytes'] / 1e6:.3f} MB")
+    lines.append("wrote " + ", ".join(record["files"].values()))
+    return "\n".join(lines)
+
+
+def _sim_line(sim: dict) -> str:
+    p = sim["per_inference"]
+    caches = ", ".join(f"{k} {cachesim.Cache(**v).text()}" for k, v in sim["caches"].items())
+    return (f"{sim['backend']} ({sim['tool']}, {sim['samples']} samples after {sim['warmup_calls']} "
+            f"warm-up calls; {caches}), per inference: instructions {p['instructions']:,.0f}, "
+            f"I1 misses {p['i1_misses']:,.1f}, D1 misses {p['d1_misses']:,.1f} "
+            f"({100 * p['d1_miss_rate']:.2f}% of data accesses), LL misses {p['ll_misses']:,.1f}; "
+            + "; ".join(sim["notes"]))
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def _sweep_table(record: dict) -> str:
+    points = record["sweep"]
+    lines = [f"{record['model']} on {record['device']}, batch 1: sweep of every early exit's threshold "
+             f"({record['criterion']}), {points[0]['samples']} samples per point ({record['dataset']})"]
+    exits = len(points[0]["exits"])
+    head = (f"{'T':>9}{'mean us':>10}{'p99 us':>9}{'accuracy':>10}" + "".join(f"{'exit ' + str(e + 1):>9}" for e in range(exits)))
+    sim = "simulated" in points[0]
+    perf = "counters" in points[0]
+    if sim:
+        head += f"{'D1 miss/inf':>13}{'D1 miss %':>11}{'LL miss/inf':>13}"
+    if perf:
+        head += "".join(f"{e:>18}" for e in points[0]["counters"])
+    lines += [head, "-" * len(head)]
+    for p in points:
+        acc = f"{p['accuracy']:.2f}%" if p["accuracy"] is not None else "-"
+        row = (f"{p['sweep_value']:>9.4g}{p['latency_us']['mean']:>10.2f}{p['latency_us']['p99']:>9.2f}{acc:>10}"
+               + "".join(f"{e['percent']:>8.1f}%" for e in p["exits"]))
+        if sim:
+            s = p["simulated"]["per_inference"]
+            row += f"{s['d1_misses']:>13,.0f}{100 * s['d1_miss_rate']:>10.2f}%{s['ll_misses']:>13,.1f}"
+        if perf:
+            row += "".join(f"{p['counters'][e]['per_inference']:>18,.0f}" for e in p["counters"])
+        lines.append(row)
+    lines.append(f"timing: {points[0]['timing']}")
+    lines.append(f"cache figures: {record['cache_backend']['why']}")
+    if sim:
+        lines.append(_sim_line(points[0]["simulated"]).split(", per inference")[0])
+    lines.append("wrote " + ", ".join(record["files"].values()))
+    return "\n".join(lines)

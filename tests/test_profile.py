@@ -1,0 +1,276 @@
+"""The profiler (`branchy profile`): the instrumented run, counters or their absence, the cache
+simulator and its parser, Figure 6, and the errors of bad options. Nothing here times anything:
+latencies are only checked to be positive where a part ran and zero where it did not."""
+import json
+import math
+import os
+import shutil
+
+import pytest
+import torch
+
+from branchy_engine import _C, models
+from branchy_engine.cli import main
+from branchy_engine.engine import Engine
+from branchy_engine.export import export, write_model
+from branchy_engine.profiling import cachesim, cpu, profile, summary
+
+from tiny_models import INPUT_SHAPE, tiny_net
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+SHIPPED = profile.SHIPPED
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tmp_path_factory.mktemp("profile") / "tiny.branchy"
+    write_model(tiny_net(), path, INPUT_SHAPE, "entropy", [0.9])
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    """lenet.branchy and b_lenet.branchy (thresholds 0.5) from the shipped checkpoints."""
+    out = tmp_path_factory.mktemp("shipped")
+    export(os.path.join(SHIPPED, "lenet.pt"), out / "lenet.branchy")
+    export(os.path.join(SHIPPED, "b_lenet.pt"), out / "b_lenet.branchy", thresholds=[0.5])
+    return {"lenet": str(out / "lenet.branchy"), "b_lenet": str(out / "b_lenet.branchy")}
+
+
+def samples(n, shape=INPUT_SHAPE, seed=0):
+    return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
+
+
+# ---- the instrumented run (C++ probes through _C.profile_plan) ----
+
+def test_profile_plan_times_exactly_the_parts_each_sample_ran(tiny):
+    x = samples(64)
+    first_exit_entropy = Engine(tiny, thresholds=[math.inf])(x).score
+    engine = Engine(tiny, kernels="own", thresholds=[float(first_exit_entropy.median())])
+    raw = cpu.profile_cpu(engine, x, warmup=10)
+    pred, exit, score = engine(x)
+    assert torch.equal(raw["prediction"], pred) and torch.equal(raw["exit"], exit)
+    assert torch.allclose(raw["score"], score)
+    assert 0 < int((exit == 0).sum()) < 64, "thresholds should split the samples between exits"
+    stage_ran, head_ran = summary.ran_masks(raw["exit"], [0, 1], 2)
+    assert raw["stage_us"].shape == (64, 2) and raw["exit_us"].shape == (64, 2)
+    assert bool((raw["stage_us"][stage_ran] > 0).all()) and bool((raw["stage_us"][~stage_ran] == 0).all())
+    assert bool((raw["exit_us"][head_ran] > 0).all()) and bool((raw["exit_us"][~head_ran] == 0).all())
+    parts = raw["stage_us"].sum(1) + raw["exit_us"].sum(1)
+    assert bool((raw["total_us"] >= parts * 0.999).all()), "the whole call contains its parts"
+    assert raw["counters_status"] == "not requested" and "counters" not in raw
+
+
+def test_profile_plan_rejects_bad_input_by_name(tiny):
+    engine = Engine(tiny)
+    context = engine._context()
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\], got \[2, 6, 6\]"):
+        _C.profile_plan(engine.plan, context, samples(1)[0], False)
+    with pytest.raises(TypeError, match="float32"):
+        _C.profile_plan(engine.plan, context, samples(2).double(), False)
+    bad = samples(3)
+    bad[2, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="sample 2 contains NaN"):
+        _C.profile_plan(engine.plan, context, bad, False)
+
+
+def test_counters_are_reported_or_their_absence_explained(tiny):
+    engine = Engine(tiny)
+    raw = cpu.profile_cpu(engine, samples(8), counters=True, warmup=0)
+    status = cpu.perf_status()
+    assert raw["counters_status"] == status
+    if cpu.perf_available():
+        events = raw["counters"]
+        assert {"cycles", "instructions"} <= set(events)
+        assert bool((events["instructions"]["total"] > 0).all())
+        # The parts are inside the whole call: their counts cannot exceed it.
+        parts = events["instructions"]["stage"].sum(1) + events["instructions"]["exit"].sum(1)
+        assert bool((parts <= events["instructions"]["total"]).all())
+    else:  # as on the build machines: no counters, and the reason why
+        assert "counters" not in raw
+        assert status.startswith("perf_event_open(cycles): ") and "perf_event_paranoid" in status
+
+
+def test_summary_percentiles_exits_and_accuracy():
+    raw = {"exit": torch.tensor([0, 0, 1, 1]), "prediction": torch.tensor([1, 2, 3, 4]),
+           "total_us": torch.tensor([1.0, 2.0, 10.0, 20.0], dtype=torch.float64),
+           "stage_us": torch.tensor([[1.0, 0], [2, 0], [3, 5], [4, 10]], dtype=torch.float64),
+           "exit_us": torch.tensor([[0.5, 0], [0.5, 0], [1, 1], [1, 1]], dtype=torch.float64)}
+    s = summary.summarize(raw, [0, 1], labels=torch.tensor([1, 0, 3, 4]))
+    assert s["latency_us"]["mean"] == pytest.approx(8.25) and s["latency_us"]["max"] == 20.0
+    assert s["latency_us"]["p50"] == pytest.approx(6.0)
+    assert s["throughput_per_s"] == pytest.approx(1e6 / 8.25)
+    assert [e["percent"] for e in s["exits"]] == [50.0, 50.0]
+    assert s["accuracy"] == 75.0 and [e["accuracy"] for e in s["exits"]] == [50.0, 100.0]
+    assert s["stages"][0]["ran"] == 4 and s["stages"][1]["ran"] == 2
+    assert s["stages"][1]["us"]["mean"] == pytest.approx(7.5)  # samples that ran it only
+    assert s["exit_heads"][1]["us"]["mean"] == pytest.approx(1.0)
+    assert s["exits"][1]["latency_us"]["mean"] == pytest.approx(15.0)
+
+
+# ---- the cache simulator ----
+
+def test_parse_callgrind_on_a_captured_file():
+    # Captured here: build/branchy-run on 20 samples of B-LeNet under callgrind (tests/data/README.md).
+    counts = cachesim.parse_callgrind(open(os.path.join(DATA, "callgrind.b_lenet.out")).read())
+    assert counts == {"Ir": 3190806, "Dr": 1154505, "Dw": 69770, "I1mr": 936, "D1mr": 22409,
+                      "D1mw": 12068, "ILmr": 32, "DLmr": 3, "DLmw": 0}
+    p = cachesim.per_inference(counts, 20)
+    assert p["d1_misses"] == pytest.approx((22409 + 12068) / 20)
+    assert p["d1_miss_rate"] == pytest.approx((22409 + 12068) / (1154505 + 69770))
+    assert p["ll_misses"] == pytest.approx(35 / 20)
+
+
+def test_parse_callgrind_refuses_what_it_cannot_read():
+    with pytest.raises(ValueError, match="not a callgrind output"):
+        cachesim.parse_callgrind("hello\n")
+    with pytest.raises(ValueError, match="cache-sim=yes"):
+        cachesim.parse_callgrind("events: Ir\ntotals: 5\n")
+
+
+def test_host_cache_geometry_from_sysfs(tmp_path):
+    for i, (level, kind, size, ways) in enumerate([(1, "Data", "48K", 12), (1, "Instruction", "32K", 8),
+                                                   (2, "Unified", "2048K", 16), (3, "Unified", "30M", 20)]):
+        d = tmp_path / f"index{i}"
+        d.mkdir()
+        for name, value in (("level", level), ("type", kind), ("size", size),
+                            ("ways_of_associativity", ways), ("coherency_line_size", 64)):
+            (d / name).write_text(f"{value}\n")
+    caches = cachesim.host_caches(str(tmp_path))
+    assert caches["D1"] == cachesim.Cache(48 << 10, 12, 64)
+    assert caches["I1"] == cachesim.Cache(32 << 10, 8, 64)
+    assert caches["LL"] == cachesim.Cache(30 << 20, 20, 64)  # the last level, not L2
+    # 30 MiB / (20 * 64) = 24576 sets: valgrind needs a power of two, so 16384 sets (20 MiB).
+    assert cachesim.simulable(caches["LL"]) == cachesim.Cache(20 << 20, 20, 64)
+    assert cachesim.simulable(caches["D1"]) == caches["D1"]
+    with pytest.raises(RuntimeError, match="cannot read the I1, D1, LL"):
+        cachesim.host_caches(str(tmp_path / "nowhere"))
+
+
+def test_cache_overrides_are_checked():
+    assert cachesim.parse_cache("32768,8,64") == cachesim.Cache(32768, 8, 64)
+    for bad in ("32K,8,64", "32768,8", "1000,8,64", "0,1,64"):
+        with pytest.raises(ValueError):
+            cachesim.parse_cache(bad)
+
+
+def test_simulator_counts_misses_and_more_for_a_bigger_model(shipped, tmp_path):
+    # LeNet (0.3 MB of weights) against AlexNet for CIFAR (untrained: the weights' values do not
+    # change the accesses), a few samples each after warm-up.
+    alexnet = tmp_path / "alexnet.branchy"
+    write_model(models.create("alexnet").eval(), alexnet, (3, 32, 32))
+    small = cachesim.simulate(shipped["lenet"], samples(6, (1, 28, 28)), kernels="own", warmup=3)
+    big = cachesim.simulate(str(alexnet), samples(6, (3, 32, 32)), kernels="own", warmup=3)
+    for sim in (small, big):
+        assert sim["backend"] == cachesim.BACKEND and sim["samples"] == 6 and sim["exit_counts"] == [6]
+        p = sim["per_inference"]
+        assert p["instructions"] > 0 and p["d1_misses"] > 0 and 0 < p["d1_miss_rate"] < 1
+    assert big["per_inference"]["d1_misses"] > 2 * small["per_inference"]["d1_misses"]
+
+
+def test_a_model_that_fits_in_d1_misses_nothing_once_warm(tiny):
+    sim = cachesim.simulate(tiny, samples(10), kernels="own", warmup=5)
+    assert sim["per_inference"]["instructions"] > 0 and sum(sim["exit_counts"]) == 10
+    assert sim["per_inference"]["d1_misses"] < 1.0
+
+
+def test_simulator_sees_early_exits_save_misses(shipped):
+    x = samples(10, (1, 28, 28))
+    kernels = "pin:" + Engine(shipped["b_lenet"], kernels="own").choices
+    none_early = cachesim.simulate(shipped["b_lenet"], x, thresholds=[0.0], kernels=kernels, warmup=5)
+    all_early = cachesim.simulate(shipped["b_lenet"], x, thresholds=[1e9], kernels=kernels, warmup=5)
+    assert none_early["exit_counts"] == [0, 10] and all_early["exit_counts"] == [10, 0]
+    assert all_early["per_inference"]["d1_misses"] < none_early["per_inference"]["d1_misses"] / 2
+
+
+def test_simulator_missing_tools_are_named(monkeypatch, tiny):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(cachesim.SimulatorUnavailable, match="valgrind"):
+        cachesim.simulate(tiny, samples(2))
+    monkeypatch.setenv("BRANCHY_RUN", "/nonexistent/branchy-run")
+    monkeypatch.setattr(cachesim, "__file__", "/nonexistent/pkg/profiling/cachesim.py")
+    with pytest.raises(cachesim.SimulatorUnavailable, match="branchy-run"):
+        cachesim.find_runner()
+
+
+# ---- the command ----
+
+def test_profile_command_writes_report_json_and_plots(shipped, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["profile", shipped["b_lenet"], "--samples", "60", "--sim-samples", "4",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "latency per sample (us): mean" in text and "p99" in text and "throughput" in text
+    record = json.loads((out / "profile-b_lenet.json").read_text())
+    assert record["samples"] == 60 and record["thresholds"] == [0.5]
+    assert sum(e["percent"] for e in record["exits"]) == pytest.approx(100.0)
+    assert sum(e["samples"] for e in record["exits"]) == 60
+    lat = record["latency_us"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    for key in ("stages", "exits", "json"):
+        assert os.path.getsize(record["files"][key]) > 0
+    if cpu.perf_available():
+        assert "cycles" in record["counters"]
+    else:
+        assert record["cache_backend"]["sim"] and "simulated" in record
+        assert record["simulated"]["per_inference"]["d1_misses"] > 0
+        assert "callgrind cache simulation" in text and "perf_event_open" in text
+
+
+def test_profile_sweep_draws_figure6(shipped, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["profile", shipped["b_lenet"], "--sweep", "--sweep-values", "0,1e9",
+                 "--samples", "30", "--sim-samples", "3", "--counters", "sim", "--out", str(out)]) == 0
+    record = json.loads((out / "profile-b_lenet.json").read_text())
+    low, high = record["sweep"]
+    assert [low["sweep_value"], high["sweep_value"]] == [0.0, 1e9]
+    assert low["exits"][1]["percent"] == 100.0 and high["exits"][0]["percent"] == 100.0
+    assert high["simulated"]["per_inference"]["d1_misses"] < low["simulated"]["per_inference"]["d1_misses"]
+    assert os.path.getsize(record["files"]["figure6"]) > 0
+    series = profile.figure6_series(record)
+    assert series["misses"] == [p["simulated"]["per_inference"]["d1_misses"] for p in record["sweep"]]
+    assert "D1 miss" in capsys.readouterr().out
+
+
+def test_profile_takes_a_shipped_name_and_exports_it(tmp_path):
+    record = profile.run(profile.ProfileOptions(model="lenet", samples=5, counters="off",
+                                                out=str(tmp_path), quiet=True))
+    assert record["source"].endswith("lenet.pt") and os.path.isfile(record["model_file"])
+    assert [e["percent"] for e in record["exits"]] == [100.0]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--thresholds", "0.1,0.2"], "takes 1 values (one per early exit), got 2"),
+    (["--ncu"], "--ncu profiles the GPU engine"),
+    (["--device", "tpu"], "--device must be cpu or cuda"),
+    (["--samples", "0"], "must be >= 1"),
+    (["--cache-d1", "48K"], "SIZE,ASSOC,LINE"),
+])
+def test_bad_options_are_named(shipped, tmp_path, capsys, argv, says):
+    code = main(["profile", shipped["b_lenet"], "--out", str(tmp_path)] + argv)
+    assert code == 2
+    assert says in capsys.readouterr().err
+
+
+def test_unknown_counter_set_and_missing_model_are_named(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["profile", "b_lenet", "--counters", "pmu"])
+    assert e.value.code == 2 and "invalid choice: 'pmu'" in capsys.readouterr().err
+    assert main(["profile", "no_such_net", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no_such_net: not a model file, a checkpoint or a shipped model" in err and "b_lenet" in err
+
+
+def test_counters_perf_where_there_are_none_says_so(shipped, tmp_path, capsys):
+    if cpu.perf_available():
+        pytest.skip("this machine grants hardware counters")
+    assert main(["profile", shipped["b_lenet"], "--counters", "perf", "--out", str(tmp_path)]) == 2
+    assert "hardware counters are unavailable here" in capsys.readouterr().err
+
+
+def test_gpu_profile_without_a_gpu_says_so(shipped, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    code = main(["profile", shipped["b_lenet"], "--device", "cuda", "--samples", "2", "--out", str(tmp_path)])
+    assert code != 0
+    assert "cuda" in capsys.readouterr().err.lower()
