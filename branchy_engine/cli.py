@@ -79,6 +79,8 @@ def add_profile_parser(sub):
                    help="auto: hardware counters if granted, else the simulator; perf: counters "
                         "or an error; sim: the simulator; off: latency only")
     p.add_argument("--samples", type=int, default=1000, help="test samples (per sweep point)")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="CPU: passes over the samples; each sample's figures are its median")
     p.add_argument("--sim-samples", type=int, default=100,
                    help="of those, how many run under the cache simulator (about 50x slower)")
     for level in ("i1", "d1", "ll"):
@@ -98,7 +100,7 @@ def cmd_profile(args):
     opts = profile.ProfileOptions(
         model=args.model, device=args.device, thresholds=args.thresholds, sweep=args.sweep,
         sweep_values=args.sweep_values, counters=args.counters, samples=args.samples,
-        sim_samples=args.sim_samples, caches=caches, ncu=args.ncu, data_dir=args.data_dir,
+        sim_samples=args.sim_samples, rounds=args.rounds, caches=caches, ncu=args.ncu, data_dir=args.data_dir,
         out=args.out, threads=args.threads)
     opts.argv = args.argv[1:]
     try:

@@ -3,8 +3,9 @@
 On Fashion-MNIST with the shipped LeNet and B-LeNet (or freshly trained ones with --retrain):
 measure the engine's per-segment costs, calibrate the thresholds on the validation split (the knee
 of the accuracy-cost frontier), export, run the whole test set at batch 1 through the CPU engine,
-and time the baseline through the engine, ONNX Runtime and PyTorch eager. Every time is end to
-end (branches, decisions and copies included). Writes results/ (JSON, Markdown, plots).
+and time the baseline through the engine, ONNX Runtime and PyTorch eager; then sweep the threshold
+for Figure 6 (runtime and cache misses). Every time is end to end (branches, decisions and copies
+included). Writes results/ (JSON, Markdown, plots).
 """
 import os
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ class DemoOptions:
 
 def run(opts: DemoOptions) -> dict:
     torch.set_num_threads(opts.threads)
-    progress = pipeline.Progress("branchy demo", 6 + opts.retrain)
+    progress = pipeline.Progress("branchy demo", 7 + opts.retrain)
     if opts.retrain:
         from training import TrainConfig, train
         progress.step(f"training LeNet, then B-LeNet ({opts.epochs} epochs each)")
@@ -47,6 +48,7 @@ def run(opts: DemoOptions) -> dict:
             os.remove(os.path.join(opts.out, stale))
     paths = pipeline.prepare("lenet", branchy, baseline, opts.out, opts.threads, opts.data_dir, progress)
     table = pipeline.evaluate("lenet", paths, baseline, opts.threads, opts.data_dir, opts.limit, progress)
+    table["figure6"] = pipeline.figure6("lenet", paths, opts.out, opts.threads, opts.data_dir, opts.limit, progress)
     result = pipeline.write_tables(opts.out, [table], opts.threads)
     progress.close()
     return result

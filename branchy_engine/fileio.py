@@ -40,3 +40,12 @@ def write_text(path, text):
     with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
             f.write(text)
+
+
+def save_figure(fig, path, dpi: int = 120):
+    """Saves a matplotlib figure as PNG atomically, closes it and returns `path`."""
+    import matplotlib.pyplot as plt
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return os.fspath(path)

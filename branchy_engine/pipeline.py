@@ -172,6 +172,24 @@ def evaluate(family: str, paths: dict, baseline_ckpt: str, threads: int, data_di
     }
 
 
+def figure6(family: str, paths: dict, out: str, threads: int, data_dir: Optional[str],
+            limit: Optional[int], progress: Progress, sim_samples: int = 30) -> dict:
+    """The paper's Figure 6 for b_FAMILY: runtime per sample and cache misses per inference as
+    every early exit's threshold sweeps from "none leave early" to "all leave at the first",
+    on up to 1000 test samples (the first `sim_samples` under the cache simulator where the CPU
+    grants no counters). Returns a summary for the table."""
+    from branchy_engine.profiling import profile
+    progress.step(f"b_{family}: Figure 6, runtime and cache misses against the threshold")
+    record = profile.run(profile.ProfileOptions(
+        model=paths["model"], sweep=True, samples=min(limit or 1000, 1000), rounds=3,
+        sim_samples=sim_samples, threads=threads, data_dir=data_dir, out=out, quiet=True))
+    series = profile.figure6_series(record)
+    return {"figure": record["files"]["figure6"], "json": record["files"]["json"],
+            "thresholds": series["thresholds"], "runtime_us": series["runtime_us"],
+            "first_exit_percent": series["exit_percent"], "misses": series["misses"],
+            "miss_label": series["miss_label"], "backend": series["backend"]}
+
+
 def write_tables(out: str, tables: list, threads: int) -> dict:
     """table1.json and table1.md for the networks evaluated."""
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -206,4 +224,12 @@ def markdown(result: dict) -> str:
                      f"the runtime alone, timed in C++: b_{fam} mean {rt['b_' + fam]['mean']:.1f} us "
                      f"(p50 {rt['b_' + fam]['p50']:.1f}, p99 {rt['b_' + fam]['p99']:.1f}), {fam} mean "
                      f"{rt[fam]['mean']:.1f} us.")
+        f6 = table.get("figure6")
+        if f6:
+            misses = (f"; {f6['miss_label']} per inference {f6['misses'][0]:,.0f} -> {f6['misses'][-1]:,.0f} "
+                      f"({f6['backend']})" if f6["misses"] else "")
+            lines.append(f"- Figure 6 (`{os.path.basename(f6['figure'])}`), b_{fam}, every early exit at T from "
+                         f"{f6['thresholds'][0]:g} to {f6['thresholds'][-1]:g}: first exit "
+                         f"{f6['first_exit_percent'][0]:.0f}% -> {f6['first_exit_percent'][-1]:.0f}% of samples, "
+                         f"runtime {f6['runtime_us'][0]:.1f} -> {f6['runtime_us'][-1]:.1f} us per sample" + misses + ".")
     return "\n".join(lines) + "\n"

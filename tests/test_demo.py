@@ -17,7 +17,7 @@ def test_demo_on_a_slice(tmp_path, capsys):
     printed = capsys.readouterr().out
     for name in ("table1.json", "table1.md", "fig3_frontier.png", "fig4_first_threshold.png",
                  "entropy_histograms.png", "b_lenet.branchy", "lenet.branchy", "costs.json",
-                 "b_lenet-calibrated.pt"):
+                 "b_lenet-calibrated.pt", "profile-b_lenet-fig6.png", "profile-b_lenet.json"):
         assert (tmp_path / name).stat().st_size > 0, name
     result = json.loads((tmp_path / "table1.json").read_text())
     (table,) = result["networks"]
@@ -36,3 +36,10 @@ def test_demo_on_a_slice(tmp_path, capsys):
     # The three baselines are the same network: the same predictions, so the same accuracy.
     assert engine_lenet["accuracy"] == ort["accuracy"] == eager["accuracy"]
     assert "B-LeNet (engine)" in printed and (tmp_path / "table1.md").read_text() in printed
+    # Figure 6: from no early exit to all at the first, the runtime and the misses fall.
+    f6 = table["figure6"]
+    assert f6["first_exit_percent"][0] == 0.0 and f6["first_exit_percent"][-1] == 100.0
+    assert f6["runtime_us"][-1] < f6["runtime_us"][0]
+    if f6["misses"]:
+        assert f6["misses"][-1] < f6["misses"][0]
+    assert "Figure 6" in (tmp_path / "table1.md").read_text()

@@ -4,7 +4,6 @@ latencies are only checked to be positive where a part ran and zero where it did
 import json
 import math
 import os
-import shutil
 
 import pytest
 import torch
@@ -59,6 +58,22 @@ def test_profile_plan_times_exactly_the_parts_each_sample_ran(tiny):
     parts = raw["stage_us"].sum(1) + raw["exit_us"].sum(1)
     assert bool((raw["total_us"] >= parts * 0.999).all()), "the whole call contains its parts"
     assert raw["counters_status"] == "not requested" and "counters" not in raw
+
+
+def test_rounds_take_each_samples_median_and_keep_the_decisions(tiny):
+    engine = Engine(tiny, thresholds=[1.0])
+    x = samples(20)
+    one = cpu.profile_cpu(engine, x, warmup=0)
+    three = cpu.profile_cpu(engine, x, warmup=0, rounds=3)
+    assert torch.equal(one["exit"], three["exit"]) and torch.equal(one["prediction"], three["prediction"])
+    assert three["total_us"].shape == (20,) and bool((three["total_us"] > 0).all())
+    assert three["rounds"] == 3 and "median of 3 rounds" in three["backend"]
+    runs = [{"total_us": torch.tensor([1.0, 5.0]), "stage_us": torch.zeros(2, 1), "exit_us": torch.zeros(2, 1)},
+            {"total_us": torch.tensor([3.0, 4.0]), "stage_us": torch.ones(2, 1), "exit_us": torch.zeros(2, 1)},
+            {"total_us": torch.tensor([2.0, 9.0]), "stage_us": torch.ones(2, 1), "exit_us": torch.zeros(2, 1)}]
+    assert cpu._median(runs)["total_us"].tolist() == [2.0, 5.0]
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        cpu.profile_cpu(engine, x, rounds=0)
 
 
 def test_profile_plan_rejects_bad_input_by_name(tiny):

@@ -1,7 +1,6 @@
 """Calibration pictures: accuracy vs cost with the frontier (the paper's Figure 3), accuracy vs the
 first exit's threshold (Figure 4), and each exit's entropy histogram split by correct and wrong."""
 import math
-import os
 
 import matplotlib
 
@@ -10,14 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from branchy_engine.calibrate.outcome import evaluate  # noqa: E402
-
-
-def _save(fig, path):
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+from branchy_engine.fileio import save_figure  # noqa: E402
 
 
 def frontier_plot(path, outcome, front, chosen, baseline_cost, unit, title):
@@ -34,7 +26,7 @@ def frontier_plot(path, outcome, front, chosen, baseline_cost, unit, title):
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def threshold_plot(path, table, criterion, chosen_params, segment_costs, title):
@@ -59,7 +51,7 @@ def threshold_plot(path, table, criterion, chosen_params, segment_costs, title):
     ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower left", fontsize=8)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def entropy_histograms(path, table, thresholds, criterion, title):
@@ -82,5 +74,5 @@ def entropy_histograms(path, table, thresholds, criterion, title):
             ax.set_ylabel("samples")
             ax.legend(fontsize=8)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 

@@ -23,7 +23,7 @@ import torch
 
 SYSFS_CACHE = "/sys/devices/system/cpu/cpu0/cache"
 TOGGLE = "branchy::Plan::run(*"  # Plan::run and what it calls, nothing else
-WARMUP = 20
+WARMUP = 5  # calls before collection: enough to bring code and weights into the caches
 BACKEND = "callgrind cache simulation"
 
 

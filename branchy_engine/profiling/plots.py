@@ -1,6 +1,5 @@
 """The profiler's pictures: latency per stage and exit, the exit histogram, and the paper's
 Figure 6 (runtime per sample and cache-miss rate against the exit threshold)."""
-import os
 from typing import List, Optional
 
 import matplotlib
@@ -8,13 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-
-def _save(fig, path):
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+from branchy_engine.fileio import save_figure  # noqa: E402
 
 
 def stage_latency(path, stage_us: List[float], exit_us: List[float], title: str):
@@ -29,7 +22,7 @@ def stage_latency(path, stage_us: List[float], exit_us: List[float], title: str)
     ax.set_ylabel("mean time per sample that ran it (us)")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def exit_histogram(path, percent: List[float], title: str):
@@ -39,7 +32,7 @@ def exit_histogram(path, percent: List[float], title: str):
     ax.set_ylabel("% of samples")
     ax.set_ylim(0, 105)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def figure6(path, thresholds: List[float], runtime_us: List[float], misses: Optional[List[float]],
@@ -75,4 +68,4 @@ def figure6(path, thresholds: List[float], runtime_us: List[float], misses: Opti
     axes[-1][0].set_xlabel(f"threshold T of every early exit ({criterion})")
     fig.suptitle(f"{title}\ncache figures: {backend}", fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -16,10 +16,10 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-import torch
 from tqdm import tqdm
 
 from branchy_engine import data as datasets
+from branchy_engine.calibrate.costs import machine
 from branchy_engine.engine import Engine
 from branchy_engine.fileio import write_text
 from branchy_engine.ops import _C
@@ -39,6 +39,7 @@ class ProfileOptions:
     sweep_values: Optional[List[float]] = None
     counters: str = "auto"
     samples: int = 1000                       # test samples timed (per sweep point)
+    rounds: int = 5                           # passes over them; per sample, the median
     sim_samples: int = 100                    # of those, run under the cache simulator
     caches: dict = field(default_factory=dict)  # {"I1"|"D1"|"LL": cachesim.Cache} overrides
     ncu: bool = False
@@ -52,8 +53,8 @@ class ProfileOptions:
 def check(opts: ProfileOptions):
     if opts.counters not in COUNTERS:
         raise ValueError(f"--counters must be one of {', '.join(COUNTERS)}, got {opts.counters!r}")
-    if opts.samples < 1 or opts.sim_samples < 1:
-        raise ValueError("--samples and --sim-samples must be >= 1")
+    if opts.samples < 1 or opts.sim_samples < 1 or opts.rounds < 1:
+        raise ValueError("--samples, --sim-samples and --rounds must be >= 1")
     if opts.sweep and opts.thresholds is not None:
         raise ValueError("give --thresholds or --sweep, not both")
     if not (opts.device == "cpu" or opts.device.startswith("cuda")):
@@ -167,7 +168,8 @@ def _measure(opts, path, thresholds, kernels, x, labels, plan_counters, stage_of
                 report["ncu"] = ncu.run_ncu(path, raw_file, n, thresholds=thresholds)
         return report
     engine = Engine(path, threads=opts.threads, thresholds=thresholds, kernels=kernels)
-    raw = cpu.profile_cpu(engine, x, counters=plan_counters["perf"], warmup=opts.warmup, progress=bar.part)
+    raw = cpu.profile_cpu(engine, x, counters=plan_counters["perf"], warmup=opts.warmup, rounds=opts.rounds,
+                          progress=bar.part)
     report = summarize(raw, stage_of_exit, labels)
     report["timing"] = raw["backend"]
     report["thresholds"] = engine.thresholds
@@ -225,9 +227,9 @@ def run(opts: ProfileOptions) -> dict:
         "format": "branchy-engine profile", "model": name, "model_file": path, "source": source,
         "device": opts.device, "threads": opts.threads, "criterion": spec["criterion"],
         "dataset": f"{d.name}, the first {x.shape[0]} test samples",
-        "batch": 1, "warmup_calls": opts.warmup, "kernels": kernels,
+        "batch": 1, "warmup_calls": opts.warmup, "rounds": opts.rounds, "kernels": kernels,
         "cache_backend": {"asked": opts.counters, **plan_counters},
-        "machine": _machine(), "date": _now(),
+        "machine": machine(), "date": _now(),
         "command": "branchy profile " + " ".join(getattr(opts, "argv", []) or [opts.model]),
     }
     os.makedirs(opts.out, exist_ok=True)
@@ -289,24 +291,6 @@ def _weighted_l2(parts: dict) -> float:
         total = sum(p["l2_sectors"] for p in known)
         return sum(p["l2_hit_pct"] * p["l2_sectors"] for p in known) / total
     return sum(p["l2_hit_pct"] for p in known) / len(known) if known else float("nan")
-
-
-def _machine() -> dict:
-    import platform
-    return {"processor": _cpu_name(), "cpus": os.cpu_count(), "system": f"{platform.system()} {platform.release()}",
-            "torch": str(torch.__version__)}
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or "?"
 
 
 def _now() -> str:

@@ -11,20 +11,12 @@
 #include <vector>
 
 #include "check.h"
+#include "count_allocations.h"
 #include "model_builder.h"
 #include "runtime/perf_counters.h"
 #include "runtime/plan.h"
 #include "runtime/probes.h"
 
-// Every allocation in this test program is counted, so a test can assert that none happens.
-static std::atomic<long> allocations{0};
-void* operator new(size_t n) {
-  ++allocations;
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
 
 using branchy::PerfCounters;
 using branchy::PerfEvent;

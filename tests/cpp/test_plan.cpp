@@ -9,19 +9,11 @@
 #include <vector>
 
 #include "check.h"
+#include "count_allocations.h"
 #include "model_builder.h"
 #include "runtime/exit_decision.h"
 #include "runtime/plan.h"
 
-// Every allocation in this test program is counted, so a test can assert that none happens.
-static std::atomic<long> allocations{0};
-void* operator new(size_t n) {
-  ++allocations;
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
 
 using branchy::Plan;
 using branchy::PlanOptions;
