@@ -3,6 +3,7 @@
 Without a GPU the CUDA tests skip (and fail with BRANCHY_REQUIRE_CUDA=1)."""
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import torch
 import branchy_engine as be
 from branchy_engine import _C, models
 from branchy_engine.export import write_model
-from branchy_engine.gpu import GpuEngine
+from branchy_engine.gpu import GpuEngine, conditional_support
 from branchy_engine.gpu.layers import LoadedNet
 from branchy_engine.reference import exit_decision_reference
 
@@ -122,6 +123,63 @@ def test_thresholds_change_without_rebuilding(exported):
     assert engine.thresholds == [0.0]
 
 
+@pytest.mark.parametrize("policy", ["per-sample", "whole-batch"])
+def test_an_empty_batch_gives_empty_outputs(exported, policy):
+    _, path = exported("tiny")
+    engine = GpuEngine(path, device="cpu", mode="eager", max_batch=4, policy=policy)
+    empty = engine(torch.randn(0, *INPUT_SHAPE))
+    assert engine._graphs == {} and engine._buffers is None  # nothing built for no rows
+    full = engine(torch.randn(3, *INPUT_SHAPE))
+    for got, want in zip(empty, full):
+        assert got.shape == (0,) and got.dtype == want.dtype and got.device == want.device
+    assert engine.stats()["samples"] == 3
+
+
+@pytest.mark.parametrize("policy", ["per-sample", "whole-batch"])
+def test_prepare_in_eager_mode_only_allocates(exported, policy):
+    net, path = exported("tiny")
+    x = torch.randn(6, *INPUT_SHAPE, generator=torch.Generator().manual_seed(3))
+    thresholds = median_thresholds(net, x)
+    lazy = GpuEngine(path, device="cpu", mode="eager", thresholds=thresholds, max_batch=8, policy=policy)
+    ready = GpuEngine(path, device="cpu", mode="eager", thresholds=thresholds, max_batch=8, policy=policy)
+    ready.prepare([])  # single samples only: nothing to build in mode eager
+    assert ready._buffers is None and ready._graphs == {}
+    ready.prepare([6])
+    if policy == "per-sample":
+        assert ready._buffers is not None and ready._graphs == {}
+    else:
+        assert list(ready._graphs) == [("whole", 6)] and ready._graphs[("whole", 6)]["graphs"] == {}
+    got, want = ready(x), lazy(x)
+    assert torch.equal(got.exit, want.exit) and torch.equal(got.prediction, want.prediction)
+    ready.prepare()  # default: max_batch
+    assert policy == "per-sample" or ("whole", 8) in ready._graphs
+    for bad in ([9], [0, 2]):
+        with pytest.raises(ValueError, match=re.escape(f"batch_sizes must be in [1, max_batch=8], got {bad}")):
+            ready.prepare(bad)
+
+
+@pytest.mark.parametrize("policy", ["per-sample", "whole-batch"])
+def test_eager_calls_pass_thresholds_as_python_floats(exported, policy):
+    # A tensor threshold would make exit_decision read it back (a synchronisation per exit on a GPU).
+    _, path = exported("b_lenet")
+    engine = GpuEngine(path, device="cpu", mode="eager", thresholds=[0.25], policy=policy)
+    seen = []
+    decide = engine._decide
+
+    def spy(logits, threshold):
+        seen.append(threshold)
+        return decide(logits, threshold)
+    engine._decide = spy
+    x = torch.randn(4, 1, 28, 28)
+    engine(x[0])
+    engine(x)
+    engine.set_thresholds([math.inf])
+    engine(x[0])
+    assert seen and all(type(t) is float for t in seen), seen
+    assert 0.25 in seen and math.inf in seen
+    assert engine._threshold_value(0) == math.inf and engine._threshold_value(1) == 0.0
+
+
 # ---- on a GPU ----
 
 @pytest.mark.parametrize("mode", ["eager", "graphs", "conditional"])
@@ -155,13 +213,96 @@ def test_every_mode_matches_the_model_on_a_gpu(exported, cuda, name, mode):
 def test_bad_input_on_a_gpu_leaves_the_engine_usable(exported, cuda):
     _, path = exported("b_lenet")
     engine = be.Engine(path, device="cuda", mode="graphs", max_batch=8)
-    with pytest.raises(ValueError, match="must be on cuda"):
+    assert engine.device == torch.device("cuda", torch.cuda.current_device())
+    with pytest.raises(ValueError, match=f"input must be on {engine.device} \\(the engine's device\\), got cpu"):
         engine(torch.randn(1, 28, 28))
     with pytest.raises(ValueError, match="batch 9 is larger than max_batch 8"):
         engine(torch.randn(9, 1, 28, 28, device="cuda"))
     with pytest.raises(TypeError, match="float32"):
         engine(torch.randn(1, 28, 28, device="cuda").half())
     assert engine(torch.randn(1, 28, 28, device="cuda")).exit in (0, 1)
+
+
+def test_an_engine_on_a_second_gpu_stays_there(exported, cuda):
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    _, path = exported("b_lenet")
+    x = torch.randn(4, 1, 28, 28)
+    with torch.cuda.device(1):
+        engine = be.Engine(path, device="cuda", mode="graphs", thresholds=[0.3], max_batch=4)
+    assert engine.device == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match="input must be on cuda:1 \\(the engine's device\\), got cuda:0"):
+        engine(x.to("cuda:0"))
+    with torch.cuda.device(0):  # captures and replays on the engine's GPU whatever is current
+        engine.prepare()
+        out = engine(x.to("cuda:1"))
+        single = engine(x[0].to("cuda:1"))
+    assert out.exit.device == engine.device and single.exit == int(out.exit[0])
+
+
+def captured(engine) -> set:
+    """The graphs an engine holds: its keys, and ("whole", n, e) for the whole-batch graphs."""
+    keys = set(engine._graphs)
+    for key, state in engine._graphs.items():
+        if isinstance(key, tuple) and key[0] == "whole":
+            keys |= {(*key, e) for e in state["graphs"]}
+    return keys
+
+
+@pytest.mark.parametrize("policy", ["per-sample", "whole-batch"])
+@pytest.mark.parametrize("mode", ["graphs", "conditional"])
+def test_prepare_captures_every_graph_calls_need_on_a_gpu(exported, cuda, mode, policy):
+    net, path = exported("b_alexnet")
+    x = torch.randn(16, *SHAPES["b_alexnet"], generator=torch.Generator().manual_seed(11))
+    thresholds = median_thresholds(net, x)
+    engine = be.Engine(path, device="cuda", mode=mode, thresholds=thresholds, max_batch=16, policy=policy)
+    engine.prepare([16, 5])
+    before = captured(engine)
+    exits = range(net.num_exits)
+    if policy == "per-sample":
+        buckets = {("bucket", e, b) for e in exits for b in (1, 2, 4, 8, 16)}
+        assert {k for k in before if k[0] == "bucket"} == buckets
+    else:
+        assert {("whole", n, e) for n in (16, 5) for e in exits} <= before
+    assert ("segments" in before) == (engine.mode == "graphs")
+    exit, prediction, near = reference(net, x, thresholds)
+    xc = x.cuda()
+    out = engine(xc)
+    assert torch.equal(out.exit.cpu()[~near], exit[~near])
+    assert torch.equal(out.prediction.cpu()[~near], prediction[~near])
+    singles = torch.tensor([engine(s).exit for s in xc])
+    assert torch.equal(singles[~near], exit[~near])
+    for t in ([math.inf] * (net.num_exits - 1), [0.0] * (net.num_exits - 1), thresholds):
+        engine.set_thresholds(t)
+        engine(xc)
+        engine(xc[:5])
+    assert captured(engine) == before  # nothing captured inside a call
+
+
+def test_a_failed_conditional_capture_falls_back_to_graphs_on_a_gpu(exported, cuda, monkeypatch):
+    supported, why = conditional_support()
+    if not supported:
+        pytest.skip(why)
+    net, path = exported("b_alexnet")
+    last = net.num_exits - 1
+    segment, failed = GpuEngine._segment, []
+
+    def failing(self, e, h):  # fails once, in the innermost IF body
+        if e == last and not failed and torch.cuda.is_current_stream_capturing():
+            failed.append(e)
+            raise RuntimeError("injected capture failure")
+        return segment(self, e, h)
+    monkeypatch.setattr(GpuEngine, "_segment", failing)
+    x = torch.randn(16, *SHAPES["b_alexnet"], generator=torch.Generator().manual_seed(13))
+    thresholds = median_thresholds(net, x)
+    engine = GpuEngine(path, device="cuda", mode="conditional", thresholds=thresholds, max_batch=16)
+    assert failed and engine.mode == "graphs" and "injected capture failure" in engine.fallback_reason
+    assert "conditional" not in engine._graphs
+    assert not torch.cuda.is_current_stream_capturing()
+    exit, prediction, near = reference(net, x, thresholds)
+    got = torch.tensor([engine(s.cuda()).exit for s in x])
+    assert torch.equal(got[~near], exit[~near])
+    assert torch.equal(engine(x.cuda()).exit.cpu()[~near], exit[~near])
 
 
 @pytest.mark.parametrize("tool", ["memcheck", "racecheck"])

@@ -17,10 +17,13 @@ of fixed buffers, and the next segment runs on a graph captured for the smallest
 bucket that holds them (one host read of the survivor count per exit). Policy "whole-batch": the
 batch goes through every segment until its last sample has left (for comparison).
 Thresholds live in device memory: set_thresholds() changes them without recapturing.
+Graphs are captured when a call first needs them; benchmarks call prepare() before timing, so
+that no capture lands inside a timed call.
 
 On a CPU device the same orchestration runs without graphs (mode "eager" only): that is how the
 batching logic is tested where no GPU exists.
 """
+import contextlib
 import logging
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -73,8 +76,13 @@ class GpuEngine:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA GPU")
+        if self.device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA GPU")
+            if self.device.index is None:
+                # Pinned to the GPU current now: "cuda" alone would mean whichever GPU is current
+                # at each later call, capture or stream lookup.
+                self.device = torch.device("cuda", torch.cuda.current_device())
         if self.device.type != "cuda" and mode != "eager":
             raise ValueError(f"mode {mode!r} captures CUDA graphs and needs a CUDA device; on the "
                              f"CPU use mode='eager' (or the compiled CPU engine: device='cpu')")
@@ -94,7 +102,11 @@ class GpuEngine:
         self._buffers = None
         if self.device.type == "cuda":
             self._pool = torch.cuda.graph_pool_handle()
-            self._pinned = torch.zeros(3, dtype=torch.float64, pin_memory=True)
+            # Every capture goes to this stream of the engine's GPU: torch.cuda.graph's own default
+            # stream is created once per process, on whichever GPU was current then.
+            self._capture_stream = torch.cuda.Stream(self.device)
+            with self._on_device():
+                self._pinned = torch.zeros(3, dtype=torch.float64, pin_memory=True)
             self._exit_ids = torch.arange(self.num_exits, dtype=torch.float64, device=self.device)
             if mode == "conditional":
                 ok, why = conditional_support()
@@ -111,10 +123,11 @@ class GpuEngine:
 
     @property
     def thresholds(self) -> List[float]:
-        return self._threshold[: self.num_exits - 1].tolist()
+        return list(self._threshold_host)
 
     def set_thresholds(self, values: Sequence[float]):
-        """Replaces the thresholds in device memory; captured graphs read the new ones."""
+        """Replaces the thresholds in device memory (captured graphs read the new ones) and in the
+        host copy that eager calls use."""
         values = [float(v) for v in values]
         if len(values) != self.num_exits - 1:
             raise ValueError(f"thresholds: expected {self.num_exits - 1} (one per early exit), got {len(values)}")
@@ -122,15 +135,17 @@ class GpuEngine:
             raise ValueError(f"thresholds must be >= 0 and not NaN, got {values}")
         if values:
             self._threshold[: len(values)].copy_(torch.tensor(values))
+        self._threshold_host = values
 
     def _checked(self, x) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
         if x.dtype != torch.float32:
             raise TypeError(f"input must be float32, got {x.dtype}")
-        if x.device != self.device and not (x.device.type == self.device.type == "cuda"
-                                            and self.device.index is None):
-            raise ValueError(f"input must be on {self.device}, got {x.device}")
+        if x.device != self.device:
+            # Rejected rather than moved: a copy from the host or another GPU would be a hidden
+            # transfer in every call.
+            raise ValueError(f"input must be on {self.device} (the engine's device), got {x.device}")
         if x.dim() not in (3, 4) or tuple(x.shape[-3:]) != self.input_shape:
             raise ValueError(f"input must be [C, H, W] = {list(self.input_shape)} or [B, C, H, W], "
                              f"got {list(x.shape)}")
@@ -138,9 +153,29 @@ class GpuEngine:
             raise ValueError(f"batch {x.shape[0]} is larger than max_batch {self.max_batch}")
         return x.contiguous()
 
+    @property
+    def _graphed(self) -> bool:
+        """Whether calls replay captured graphs (modes graphs and conditional on a GPU)."""
+        return self.device.type == "cuda" and self.mode != "eager"
+
+    def _threshold_value(self, e: int) -> float:
+        """Exit e's threshold as a Python float, for eager calls. The last exit takes everyone:
+        its decision is not consulted."""
+        return self._threshold_host[e] if e < self.num_exits - 1 else 0.0
+
     def _threshold_for(self, e: int):
-        # The last exit takes everyone: its decision is not consulted.
-        return self._threshold[e:e + 1] if e < self.num_exits - 1 else 0.0
+        """Exit e's threshold as _segment passes it. In graphed modes _segment runs only in
+        captures (and their warm-ups): the device tensor, so that replays read what set_thresholds
+        last wrote. In mode eager a float: exit_decision reads a CUDA tensor threshold back to
+        check it for NaN, a synchronisation per exit (set_thresholds has already rejected NaN)."""
+        if self._graphed and e < self.num_exits - 1:
+            return self._threshold[e:e + 1]
+        return self._threshold_value(e)
+
+    def _on_device(self):
+        """Makes the engine's GPU the current one (streams, captures and torch.cuda calls without a
+        device argument use the current GPU); nothing on the CPU."""
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
     def stats(self) -> dict:
         counts = self._counts.tolist()
@@ -154,31 +189,76 @@ class GpuEngine:
     @torch.inference_mode()
     def __call__(self, x) -> EngineOutput:
         """One sample [C, H, W] -> (prediction, exit, score) as Python numbers; a batch
-        [B, C, H, W] -> three tensors [B] on the device."""
+        [B, C, H, W] -> three tensors [B] on the device (prediction and exit int64, score
+        float32)."""
         x = self._checked(x)
-        if x.dim() == 3:
-            run = {"eager": self._eager_one, "graphs": self._graphs_one,
-                   "conditional": self._conditional_one}[self.mode]
-            out = run(x[None])
-            self._counts[out.exit] += 1
-            return out
-        out = self._per_sample(x) if self.policy == "per-sample" else self._whole_batch(x)
+        if x.dim() == 4 and x.shape[0] == 0:
+            # Nothing to run (and bucket(0) == 2 would capture a graph for no rows).
+            empty = torch.empty(0, dtype=torch.int64, device=self.device)
+            return EngineOutput(empty, empty.clone(), torch.empty(0, dtype=torch.float32, device=self.device))
+        with self._on_device():
+            if x.dim() == 3:
+                run = {"eager": self._eager_one, "graphs": self._graphs_one,
+                       "conditional": self._conditional_one}[self.mode]
+                out = run(x[None])
+                self._counts[out.exit] += 1
+                return out
+            out = self._per_sample(x) if self.policy == "per-sample" else self._whole_batch(x)
         self._counts += torch.bincount(out.exit.cpu(), minlength=self.num_exits)
         return out
+
+    @torch.inference_mode()
+    def prepare(self, batch_sizes: Optional[Sequence[int]] = None):
+        """Builds now what calls would otherwise build when they first need it, so that no graph
+        capture (or buffer allocation) lands inside a timed call: benchmarks call it before
+        timing. Calls still capture lazily whatever was not prepared.
+
+        For the engine's mode and policy: the batch-1 graphs (mode graphs; conditional builds its
+        graph in the constructor), and for batches of the given sizes the per-sample policy's
+        graph for every exit and every bucket such a batch can reach, or the whole-batch policy's
+        graphs for each size. In mode eager (and on the CPU) there is nothing to capture: it only
+        allocates the batch buffers.
+
+        Args:
+            batch_sizes: the sizes B of the [B, C, H, W] calls to come, each in [1, max_batch];
+                None: max_batch; empty: single samples [C, H, W] only.
+        """
+        sizes = sorted({int(n) for n in ([self.max_batch] if batch_sizes is None else batch_sizes)})
+        if sizes and (sizes[0] < 1 or sizes[-1] > self.max_batch):
+            raise ValueError(f"batch_sizes must be in [1, max_batch={self.max_batch}], "
+                             f"got {list(batch_sizes)}")
+        with self._on_device():
+            if self.mode == "graphs" and "segments" not in self._graphs:
+                self._build_segment_graphs()
+            if self.policy == "per-sample" and sizes:
+                self._batch_buffers()
+                if self._graphed:
+                    # Later exits see any number of survivors up to the batch size.
+                    for b in sorted({self._bucket_for(alive) for alive in range(1, sizes[-1] + 1)}):
+                        for e in range(self.num_exits):
+                            self._bucket_graph(e, b)
+            elif self.policy == "whole-batch":
+                for n in sizes:
+                    state = self._whole(n)
+                    if self._graphed:
+                        for e in range(self.num_exits):
+                            self._whole_graph(state, e)
 
     # ---- graph capture ----
 
     def _capture(self, fn):
-        """Warms fn up on a side stream, then captures it into a graph; returns (graph, outputs)."""
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                fn()
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            outputs = fn()
+        """Warms fn up on the capture stream, then captures it into a graph there; returns
+        (graph, outputs)."""
+        stream = self._capture_stream
+        with torch.cuda.device(self.device):
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    fn()
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool, stream=stream):
+                outputs = fn()
         return graph, outputs
 
     def _read_result(self, packed: torch.Tensor) -> Tuple[float, float, float]:
@@ -205,7 +285,7 @@ class GpuEngine:
     def _graphs_one(self, x1) -> EngineOutput:
         if "segments" not in self._graphs:
             self._build_segment_graphs()
-        static_in, graphs = self._graphs["segments"]
+        static_in, graphs, _ = self._graphs["segments"]
         static_in.copy_(x1)
         for e, (graph, packed) in enumerate(graphs):
             graph.replay()
@@ -215,14 +295,17 @@ class GpuEngine:
 
     def _build_segment_graphs(self):
         static_in = torch.zeros(1, *self.input_shape, device=self.device)
-        graphs, h = [], static_in
+        graphs, outputs, h = [], [], static_in
         for e in range(self.num_exits):
             def fn(src=h, e=e):
                 out, score, leave, prediction = self._segment(e, src)
                 return out, torch.cat([leave.double(), prediction.double(), score.double()])
             graph, (h, packed) = self._capture(fn)
             graphs.append((graph, packed))
-        self._graphs["segments"] = (static_in, graphs)
+            outputs.append(h)
+        # Graph e+1 reads graph e's output h: kept referenced here, or its memory would go back
+        # to the shared pool, where a later capture could take it and overwrite it.
+        self._graphs["segments"] = (static_in, graphs, outputs)
 
     def _conditional_one(self, x1) -> EngineOutput:
         static_in, graph, result = self._graphs["conditional"]
@@ -241,17 +324,24 @@ class GpuEngine:
             result.copy_(torch.cat([self._exit_ids[e:e + 1], prediction.double(), score.double()]))
             if e < self.num_exits - 1:
                 graph.begin_capture_to_if_node(torch.logical_not(leave[0]))
-                body(graph, e + 1, h)
-                graph.end_capture_to_conditional_node()
+                try:
+                    body(graph, e + 1, h)
+                finally:  # a failure must not leave the IF body's capture open
+                    graph.end_capture_to_conditional_node()
 
-        # Warm-up (cuDNN picks its algorithms outside the capture), then capture.
-        h = static_in
-        for e in range(self.num_exits):
-            h = self._segment(e, h)[0]
-        torch.cuda.synchronize(self.device)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            body(graph, 0, static_in)
+        with torch.cuda.device(self.device):
+            # Warm-up (cuDNN picks its algorithms outside the capture), then capture.
+            h = static_in
+            for e in range(self.num_exits):
+                h = self._segment(e, h)[0]
+            torch.cuda.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(graph, pool=self._pool, stream=self._capture_stream):
+                    body(graph, 0, static_in)
+            except BaseException:
+                graph.reset()  # the caller falls back to graphs: drop the half-built graph
+                raise
         self._graphs["conditional"] = (static_in, graph, result)
 
     # ---- batches ----
@@ -289,6 +379,17 @@ class GpuEngine:
                               buf["inputs"][e + 1].view(self.max_batch, -1), buf["rows"][e + 1],
                               buf["counts"][e + 1])
 
+    def _bucket_for(self, alive: int) -> int:
+        """The bucket (rows a segment runs on) for `alive` rows."""
+        return min(bucket(alive), self.max_batch)
+
+    def _bucket_graph(self, e: int, b: int):
+        """The graph of _bucket_step(e, b), captured the first time it is asked for."""
+        key = ("bucket", e, b)
+        if key not in self._graphs:
+            self._graphs[key] = self._capture(lambda: self._bucket_step(e, b))[0]
+        return self._graphs[key]
+
     def _per_sample(self, x) -> EngineOutput:
         buf = self._batch_buffers()
         n = x.shape[0]
@@ -297,12 +398,9 @@ class GpuEngine:
         buf["counts"][0].fill_(n)
         alive = n
         for e in range(self.num_exits):
-            b = min(bucket(alive), self.max_batch)
-            if self.device.type == "cuda" and self.mode != "eager":
-                key = ("bucket", e, b)
-                if key not in self._graphs:
-                    self._graphs[key] = self._capture(lambda e=e, b=b: self._bucket_step(e, b))
-                self._graphs[key][0].replay()
+            b = self._bucket_for(alive)
+            if self._graphed:
+                self._bucket_graph(e, b).replay()
             else:
                 self._bucket_step(e, b)
             if e < self.num_exits - 1:
@@ -315,23 +413,30 @@ class GpuEngine:
         """Every sample runs every segment until the last one has left; each keeps the result of
         the first exit that let it leave. Captured per segment for this batch size, like the
         per-sample policy, so the two compare fairly."""
-        n = x.shape[0]
-        key = ("whole", n)
-        if key not in self._graphs:
-            self._graphs[key] = self._whole_state(n)
-        state = self._graphs[key]
+        state = self._whole(x.shape[0])
         state["input"].copy_(x)
         state["done"].zero_()
         for e in range(self.num_exits):
-            if self.device.type == "cuda" and self.mode != "eager":
-                if e not in state["graphs"]:
-                    state["graphs"][e] = self._capture(lambda e=e: self._whole_step(state, e))[0]
-                state["graphs"][e].replay()
+            if self._graphed:
+                self._whole_graph(state, e).replay()
             else:
                 self._whole_step(state, e)
             if bool(state["done"].all()):  # one host read per exit
                 break
         return EngineOutput(state["prediction"].clone(), state["exit"].clone(), state["score"].clone())
+
+    def _whole(self, n: int) -> dict:
+        """The whole-batch policy's buffers and graphs for batches of n, made the first time."""
+        key = ("whole", n)
+        if key not in self._graphs:
+            self._graphs[key] = self._whole_state(n)
+        return self._graphs[key]
+
+    def _whole_graph(self, state: dict, e: int):
+        """The graph of _whole_step(state, e), captured the first time it is asked for."""
+        if e not in state["graphs"]:
+            state["graphs"][e] = self._capture(lambda: self._whole_step(state, e))[0]
+        return state["graphs"][e]
 
     def _whole_state(self, n: int) -> dict:
         dev = self.device

@@ -56,7 +56,7 @@ def _run_sample(engine: GpuEngine, x1: torch.Tensor, events: _Events) -> Tuple[i
         with _part(f"stage{e}", events.stage[e]):
             h = engine.net.segments[e](h)
         with _part(f"exit{e}", events.exit[e]):
-            score, leave, prediction = engine._decide(engine.net.heads[e](h), engine._threshold_for(e))
+            score, leave, prediction = engine._decide(engine.net.heads[e](h), engine._threshold_value(e))
             left = e == last or bool(leave.item())
             if left:
                 result = int(prediction.item()), e, float(score.item())

@@ -92,9 +92,11 @@ __global__ void __launch_bounds__(kThreads) warp_per_row_kernel(Params<T> p) {
 
 template <class T, Criterion criterion>
 __global__ void __launch_bounds__(kThreads) block_per_row_kernel(Params<T> p) {
-  // Default member initialisers do not run for __shared__ arrays; every slot is written below
-  // before any is read.
-  __shared__ RowState partial[kWarpsPerBlock];
+  // Raw storage: RowState's default member initialisers would make a RowState array a
+  // dynamically initialised __shared__ variable, which CUDA does not support (nvcc warning
+  // #20054-D). Every slot is written below before any is read.
+  __shared__ alignas(RowState) unsigned char partial_storage[kWarpsPerBlock * sizeof(RowState)];
+  RowState* partial = reinterpret_cast<RowState*>(partial_storage);
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int64_t r = blockIdx.x;
   RowState st = scan_row(p.logits + r * p.row_stride, p.classes, threadIdx.x, kThreads);
