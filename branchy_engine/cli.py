@@ -52,11 +52,20 @@ def cmd_run(args):
     return 0
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default where it has one worth showing (not None, not a flag's False)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_profile_parser(sub):
     from branchy_engine.profiling.profile import COUNTERS
     p = sub.add_parser(
         "profile", help="latency per stage and exit, and cache behaviour (the paper's Figure 6)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Defaults,
         description="Runs the test split one sample at a time (batch 1) through the engine, with "
                     "a timer around every stage and exit head, and reports latency (mean, p50, "
                     "p90, p99, max) per sample, per stage and per exit, and throughput. Cache "
@@ -82,7 +91,7 @@ def add_profile_parser(sub):
     p.add_argument("--rounds", type=int, default=5,
                    help="CPU: passes over the samples; each sample's figures are its median")
     p.add_argument("--sim-samples", type=int, default=100,
-                   help="of those, how many run under the cache simulator (about 50x slower)")
+                   help="of those, how many run under the cache simulator (50-100x slower)")
     for level in ("i1", "d1", "ll"):
         p.add_argument(f"--cache-{level}", metavar="SIZE,ASSOC,LINE",
                        help=f"simulate this {level.upper()} cache (bytes) instead of the host's")

@@ -30,7 +30,7 @@ class DemoOptions:
 
 def run(opts: DemoOptions) -> dict:
     torch.set_num_threads(opts.threads)
-    progress = pipeline.Progress("branchy demo", 7 + opts.retrain)
+    progress = pipeline.Progress("branchy demo", 7 + opts.retrain + torch.cuda.is_available())
     if opts.retrain:
         from training import TrainConfig, train
         progress.step(f"training LeNet, then B-LeNet ({opts.epochs} epochs each)")

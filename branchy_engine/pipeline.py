@@ -151,6 +151,18 @@ def evaluate(family: str, paths: dict, baseline_ckpt: str, threads: int, data_di
         return 100.0 * float((p == labels).double().mean())
 
     right = prediction == labels
+    rows_gpu = []
+    if torch.cuda.is_available():  # the GPU engine at batch 1, inputs already on the GPU
+        progress.step(f"b_{family}: {n} test samples at batch 1 through the GPU engine")
+        gpu = Engine(paths["model"], device="cuda")
+        gpu.prepare([])  # the batch-1 graphs, captured before timing
+        on_gpu = [s.to(gpu.device) for s in samples]
+        gpu_us, out = _mean_time_per_sample(lambda s: tuple(gpu(s)[:2]), on_gpu)  # (prediction, exit)
+        rows_gpu.append({"network": f"{branchy_name} (GPU engine, {gpu.mode}; "
+                                    f"{torch.cuda.get_device_name(gpu.device)})",
+                         "accuracy": accuracy(out[:, 0]), "time_us": gpu_us,
+                         "exit_percent": [100.0 * float((out[:, 1] == e).double().mean())
+                                          for e in range(gpu.num_exits)]})
     return {
         "family": family, "dataset": f"{d.description}; {n} test samples", "stand_in": d.stand_in,
         "rows": [
@@ -164,7 +176,7 @@ def evaluate(family: str, paths: dict, baseline_ckpt: str, threads: int, data_di
              "accuracy_of_samples_leaving_at_each_exit": [
                  100.0 * float(right[exit == e].double().mean()) if (exit == e).any() else None
                  for e in range(engine.num_exits)]},
-        ],
+        ] + rows_gpu,
         "calibration": {k: paths["calibration"][k] for k in ("criterion", "values", "target", "val", "test")},
         # The runtime alone, each call timed in C++ (what an embedding C++ program pays).
         "runtime_latency_us": {f"b_{family}": _latency(micros), family: _latency(base_micros)},

@@ -54,7 +54,8 @@ def run(opts: ReproduceOptions) -> dict:
     unknown = [n for n in opts.networks if n not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown network(s) {unknown}; choose from {', '.join(FAMILIES)}")
-    progress = pipeline.Progress("branchy reproduce", 8 * len(opts.networks))
+    steps = 8 + torch.cuda.is_available()  # per network; the GPU engine's run where there is one
+    progress = pipeline.Progress("branchy reproduce", steps * len(opts.networks))
     tables = []
     for family in opts.networks:
         out = os.path.join(opts.out, family)
@@ -70,7 +71,7 @@ def run(opts: ReproduceOptions) -> dict:
                                  opts.data_dir, progress)
         table_path = os.path.join(out, "table.json")
         if os.path.exists(table_path):
-            progress.step(f"b_{family}: evaluated before", count=3)
+            progress.step(f"b_{family}: evaluated before", count=3 + torch.cuda.is_available())
             with open(table_path) as f:
                 table = json.load(f)
         else:

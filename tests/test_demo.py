@@ -21,7 +21,7 @@ def test_demo_on_a_slice(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0, name
     result = json.loads((tmp_path / "table1.json").read_text())
     (table,) = result["networks"]
-    engine_lenet, ort, eager, branchy_row = table["rows"]
+    engine_lenet, ort, eager, branchy_row = table["rows"][:4]  # a GPU row follows where there is one
     assert "300 test samples" in table["dataset"]
     assert sum(branchy_row["exit_percent"]) == pytest.approx(100.0)
     # Gains are the ratios of the times printed beside them.

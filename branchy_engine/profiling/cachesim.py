@@ -3,7 +3,8 @@ cache simulator (callgrind --cache-sim=yes), collecting only inside Plan::run.
 
 The workload is build/branchy-run (the C++ runtime, no Python) on the same samples, thresholds and
 kernel choices ("pin:" + Engine.choices) as the engine being profiled; warm-up calls go through
-Plan::run_instrumented, which the collection leaves out. The simulated caches take the host's
+Plan::run_instrumented, which the collection leaves out, and run every sample once (at least
+`warmup` calls), so the figures are steady state. The simulated caches take the host's
 geometry (sysfs), or the caller's.
 
 Caveats, reported with every figure: valgrind 3.19 does not emulate AVX-512, so under it the own
@@ -23,7 +24,7 @@ import torch
 
 SYSFS_CACHE = "/sys/devices/system/cpu/cpu0/cache"
 TOGGLE = "branchy::Plan::run(*"  # Plan::run and what it calls, nothing else
-WARMUP = 5  # calls before collection: enough to bring code and weights into the caches
+WARMUP = 5  # calls before collection at least; every simulated sample runs once (steady state)
 BACKEND = "callgrind cache simulation"
 
 
@@ -177,13 +178,16 @@ def simulate(model: str, x: torch.Tensor, thresholds: Optional[Sequence[float]] 
     used = {k: simulable(c) for k, c in host.items()}
     notes = [f"{k} {host[k].text()} simulated as {used[k].text()} (valgrind needs a power-of-two "
              f"number of sets)" for k in used if used[k] != host[k]]
+    # Every sample once at least, so that samples reaching deeper stages than the first do not
+    # count those stages' first touch (cold misses) as theirs.
+    warmup_calls = max(warmup, int(x.shape[0]))
     with tempfile.TemporaryDirectory(prefix="branchy-sim-") as tmp:
         raw, out = Path(tmp) / "samples.f32", Path(tmp) / "callgrind.out"
         x.numpy().tofile(raw)
         cmd = [valgrind, "--tool=callgrind", "--cache-sim=yes", f"--callgrind-out-file={out}",
                f"--toggle-collect={TOGGLE}", f"--I1={used['I1'].valgrind()}",
                f"--D1={used['D1'].valgrind()}", f"--LL={used['LL'].valgrind()}",
-               runner, str(model), "--raw", str(raw), "--kernels", kernels, "--warmup", str(warmup)]
+               runner, str(model), "--raw", str(raw), "--kernels", kernels, "--warmup", str(warmup_calls)]
         if thresholds is not None:
             cmd += ["--thresholds", ",".join(repr(float(t)) for t in thresholds)]
         try:
@@ -203,7 +207,7 @@ def simulate(model: str, x: torch.Tensor, thresholds: Optional[Sequence[float]] 
         "backend": BACKEND,
         "tool": _first_line([valgrind, "--version"]),
         "samples": n,
-        "warmup_calls": warmup,
+        "warmup_calls": warmup_calls,
         "kernels": kernels,
         "caches": {k: {"size": c.size, "assoc": c.assoc, "line": c.line} for k, c in used.items()},
         "totals": counts,

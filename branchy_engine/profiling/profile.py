@@ -248,8 +248,39 @@ def run(opts: ProfileOptions) -> dict:
                                           f"{name}: where {x.shape[0]} test samples leave"),
         }
     record["files"]["json"] = stem + ".json"
+    if opts.sweep:
+        record["files"]["markdown"] = stem + ".md"
+        write_text(stem + ".md", sweep_markdown(record))
     write_text(stem + ".json", json.dumps(record, indent=1, allow_nan=False) + "\n")
     return record
+
+
+def sweep_markdown(record: dict) -> str:
+    """A sweep as a Markdown table, with how it was measured."""
+    points = record["sweep"]
+    sim = "simulated" in points[0]
+    exits = len(points[0]["exits"])
+    head = ["T", "mean us", "p99 us", "accuracy %"] + [f"exit {e + 1} %" for e in range(exits)]
+    if sim:
+        head += ["instructions / inf.", "D1 misses / inf.", "D1 miss rate", "LL misses / inf.", "simulated exits"]
+    lines = [f"`{record['command']}`: {record['model']} on {record['device']} ({record['machine']['processor']}, "
+             f"{record['machine']['cpus']} CPUs), batch 1, {record['threads']} thread(s), {record['dataset']}, "
+             f"{record['date']}. Timing: {points[0]['timing']}, after {record['warmup_calls']} warm-up calls. "
+             f"Cache figures: {record['cache_backend']['why']}.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in points:
+        row = [f"{p['sweep_value']:g}", f"{p['latency_us']['mean']:.2f}", f"{p['latency_us']['p99']:.2f}",
+               f"{p['accuracy']:.2f}" if p["accuracy"] is not None else "-"]
+        row += [f"{e['percent']:.1f}" for e in p["exits"]]
+        if sim:
+            q = p["simulated"]["per_inference"]
+            row += [f"{q['instructions']:,.0f}", f"{q['d1_misses']:,.0f}", f"{100 * q['d1_miss_rate']:.2f}%",
+                    f"{q['ll_misses']:,.1f}", " / ".join(str(c) for c in p["simulated"]["exit_counts"])]
+        lines.append("| " + " | ".join(row) + " |")
+    if sim:
+        lines += ["", _sim_line(points[0]["simulated"]).split(", per inference")[0] + "; "
+                  + "; ".join(points[0]["simulated"]["notes"]) + "."]
+    return "\n".join(lines) + "\n"
 
 
 def figure6_series(record: dict) -> dict:

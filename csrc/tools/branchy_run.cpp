@@ -4,7 +4,7 @@
 //   branchy-run MODEL --raw FILE.f32 [--limit N]
 //   options: --threads T  --kernels measure|own|dnnl|pin:CHOICES  --thresholds T1,T2  --mean M --std S
 //            --predictions (print one line per sample)  --plan (print the chosen layers)
-//            --warmup K (K untimed calls on the first sample first, through
+//            --warmup K (K untimed calls first, cycling over the samples, through
 //            Plan::run_instrumented, so a simulator collecting inside Plan::run leaves them out)
 //
 // IDX images (uint8, as MNIST/Fashion-MNIST ship them) become x / 255, then (x - mean) / std;
@@ -192,7 +192,11 @@ int main(int argc, char** argv) {
       void begin(Part, int) override {}
       void end(Part, int) override {}
     } quiet;
-    for (long i = 0; i < args.warmup && samples > 0; ++i) plan.run_instrumented(*context, inputs.data(), quiet);
+    // Warm-up call i runs sample i mod N: with K >= N every sample's path has run once, so a
+    // simulator's counts afterwards are steady state, not the first touch of a deeper stage.
+    for (long i = 0; i < args.warmup && samples > 0; ++i) {
+      plan.run_instrumented(*context, inputs.data() + (size_t(i) % samples) * per_sample, quiet);
+    }
     std::vector<long> per_exit(plan.num_exits(), 0);
     std::vector<double> micros;
     micros.reserve(samples);
