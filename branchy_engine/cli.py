@@ -357,6 +357,9 @@ def print_tables(out, result):
     files = {os.path.join(out, "table1.json"), os.path.join(out, "table1.md")}
     for table in result["networks"]:
         files |= set(table["files"].values())
+        if table.get("figure6"):
+            files |= {table["figure6"]["figure"], table["figure6"]["json"]}
+    files |= {os.path.join(out, f) for f in os.listdir(out) if f.endswith(".png")}  # the plots
     print("files: " + ", ".join(sorted(files)))
 
 
