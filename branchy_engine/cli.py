@@ -73,7 +73,7 @@ def add_profile_parser(sub):
                     "grants them, else valgrind's cache simulator on the same workload (I1/D1/LL "
                     "misses per inference); on the GPU, CUDA events, and Nsight Compute with "
                     "--ncu. --sweep plots runtime and cache misses against the threshold (Figure "
-                    "6). Writes OUT/profile-NAME.json and PNG plots.")
+                    "6). Writes OUT/profile-NAME.json (-sweep.json) and PNG plots.")
     p.add_argument("model", help="a .branchy file, a checkpoint, or a shipped model's name "
                                  "(b_lenet, lenet, b_alexnet, b_resnet110)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")

@@ -17,7 +17,7 @@ def test_demo_on_a_slice(tmp_path, capsys):
     printed = capsys.readouterr().out
     for name in ("table1.json", "table1.md", "fig3_frontier.png", "fig4_first_threshold.png",
                  "entropy_histograms.png", "b_lenet.branchy", "lenet.branchy", "costs.json",
-                 "b_lenet-calibrated.pt", "profile-b_lenet-fig6.png", "profile-b_lenet.json"):
+                 "b_lenet-calibrated.pt", "profile-b_lenet-fig6.png", "profile-b_lenet-sweep.json"):
         assert (tmp_path / name).stat().st_size > 0, name
     result = json.loads((tmp_path / "table1.json").read_text())
     (table,) = result["networks"]

@@ -236,7 +236,7 @@ def test_profile_sweep_draws_figure6(shipped, tmp_path, capsys):
     out = tmp_path / "sweep"
     assert main(["profile", shipped["b_lenet"], "--sweep", "--sweep-values", "0,1e9",
                  "--samples", "30", "--sim-samples", "3", "--counters", "sim", "--out", str(out)]) == 0
-    record = json.loads((out / "profile-b_lenet.json").read_text())
+    record = json.loads((out / "profile-b_lenet-sweep.json").read_text())
     low, high = record["sweep"]
     assert [low["sweep_value"], high["sweep_value"]] == [0.0, 1e9]
     assert low["exits"][1]["percent"] == 100.0 and high["exits"][0]["percent"] == 100.0

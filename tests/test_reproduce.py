@@ -18,7 +18,7 @@ def test_reproduce_runs_and_resumes(tmp_path, capsys):
     produced = ["lenet/checkpoints/lenet.pt", "lenet/checkpoints/b_lenet.pt", "lenet/costs.json",
                 "lenet/b_lenet-calibrated.pt", "lenet/b_lenet.branchy", "lenet/lenet.branchy",
                 "lenet/table.json", "lenet/fig3_frontier.png", "lenet/profile-b_lenet-fig6.png",
-                "lenet/profile-b_lenet.json", "table1.json", "table1.md"]
+                "lenet/profile-b_lenet-sweep.json", "table1.json", "table1.md"]
     for name in produced:
         assert (out / name).exists(), name
     stamps = {name: os.stat(out / name).st_mtime_ns for name in produced[:-2]}

@@ -186,7 +186,8 @@ def _measure(opts, path, thresholds, kernels, x, labels, plan_counters, stage_of
 
 
 def run(opts: ProfileOptions) -> dict:
-    """Profiles, writes OUT/profile-NAME.json and the plots, returns the record."""
+    """Profiles, writes OUT/profile-NAME.json and the plots (a sweep: profile-NAME-sweep.json and
+    .md, and profile-NAME-fig6.png), returns the record."""
     check(opts)
     path, source = resolve_model(opts.model, opts.out, opts.thresholds, opts.sweep)
     spec = _C.load_model_ops(path)
@@ -233,10 +234,12 @@ def run(opts: ProfileOptions) -> dict:
         "command": "branchy profile " + " ".join(getattr(opts, "argv", []) or [opts.model]),
     }
     os.makedirs(opts.out, exist_ok=True)
-    stem = os.path.join(opts.out, f"profile-{name}" + ("-cuda" if opts.device.startswith("cuda") else ""))
+    stem = os.path.join(opts.out, f"profile-{name}" + ("-cuda" if opts.device.startswith("cuda") else "")
+                        + ("-sweep" if opts.sweep else ""))
     if opts.sweep:
         record["sweep"] = points
-        record["files"] = {"figure6": plots.figure6(stem + "-fig6.png", **figure6_series(record))}
+        record["files"] = {"figure6": plots.figure6(stem.removesuffix("-sweep") + "-fig6.png",
+                                                    **figure6_series(record))}
     else:
         record.update(points[0])
         record["files"] = {
@@ -376,8 +379,9 @@ def table(record: dict) -> str:
 def _sim_line(sim: dict) -> str:
     p = sim["per_inference"]
     caches = ", ".join(f"{k} {cachesim.Cache(**v).text()}" for k, v in sim["caches"].items())
-    return (f"{sim['backend']} ({sim['tool']}, {sim['samples']} samples after {sim['warmup_calls']} "
-            f"warm-up calls; {caches}), per inference: instructions {p['instructions']:,.0f}, "
+    exits = " / ".join(str(c) for c in sim["exit_counts"])
+    return (f"{sim['backend']} ({sim['tool']}, {sim['samples']} samples leaving {exits} at each exit, after "
+            f"{sim['warmup_calls']} warm-up calls; {caches}), per inference: instructions {p['instructions']:,.0f}, "
             f"I1 misses {p['i1_misses']:,.1f}, D1 misses {p['d1_misses']:,.1f} "
             f"({100 * p['d1_miss_rate']:.2f}% of data accesses), LL misses {p['ll_misses']:,.1f}; "
             + "; ".join(sim["notes"]))
