@@ -248,9 +248,11 @@ def test_profile_sweep_draws_figure6(shipped, tmp_path, capsys):
 
 
 def test_profile_takes_a_shipped_name_and_exports_it(tmp_path):
+    (tmp_path / "lenet.branchy").write_text("the user's own file")
     record = profile.run(profile.ProfileOptions(model="lenet", samples=5, counters="off",
                                                 out=str(tmp_path), quiet=True))
     assert record["source"].endswith("lenet.pt") and os.path.isfile(record["model_file"])
+    assert (tmp_path / "lenet.branchy").read_text() == "the user's own file"
     assert [e["percent"] for e in record["exits"]] == [100.0]
 
 

@@ -92,7 +92,7 @@ def resolve_model(model: str, out: str, thresholds: Optional[List[float]], sweep
                              f"calibrate it (branchy calibrate)")
         thresholds = [0.0] * (exits - 1)  # the sweep sets them
     os.makedirs(out, exist_ok=True)
-    target = os.path.join(out, f"{name}.branchy")
+    target = os.path.join(out, f"profile-{name}.branchy")  # never a file of the user's own name
     export(path, target, thresholds=thresholds)
     return target, path
 
