@@ -8,6 +8,15 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+class Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default where it has one worth showing (not None, not a flag's False)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def cmd_info(args):
     from branchy_engine.build_info import describe
     print(describe())
@@ -18,7 +27,7 @@ def add_run_parser(sub):
     from branchy_engine import data
     p = sub.add_parser(
         "run", help="classify a data split with a .branchy model through the CPU engine",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=Defaults,
         description="Runs every sample of a split alone (batch 1), as an embedded caller would, and "
                     "prints the accuracy, how many samples left at each exit, and the latency per "
                     "sample (each call timed in C++). Inputs are prepared as the model's training "
@@ -52,20 +61,11 @@ def cmd_run(args):
     return 0
 
 
-class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows an option's default where it has one worth showing (not None, not a flag's False)."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def add_profile_parser(sub):
     from branchy_engine.profiling.profile import COUNTERS
     p = sub.add_parser(
         "profile", help="latency per stage and exit, and cache behaviour (the paper's Figure 6)",
-        formatter_class=_Defaults,
+        formatter_class=Defaults,
         description="Runs the test split one sample at a time (batch 1) through the engine, with "
                     "a timer around every stage and exit head, and reports latency (mean, p50, "
                     "p90, p99, max) per sample, per stage and per exit, and throughput. Cache "
@@ -162,7 +162,7 @@ def add_train_parser(sub):
     d = TrainConfig()
     p = sub.add_parser(
         "train", help="train a network: its baseline first, then all exits jointly",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=Defaults,
         description="Phase 1 trains the baseline (the trunk with the final exit only); phase 2 trains "
                     "the BranchyNet jointly, initialised from phase 1, on the loss sum_n w_n * "
                     "cross-entropy(exit n). Writes OUT/NAME.pt and OUT/NAME.json for each phase. "
@@ -217,7 +217,7 @@ def add_calibrate_parser(sub):
     from branchy_engine.calibrate import CRITERIA
     p = sub.add_parser(
         "calibrate", help="choose exit thresholds on the validation split and write them into a checkpoint",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=Defaults,
         description="Runs the network once over the validation and test splits (all exits), then "
                     "evaluates a grid of thresholds from that table: the authors' grid, a log-spaced "
                     "grid and the observed scores' quantiles. Picks the frontier's knee, or the "
@@ -304,7 +304,7 @@ def cmd_inspect(args):
 def add_costs_parser(sub):
     p = sub.add_parser(
         "costs", help="measure a checkpoint's per-segment costs at batch 1 (for calibrate --costs)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=Defaults,
         description="Times what a sample pays between consecutive exits (stages, the exit's head "
                     "and decision) and the baseline network, at batch 1 on this machine, and writes "
                     "a costs file for `branchy calibrate --costs`. The file records how it was measured.")
@@ -338,7 +338,7 @@ def cmd_costs(args):
 def add_demo_parser(sub):
     p = sub.add_parser(
         "demo", help="the main job: Table I on Fashion-MNIST, end to end, against real peers",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=Defaults,
         description="With the shipped LeNet and B-LeNet (or --retrain): measure the engine's costs, "
                     "calibrate on the validation split, export, run the test set at batch 1 through "
                     "the CPU engine, time the baselines in the engine, ONNX Runtime and PyTorch "
@@ -375,7 +375,7 @@ def add_reproduce_parser(sub):
     from branchy_engine import data
     p = sub.add_parser(
         "reproduce", help="the whole pipeline for the paper's networks: train, calibrate, export, benchmark",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=Defaults,
         description="For each network: train the baseline, then the BranchyNet jointly; measure the "
                     "engine's costs; calibrate on the validation split (the knee); export; run the "
                     "test set at batch 1 through the engine against ONNX Runtime and PyTorch eager. "

@@ -24,6 +24,14 @@ def thresholds_for_exit(num_exits: int, e: int) -> List[float]:
     return [0.0] * e + [float("inf")] * (num_exits - 1 - e)
 
 
+def exit_stats(counts: Tensor) -> dict:
+    """An engine's stats(): samples per exit, their total and their share in %."""
+    per_exit = counts.tolist()
+    total = sum(per_exit)
+    return {"samples": total, "per_exit": per_exit,
+            "percent": [100.0 * c / total if total else 0.0 for c in per_exit]}
+
+
 class EngineOutput(NamedTuple):
     """For one sample: Python numbers; for a batch: tensors [B]."""
     prediction: Union[int, Tensor]   # class index
@@ -140,10 +148,7 @@ class Engine:
 
     def stats(self) -> dict:
         """Samples that left at each exit since creation (or reset_stats), and their share."""
-        counts = self._counts.tolist()
-        total = sum(counts)
-        return {"samples": total, "per_exit": counts,
-                "percent": [100.0 * c / total if total else 0.0 for c in counts]}
+        return exit_stats(self._counts)
 
     def reset_stats(self):
         self._counts.zero_()

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from branchy_engine.compaction import compact_survivors, scatter_exits
-from branchy_engine.engine import EngineOutput
+from branchy_engine.engine import EngineOutput, exit_stats
 from branchy_engine.gpu.layers import LoadedNet
 from branchy_engine.ops import _C, exit_decision, exit_decision_maxprob
 
@@ -178,10 +178,7 @@ class GpuEngine:
         return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
     def stats(self) -> dict:
-        counts = self._counts.tolist()
-        total = sum(counts)
-        return {"samples": total, "per_exit": counts,
-                "percent": [100.0 * c / total if total else 0.0 for c in counts]}
+        return exit_stats(self._counts)
 
     def reset_stats(self):
         self._counts.zero_()

@@ -38,7 +38,7 @@ def profile_cpu(engine: Engine, x: torch.Tensor, counters: bool = False, warmup:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     context = engine._context()
     x = x.contiguous()
-    for _ in range(max(1, warmup // 10)):
+    for _ in range(-(-warmup // 10)):  # warm-up calls, in batches of 10
         _C.profile_plan(engine.plan, context, x[:1].expand(10, *x.shape[1:]).contiguous(), False)
     parts = []
     for start in range(0, x.shape[0], CHUNK):
