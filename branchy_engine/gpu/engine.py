@@ -9,14 +9,17 @@ Modes for one sample (batch 1):
                captured CUDA graph; the host reads one decision per exit from pinned memory
   conditional  one graph for the whole network: each later segment sits in a conditional IF node
                that the previous exit's decision sets on the device; one launch and one
-               synchronisation per inference. Probed when built; falls back to graphs with the
-               reason logged (engine.fallback_reason).
+               synchronisation per inference. IF nodes come from the extension or from PyTorch
+               (gpu/capture.py, argument if_nodes). Probed when built; falls back to graphs with
+               the reason logged (engine.fallback_reason).
 Batches (B > 1), policy "per-sample": each segment runs on the survivors only: the exit kernel's
 decisions scatter the leavers' results to their rows, compaction moves the survivors to the front
 of fixed buffers, and the next segment runs on a graph captured for the smallest power-of-two
 bucket that holds them (one host read of the survivor count per exit). Policy "whole-batch": the
 batch goes through every segment until its last sample has left (for comparison).
 Thresholds live in device memory: set_thresholds() changes them without recapturing.
+Convolutions and matrix products run in full fp32 (TF32 off while capturing and in eager calls,
+the process's settings restored after), as the CPU engine computes.
 Graphs are captured when a call first needs them; benchmarks call prepare() before timing, so
 that no capture lands inside a timed call.
 
@@ -32,6 +35,7 @@ import torch
 
 from branchy_engine.compaction import compact_survivors, scatter_exits
 from branchy_engine.engine import EngineOutput, exit_stats
+from branchy_engine.gpu import capture
 from branchy_engine.gpu.layers import LoadedNet
 from branchy_engine.ops import _C, exit_decision, exit_decision_maxprob
 
@@ -41,14 +45,11 @@ MODES = ("eager", "graphs", "conditional")
 POLICIES = ("per-sample", "whole-batch")
 
 
-def conditional_support() -> Tuple[bool, str]:
-    """Whether this PyTorch and CUDA can build conditional IF nodes, and if not, why."""
-    if not hasattr(torch.cuda.CUDAGraph, "begin_capture_to_if_node"):
-        return False, "this PyTorch has no CUDAGraph.begin_capture_to_if_node"
-    version = tuple(int(v) for v in (torch.version.cuda or "0.0").split(".")[:2])
-    if version < (12, 4):
-        return False, f"CUDA {torch.version.cuda} has no conditional IF nodes (12.4 or newer)"
-    return True, ""
+def conditional_support(if_nodes: str = "auto") -> Tuple[bool, str]:
+    """Whether conditional IF nodes can be built (with the maker `if_nodes`, gpu/capture.py), and
+    if not, why."""
+    maker, why = capture.if_node_support(if_nodes)
+    return bool(maker), why
 
 
 def bucket(n: int) -> int:
@@ -64,15 +65,21 @@ class GpuEngine:
         mode: "eager", "graphs" or "conditional" (module docstring).
         policy: "per-sample" or "whole-batch", for batches.
         max_batch: the largest batch (buffers and the largest bucket are sized by it).
+        if_nodes: who builds the conditional mode's IF nodes: "auto", "extension" or "torch"
+            (gpu/capture.py).
+
+    After a per-sample batch call, last_buckets lists the (exit, bucket) graphs it ran, in order.
     """
 
     def __init__(self, model: str, device: str = "cuda", mode: str = "conditional",
                  thresholds: Optional[Sequence[float]] = None, max_batch: int = 256,
-                 policy: str = "per-sample"):
+                 policy: str = "per-sample", if_nodes: str = "auto"):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+        if if_nodes not in capture.IF_NODE_MAKERS:
+            raise ValueError(f"if_nodes must be one of {capture.IF_NODE_MAKERS}, got {if_nodes!r}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.device = torch.device(device)
@@ -97,6 +104,8 @@ class GpuEngine:
         self.set_thresholds(spec["thresholds"] if thresholds is None else thresholds)
         self.mode, self.policy, self.max_batch = mode, policy, max_batch
         self.fallback_reason = ""
+        self.if_nodes = ""  # the IF node maker in use (mode conditional)
+        self.last_buckets: List[Tuple[int, int]] = []
         self._counts = torch.zeros(self.num_exits, dtype=torch.int64)
         self._graphs: Dict[tuple, tuple] = {}
         self._buffers = None
@@ -109,13 +118,15 @@ class GpuEngine:
                 self._pinned = torch.zeros(3, dtype=torch.float64, pin_memory=True)
             self._exit_ids = torch.arange(self.num_exits, dtype=torch.float64, device=self.device)
             if mode == "conditional":
-                ok, why = conditional_support()
+                self.if_nodes, why = capture.if_node_support(if_nodes)
+                ok = bool(self.if_nodes)
                 if ok:
                     try:
                         self._build_conditional()
                     except RuntimeError as e:  # a driver or runtime that refuses the capture
                         ok, why = False, f"capturing the conditional graph failed: {e}"
                 if not ok:
+                    self.if_nodes = ""
                     self.mode, self.fallback_reason = "graphs", why
                     log.warning("branchy_engine: conditional mode unavailable (%s); using graphs", why)
 
@@ -177,6 +188,13 @@ class GpuEngine:
         device argument use the current GPU); nothing on the CPU."""
         return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
+    def _eager_math(self):
+        """fp32 math for calls that run PyTorch's kernels directly (mode eager on a GPU); graphed
+        calls replay what was captured in fp32 (their lazy captures set it themselves)."""
+        if self.device.type == "cuda" and not self._graphed:
+            return capture.fp32_math()
+        return contextlib.nullcontext()
+
     def stats(self) -> dict:
         return exit_stats(self._counts)
 
@@ -193,7 +211,7 @@ class GpuEngine:
             # Nothing to run (and bucket(0) == 2 would capture a graph for no rows).
             empty = torch.empty(0, dtype=torch.int64, device=self.device)
             return EngineOutput(empty, empty.clone(), torch.empty(0, dtype=torch.float32, device=self.device))
-        with self._on_device():
+        with self._on_device(), self._eager_math():
             if x.dim() == 3:
                 run = {"eager": self._eager_one, "graphs": self._graphs_one,
                        "conditional": self._conditional_one}[self.mode]
@@ -244,17 +262,17 @@ class GpuEngine:
     # ---- graph capture ----
 
     def _capture(self, fn):
-        """Warms fn up on the capture stream, then captures it into a graph there; returns
-        (graph, outputs)."""
+        """Warms fn up on the capture stream, then captures it into a graph there, in fp32 math;
+        returns (graph, outputs)."""
         stream = self._capture_stream
-        with torch.cuda.device(self.device):
+        with torch.cuda.device(self.device), capture.fp32_math():
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
                 for _ in range(2):
                     fn()
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool, stream=stream):
+            with capture.graph_capture(graph, self._pool, stream):
                 outputs = fn()
         return graph, outputs
 
@@ -315,30 +333,33 @@ class GpuEngine:
         """One graph: segment 0, then each later segment inside an IF node on 'not left yet'."""
         static_in = torch.zeros(1, *self.input_shape, device=self.device)
         result = torch.zeros(3, dtype=torch.float64, device=self.device)  # exit, prediction, score
+        maker = self.if_nodes
 
         def body(graph, e, h):
             h, score, leave, prediction = self._segment(e, h)
             result.copy_(torch.cat([self._exit_ids[e:e + 1], prediction.double(), score.double()]))
             if e < self.num_exits - 1:
-                graph.begin_capture_to_if_node(torch.logical_not(leave[0]))
-                try:
+                with capture.if_node(maker, graph, torch.logical_not(leave[0]), self._pool):
                     body(graph, e + 1, h)
-                finally:  # a failure must not leave the IF body's capture open
-                    graph.end_capture_to_conditional_node()
 
-        with torch.cuda.device(self.device):
-            # Warm-up (cuDNN picks its algorithms outside the capture), then capture.
-            h = static_in
-            for e in range(self.num_exits):
-                h = self._segment(e, h)[0]
+        with torch.cuda.device(self.device), capture.fp32_math():
+            # Warm-up, each segment on the stream that will capture it (segment e > 0: the IF
+            # body stream at depth e - 1, where the maker tells it): cuDNN picks its algorithms and
+            # cuBLAS makes its per-stream workspace outside the capture.
+            streams = [self._capture_stream] + [
+                capture.body_stream(maker, self.device, depth) or self._capture_stream
+                for depth in range(self.num_exits - 1)]
+            h, previous = static_in, torch.cuda.current_stream()
+            for e, stream in enumerate(streams):
+                stream.wait_stream(previous)
+                with torch.cuda.stream(stream):
+                    for _ in range(2):
+                        out = self._segment(e, h)[0]
+                h, previous = out, stream
             torch.cuda.synchronize()
             graph = torch.cuda.CUDAGraph()
-            try:
-                with torch.cuda.graph(graph, pool=self._pool, stream=self._capture_stream):
-                    body(graph, 0, static_in)
-            except BaseException:
-                graph.reset()  # the caller falls back to graphs: drop the half-built graph
-                raise
+            with capture.graph_capture(graph, self._pool, self._capture_stream):
+                body(graph, 0, static_in)
         self._graphs["conditional"] = (static_in, graph, result)
 
     # ---- batches ----
@@ -394,8 +415,10 @@ class GpuEngine:
         buf["rows"][0].copy_(buf["all_rows"])
         buf["counts"][0].fill_(n)
         alive = n
+        self.last_buckets = []
         for e in range(self.num_exits):
             b = self._bucket_for(alive)
+            self.last_buckets.append((e, b))
             if self._graphed:
                 self._bucket_graph(e, b).replay()
             else:

@@ -10,11 +10,13 @@
 #include <pybind11/pybind11.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/utils/pybind.h>
 #include <torch/headeronly/version.h>
 
 #include <cstring>
 
 #include "ops/exit_decision.h"
+#include "ops/graph_if_node.h"
 #include "runtime/exit_decision.h"
 #include "runtime/model_file.h"
 
@@ -151,6 +153,20 @@ PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",
 void init_engine_binding(pybind11::module_& m);  // engine_binding.cpp
 void init_profile_binding(pybind11::module_& m);  // profile_binding.cpp
 
+#ifdef BRANCHY_WITH_CUDA
+namespace {
+void init_graph_binding(pybind11::module_& m) {
+  m.def("if_node_begin", &branchy_ops::if_node_begin, pybind11::arg("pred"),
+        pybind11::arg("pool_a"), pybind11::arg("pool_b"),
+        "Opens a CUDA graph IF node on the capturing current stream (ops/graph_if_node.h).");
+  m.def("if_node_end", &branchy_ops::if_node_end, "Closes the innermost IF node's body.");
+  m.def("if_node_depth", &branchy_ops::if_node_depth, "Open IF node bodies on this thread.");
+  m.def("if_body_stream", &branchy_ops::if_body_stream, pybind11::arg("device"),
+        pybind11::arg("depth"), "The stream (as an int) that captures IF bodies at that depth.");
+}
+}  // namespace
+#endif
+
 PyMODINIT_FUNC PyInit__C(void) {
   PyObject* m = PyModule_Create(&module_def);
   if (m == nullptr) return nullptr;
@@ -169,6 +185,9 @@ PyMODINIT_FUNC PyInit__C(void) {
     auto module = pybind11::reinterpret_borrow<pybind11::module_>(m);
     init_engine_binding(module);
     init_profile_binding(module);
+#ifdef BRANCHY_WITH_CUDA
+    init_graph_binding(module);
+#endif
   } catch (pybind11::error_already_set& e) {
     e.restore();
     Py_DECREF(m);
