@@ -62,7 +62,8 @@ def cmd_run(args):
 
 
 def add_profile_parser(sub):
-    from branchy_engine.profiling.profile import COUNTERS
+    from branchy_engine.profiling.ncu import NCU_MAX_SAMPLES
+    from branchy_engine.profiling.profile import COUNTERS, GPU_MODE, GPU_MODES
     p = sub.add_parser(
         "profile", help="latency per stage and exit, and cache behaviour (the paper's Figure 6)",
         formatter_class=Defaults,
@@ -95,8 +96,15 @@ def add_profile_parser(sub):
     for level in ("i1", "d1", "ll"):
         p.add_argument(f"--cache-{level}", metavar="SIZE,ASSOC,LINE",
                        help=f"simulate this {level.upper()} cache (bytes) instead of the host's")
+    p.add_argument("--gpu-mode", choices=GPU_MODES,
+                   help=f"GPU: the engine mode to time (default {GPU_MODE}). eager: each stage, and "
+                        f"each exit head with its decision and host read; graphs: each segment's "
+                        f"CUDA graph (stages, exit head and decision), and each host read; "
+                        f"conditional: one graph per inference, so only the whole inference")
     p.add_argument("--ncu", action="store_true",
-                   help="GPU: L1/L2 hit rates and DRAM bytes per stage with Nsight Compute")
+                   help=f"GPU: L1/L2 hit rates and DRAM bytes per stage with Nsight Compute, over "
+                        f"the first {NCU_MAX_SAMPLES} samples at most (ncu replays every kernel: "
+                        f"seconds per sample), through the eager path")
     p.add_argument("--data-dir", help="where the data lives (default: as for training)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="profile", help="directory for the JSON and the plots")
@@ -109,8 +117,8 @@ def cmd_profile(args):
     opts = profile.ProfileOptions(
         model=args.model, device=args.device, thresholds=args.thresholds, sweep=args.sweep,
         sweep_values=args.sweep_values, counters=args.counters, samples=args.samples,
-        sim_samples=args.sim_samples, rounds=args.rounds, caches=caches, ncu=args.ncu, data_dir=args.data_dir,
-        out=args.out, threads=args.threads)
+        sim_samples=args.sim_samples, rounds=args.rounds, caches=caches, ncu=args.ncu,
+        gpu_mode=args.gpu_mode, data_dir=args.data_dir, out=args.out, threads=args.threads)
     opts.argv = args.argv[1:]
     try:
         record = profile.run(opts)

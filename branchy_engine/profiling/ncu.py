@@ -20,10 +20,24 @@ Options (NVIDIA Nsight Compute CLI manual, docs.nvidia.com/nsight-compute/Nsight
                              out: every kernel starts cold, so its hit rates and DRAM bytes do not
                              depend on which kernels ran before it (none: warm caches, as in the
                              real run, but then a kernel's replay passes see different caches)
+  --clock-control base       lock the GPU's clocks to their base frequency while profiling - ncu's
+                             default, spelled out. Where ncu may not lock them (a MIG slice, a
+                             container or VM without the right) it fails or says so; run_ncu then
+                             retries once with none (clocks left as the driver sets them), and
+                             its result says which was used
   --target-processes all     also profile child processes
   --log-file FILE            ncu's own output (==PROF== lines and the CSV) apart from the
                              workload's stdout
+
+ncu replays every kernel a few times, from cold caches: seconds per sample. So run_ncu profiles at
+most NCU_MAX_SAMPLES samples, within a bounded time (NCU_TIMEOUT_S for all attempts together).
+
+Run as a module, this file captures ncu's raw CSV on a model into a file, after checking that
+parse_ncu_csv reads it (to replace tests/data/ncu_constructed.csv with a captured one):
+
+    python -m branchy_engine.profiling.ncu MODEL --samples 2 --csv-out ncu_captured.csv
 """
+import argparse
 import csv
 import functools
 import glob
@@ -33,7 +47,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from typing import Dict, List, Optional, Sequence
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 TIME = "gpu__time_duration.sum"
 L1_HIT, L1_SECTORS = "l1tex__t_sector_hit_rate.pct", "l1tex__t_sectors.sum"
@@ -41,6 +57,14 @@ L2_HIT, L2_SECTORS = "lts__t_sector_hit_rate.pct", "lts__t_sectors.sum"
 DRAM_READ, DRAM_WRITE = "dram__bytes_read.sum", "dram__bytes_write.sum"
 REQUIRED = (TIME, L1_HIT, L2_HIT, DRAM_READ, DRAM_WRITE)
 METRICS = REQUIRED + (L1_SECTORS, L2_SECTORS)
+
+# At most this many samples run under ncu: each takes seconds there (every kernel replayed from
+# cold caches); issue 12 reports over 10 minutes for the 100 samples profiled before this cap.
+NCU_MAX_SAMPLES = 8
+# Seconds for a whole run_ncu, the retry included: a bound well inside a 10-minute job.
+NCU_TIMEOUT_S = 300.0
+# "auto": ncu's default (base), then none if ncu fails with it; "base" or "none": only that.
+CLOCK_CONTROLS = ("auto", "base", "none")
 
 # Where ncu is looked for after PATH: the CUDA toolkit's copy, then standalone installs.
 LOCATIONS = ("/usr/local/cuda/bin/ncu", "/opt/nvidia/nsight-compute/*/ncu")
@@ -57,6 +81,12 @@ UNITS = {"nsecond": 1.0, "ns": 1.0, "usecond": 1e3, "us": 1e3, "msecond": 1e6, "
 BASE_UNIT = {TIME: "nsecond", L1_HIT: "%", L2_HIT: "%", L1_SECTORS: "sector", L2_SECTORS: "sector",
              DRAM_READ: "byte", DRAM_WRITE: "byte"}
 
+# An ncu error or warning line saying it could not lock or control the clocks (e.g. "==ERROR==
+# Failed to lock clocks", "==WARNING== Clock control is not supported on this device").
+CLOCK_REFUSED = re.compile(r"^==(?:ERROR|WARNING)==(?=.*\bclocks?\b)(?=.*\b(?:fail|could not|"
+                           r"couldn't|cannot|can't|unable|not supported|not permitted|not allowed|"
+                           r"denied|insufficient))[^\n]*", re.IGNORECASE | re.MULTILINE)
+
 PERMISSION_HELP = (
     "ncu may not read this GPU's performance counters (ERR_NVGPUCTRPERM). Run it as root, or "
     "allow every user: put 'options nvidia NVreg_RestrictProfilingToAdminUsers=0' in a file in "
@@ -66,6 +96,46 @@ PERMISSION_HELP = (
 
 class NcuMissing(RuntimeError):
     """NVIDIA Nsight Compute's command line (ncu) is not installed where we look."""
+
+
+class NcuFailed(RuntimeError):
+    """ncu ran but gave no usable profile. logs: what ncu wrote in each attempt, as
+    [(clock control, its log)], to keep for diagnosis."""
+
+    def __init__(self, message: str, logs: Sequence[Tuple[str, str]] = ()):
+        super().__init__(message)
+        self.logs = list(logs)
+
+
+@dataclass
+class NcuRun:
+    """What run_ncu measured and how.
+
+    parts: parse_ncu_csv's result, per stage and exit;
+    csv: ncu's log as it wrote it (the raw page as CSV, with its ==PROF== lines);
+    clock_control: "base" (clocks locked to their base frequency, ncu's default) or "none";
+    clock_retry: why base was given up for none ("" if it was not);
+    samples: samples profiled, of `asked` (at most NCU_MAX_SAMPLES).
+    """
+    parts: Dict[str, dict]
+    csv: str
+    clock_control: str
+    clock_retry: str
+    samples: int
+    asked: int
+
+    def note(self) -> str:
+        """One line for reports: how many samples ran under ncu, at which clocks."""
+        text = f"profiled {self.samples} of {self.asked} samples under ncu, clock control {self.clock_control}"
+        if self.clock_retry:
+            why = " ".join(self.clock_retry.split())
+            text += f" (base failed: {why if len(why) <= 160 else why[:157] + '...'})"
+        return text
+
+    def record(self) -> dict:
+        """The run's facts for a JSON report (all but the parts and the CSV)."""
+        return {"samples": self.samples, "asked": self.asked, "clock_control": self.clock_control,
+                "clock_retry": self.clock_retry, "note": self.note()}
 
 
 def find_ncu() -> str:
@@ -85,15 +155,19 @@ def find_ncu() -> str:
 
 
 def ncu_command(ncu: str, workload_argv: Sequence[str], report_csv: bool = True,
-                log_file: Optional[str] = None, cache_control: str = "all") -> List[str]:
+                log_file: Optional[str] = None, cache_control: str = "all",
+                clock_control: str = "base") -> List[str]:
     """The command line that runs workload_argv under ncu, collecting METRICS with the NVTX stack
     of every kernel. report_csv: print the raw page as CSV in base units (what parse_ncu_csv
     reads); else ncu's default human-readable details page. log_file: where ncu writes its output
-    (default: stdout, mixed with the workload's)."""
+    (default: stdout, mixed with the workload's). cache_control: "all" or "none"; clock_control:
+    "base" or "none" (module docstring)."""
     if cache_control not in ("all", "none"):
         raise ValueError(f"cache_control must be 'all' or 'none', got {cache_control!r}")
+    if clock_control not in ("base", "none"):
+        raise ValueError(f"clock_control must be 'base' or 'none', got {clock_control!r}")
     command = [ncu, "--target-processes", "all", "--nvtx", "--cache-control", cache_control,
-               "--metrics", ",".join(METRICS)]
+               "--clock-control", clock_control, "--metrics", ",".join(METRICS)]
     if report_csv:
         command += ["--csv", "--page", "raw", "--print-units", "base"]
     if log_file is not None:
@@ -200,40 +274,153 @@ def parse_ncu_csv(text: str) -> Dict[str, dict]:
     return result
 
 
-def run_ncu(model: str, raw_file: str, samples: int, thresholds: Optional[Sequence[float]] = None,
-            timeout: float = 3600, ncu: Optional[str] = None, cache_control: str = "all") -> Dict[str, dict]:
-    """Profiles the first `samples` samples of raw_file (float32 [N, C, H, W]) on the GPU under
-    ncu, each at batch 1 through the GPU engine's eager path without warm-up (ncu replays every
-    kernel; a warm-up would only add kernels to the parts), and returns parse_ncu_csv's result.
-
-    ncu: its path (default find_ncu()). timeout: seconds for the whole run: ncu replays each
-    kernel a few times, so expect seconds per sample. Raises NcuMissing, or RuntimeError with
-    ncu's last messages if it fails.
-    """
-    ncu = ncu or find_ncu()
-    workload = [sys.executable, "-m", "branchy_engine.profiling.gpu", os.fspath(model),
-                "--raw", os.fspath(raw_file), "--samples", str(samples), "--warmup", "0"]
-    if thresholds is not None:
-        workload += ["--thresholds", ",".join(repr(float(t)) for t in thresholds)]
-    with tempfile.TemporaryDirectory(prefix="branchy-ncu-") as tmp:
-        log = os.path.join(tmp, "ncu.csv")
-        command = ncu_command(ncu, workload, log_file=log, cache_control=cache_control)
-        # The workload imports this package from where this file is, installed or not.
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-        try:
-            run = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"ncu did not finish within {timeout:g} s; profile fewer samples "
-                               f"or give a longer timeout") from None
-        text = ""
-        if os.path.exists(log):
-            with open(log) as f:
-                text = f.read()
+def _attempt(command: List[str], log: str, timeout: float, env: dict) -> Tuple[str, Optional[dict], str]:
+    """Runs ncu once: (its log, the parsed parts, "") or (its log, None, why it failed). Raises
+    NcuFailed on a permission error and subprocess.TimeoutExpired, which a retry with other clocks
+    cannot mend."""
+    run = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    text = ""
+    if os.path.exists(log):
+        with open(log) as f:
+            text = f.read()
+        os.remove(log)  # a retry writes its own
     said = "\n".join([text, run.stdout, run.stderr])
     if "ERR_NVGPUCTRPERM" in said:
-        raise RuntimeError(PERMISSION_HELP)
+        raise NcuFailed(PERMISSION_HELP, [(command[command.index("--clock-control") + 1], text)])
+    refused = CLOCK_REFUSED.search(said)
+    if refused:
+        status = f" (exit status {run.returncode})" if run.returncode else ""
+        return text, None, f"ncu could not control the clocks{status}: {refused.group(0).strip()}"
     if run.returncode != 0:
         messages = run.stderr.splitlines() + [line for line in text.splitlines() if line.startswith("==")]
-        raise RuntimeError(f"ncu exited with status {run.returncode}:\n" + "\n".join(messages[-15:]))
-    return parse_ncu_csv(text)
+        return text, None, f"ncu exited with status {run.returncode}:\n" + "\n".join(messages[-15:])
+    try:
+        return text, parse_ncu_csv(text), ""
+    except ValueError as e:
+        return text, None, f"ncu's output is not a usable profile: {e}"
+
+
+def run_ncu(model: str, raw_file: str, samples: int, thresholds: Optional[Sequence[float]] = None,
+            timeout: float = NCU_TIMEOUT_S, ncu: Optional[str] = None, cache_control: str = "all",
+            clock_control: str = "auto") -> NcuRun:
+    """Profiles the first min(samples, NCU_MAX_SAMPLES) samples of raw_file (float32
+    [N, C, H, W]) on the GPU under ncu, each at batch 1 through the GPU engine's eager path
+    without warm-up (ncu replays every kernel; a warm-up would only add kernels to the parts).
+
+    clock_control: "auto" runs ncu with its default clock control (base) and, if that fails (a
+    non-zero exit, a message that it could not lock or control the clocks, or no usable kernel
+    table), once more with none; "base" or "none": only that. timeout: seconds for the whole
+    run, a retry included. ncu: its path (default find_ncu()).
+
+    Returns an NcuRun. Raises NcuMissing, ValueError for a bad argument, or NcuFailed (a
+    RuntimeError) with ncu's last messages from every attempt.
+    """
+    if clock_control not in CLOCK_CONTROLS:
+        raise ValueError(f"clock_control must be one of {', '.join(CLOCK_CONTROLS)}, got {clock_control!r}")
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    ncu = ncu or find_ncu()
+    profiled = min(samples, NCU_MAX_SAMPLES)
+    workload = [sys.executable, "-m", "branchy_engine.profiling.gpu", os.fspath(model),
+                "--raw", os.fspath(raw_file), "--samples", str(profiled), "--warmup", "0"]
+    if thresholds is not None:
+        workload += ["--thresholds", ",".join(repr(float(t)) for t in thresholds)]
+    # The workload imports this package from where this file is, installed or not.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    deadline = time.monotonic() + timeout
+    failures, logs = [], []
+    with tempfile.TemporaryDirectory(prefix="branchy-ncu-") as tmp:
+        log = os.path.join(tmp, "ncu.csv")
+        for clocks in (["base", "none"] if clock_control == "auto" else [clock_control]):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                failures.append((clocks, f"not tried: the {timeout:g} s were spent"))
+                break
+            command = ncu_command(ncu, workload, log_file=log, cache_control=cache_control,
+                                  clock_control=clocks)
+            try:
+                text, parts, why = _attempt(command, log, left, env)
+            except subprocess.TimeoutExpired:
+                raise NcuFailed(f"ncu did not finish within {timeout:g} s; profile fewer samples "
+                                f"or give a longer timeout", logs) from None
+            logs.append((clocks, text))
+            if parts is not None:
+                return NcuRun(parts, text, clocks, failures[0][1] if failures else "", profiled, samples)
+            failures.append((clocks, why))
+    raise NcuFailed("ncu gave no usable profile:\n" + "\n".join(
+        f"with --clock-control {clocks}: {why}" for clocks, why in failures), logs)
+
+
+# ---- capturing a CSV: python -m branchy_engine.profiling.ncu ----
+
+def _noise(path: str, samples: int, shape: Sequence[int]):
+    """Writes `samples` seeded standard-normal samples of `shape` as raw little-endian float32."""
+    import numpy as np
+    np.random.default_rng(0).standard_normal((samples, *shape)).astype("<f4").tofile(path)
+
+
+def main(argv=None) -> int:
+    from branchy_engine.cli import floats
+    from branchy_engine.model_file import summary
+
+    parser = argparse.ArgumentParser(
+        prog="python -m branchy_engine.profiling.ncu",
+        description=f"Runs a model's GPU workload (python -m branchy_engine.profiling.gpu) under "
+                    f"Nsight Compute as `branchy profile --ncu` does, checks that parse_ncu_csv "
+                    f"reads ncu's raw CSV, and writes that CSV, as ncu wrote it, to --csv-out (to "
+                    f"replace tests/data/ncu_constructed.csv with a captured file). At most "
+                    f"{NCU_MAX_SAMPLES} samples are profiled. Exit status 0: written; 1: ncu "
+                    f"failed or its CSV is not readable (the reason on stderr; ncu's log, if any, "
+                    f"in CSV_OUT.rejected); 2: bad arguments.")
+    parser.add_argument("model", help="the .branchy model file")
+    parser.add_argument("--raw", metavar="FILE",
+                        help="samples as raw little-endian float32 [N, C, H, W] (default: seeded "
+                             "standard-normal noise of the model's input shape)")
+    parser.add_argument("--samples", type=int, required=True, metavar="N",
+                        help=f"profile the first N samples (at most {NCU_MAX_SAMPLES})")
+    parser.add_argument("--csv-out", required=True, metavar="PATH", help="where to write ncu's raw CSV")
+    parser.add_argument("--thresholds", type=floats, help="override the file's thresholds, comma-separated")
+    parser.add_argument("--clock-control", default="auto", choices=CLOCK_CONTROLS,
+                        help="auto: ncu's default (base: clocks locked to their base frequency), "
+                             "then none if that fails; base or none: only that (default auto)")
+    parser.add_argument("--cache-control", default="all", choices=("all", "none"),
+                        help="all: every kernel from cold caches; none: caches as left (default all)")
+    parser.add_argument("--timeout", type=float, default=NCU_TIMEOUT_S, metavar="S",
+                        help=f"seconds for the whole run, a retry included (default {NCU_TIMEOUT_S:g})")
+    args = parser.parse_args(argv)
+    try:
+        if args.samples < 1:
+            raise ValueError(f"--samples must be >= 1, got {args.samples}")
+        with tempfile.TemporaryDirectory(prefix="branchy-ncu-") as tmp:
+            raw = args.raw
+            if raw is None:
+                raw = os.path.join(tmp, "noise.f32")
+                _noise(raw, min(args.samples, NCU_MAX_SAMPLES), summary(args.model)["input"])
+            run = run_ncu(args.model, raw, args.samples, thresholds=args.thresholds,
+                          timeout=args.timeout, cache_control=args.cache_control,
+                          clock_control=args.clock_control)
+    except NcuFailed as e:
+        message = str(e)
+        last = next((text for _, text in reversed(e.logs) if text), "")
+        if last:
+            with open(args.csv_out + ".rejected", "w") as f:
+                f.write(last)
+            message += f"\nncu's log of the last attempt: {args.csv_out}.rejected"
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        return 1
+    except NcuMissing as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    with open(args.csv_out, "w") as f:
+        f.write(run.csv)
+    kernels = sum(p["kernels"] for p in run.parts.values())
+    print(f"wrote {args.csv_out}: ncu's raw CSV, {kernels} kernels in {', '.join(run.parts)}; {run.note()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

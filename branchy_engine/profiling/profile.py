@@ -22,11 +22,17 @@ from branchy_engine import data as datasets
 from branchy_engine.calibrate.costs import machine
 from branchy_engine.engine import Engine
 from branchy_engine.fileio import write_text
+from branchy_engine.gpu.engine import MODES as GPU_MODES
 from branchy_engine.ops import _C
 from branchy_engine.profiling import cachesim, cpu, plots
 from branchy_engine.profiling.summary import summarize
 
 COUNTERS = ("auto", "perf", "sim", "off")
+# The GpuEngine mode that --device cuda times unless --gpu-mode says otherwise: graphs, the fastest
+# mode whose parts can still be timed one by one. Conditional (GpuEngine's own default) is one
+# graph, of which only the whole inference can be timed; eager mostly times the kernel launches
+# and per-exit host reads that the graphed modes exist to avoid.
+GPU_MODE = "graphs"
 SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints")
 
 
@@ -43,6 +49,7 @@ class ProfileOptions:
     sim_samples: int = 100                    # of those, run under the cache simulator
     caches: dict = field(default_factory=dict)  # {"I1"|"D1"|"LL": cachesim.Cache} overrides
     ncu: bool = False
+    gpu_mode: Optional[str] = None            # GPU: one of GPU_MODES; None: GPU_MODE
     data_dir: Optional[str] = None
     out: str = "profile"
     threads: int = 1
@@ -64,6 +71,11 @@ def check(opts: ProfileOptions):
         raise ValueError(f"--counters {opts.counters} measures the CPU engine; on the GPU use --ncu")
     if opts.ncu and not gpu:
         raise ValueError("--ncu profiles the GPU engine: add --device cuda")
+    if opts.gpu_mode is not None:
+        if not gpu:
+            raise ValueError(f"--gpu-mode {opts.gpu_mode} picks the GPU engine's mode: add --device cuda")
+        if opts.gpu_mode not in GPU_MODES:
+            raise ValueError(f"--gpu-mode must be one of {', '.join(GPU_MODES)}, got {opts.gpu_mode!r}")
     for key in opts.caches:
         if key not in ("I1", "D1", "LL"):
             raise ValueError(f"unknown cache {key!r}: I1, D1 or LL")
@@ -153,19 +165,23 @@ def _measure(opts, path, thresholds, kernels, x, labels, plan_counters, stage_of
     """One setting of the thresholds: the timed run, counters, and the simulator if asked."""
     if opts.device.startswith("cuda"):
         from branchy_engine.profiling.gpu import profile_gpu
-        raw = profile_gpu(path, x, thresholds=thresholds, device=opts.device, progress=bar.part)
+        raw = profile_gpu(path, x, thresholds=thresholds, device=opts.device, progress=bar.part,
+                          mode=opts.gpu_mode or GPU_MODE)
         stage_of_exit = list(range(raw["stage_us"].shape[1]))
         report = summarize(raw, stage_of_exit, labels)
-        report["timing"] = raw.get("backend", "cuda events")
-        report["device"] = raw.get("device", opts.device)
+        report["timing"] = f"{raw['backend']}, GpuEngine mode {raw['mode']}"
+        report["device"] = raw["device"]
+        report["gpu_mode"] = {"asked": opts.gpu_mode or GPU_MODE, "ran": raw["mode"],
+                              "fallback_reason": raw["fallback_reason"], "part_timing": raw["part_timing"]}
         if opts.ncu:
             from branchy_engine.profiling import ncu
             bar.note("Nsight Compute")
-            n = min(opts.sim_samples, x.shape[0])
             with tempfile.TemporaryDirectory(prefix="branchy-ncu-") as tmp:
                 raw_file = os.path.join(tmp, "samples.f32")
-                x[:n].contiguous().numpy().tofile(raw_file)
-                report["ncu"] = ncu.run_ncu(path, raw_file, n, thresholds=thresholds)
+                x[:ncu.NCU_MAX_SAMPLES].contiguous().numpy().tofile(raw_file)
+                run = ncu.run_ncu(path, raw_file, x.shape[0], thresholds=thresholds)
+            report["ncu"] = run.parts
+            report["ncu_run"] = run.record()
         return report
     engine = Engine(path, threads=opts.threads, thresholds=thresholds, kernels=kernels)
     raw = cpu.profile_cpu(engine, x, counters=plan_counters["perf"], warmup=opts.warmup, rounds=opts.rounds,
@@ -242,14 +258,16 @@ def run(opts: ProfileOptions) -> dict:
                                                     **figure6_series(record))}
     else:
         record.update(points[0])
-        record["files"] = {
-            "stages": plots.stage_latency(stem + "-stages.png",
-                                          [s["us"]["mean"] if s["us"] else 0.0 for s in record["stages"]],
-                                          [h["us"]["mean"] if h["us"] else 0.0 for h in record["exit_heads"]],
-                                          f"{name}: mean time of each part, batch 1 ({opts.device})"),
-            "exits": plots.exit_histogram(stem + "-exits.png", [e["percent"] for e in record["exits"]],
-                                          f"{name}: where {x.shape[0]} test samples leave"),
-        }
+        record["files"] = {}
+        if any(part["us"] for part in record["stages"] + record["exit_heads"]):  # not mode conditional
+            record["files"]["stages"] = plots.stage_latency(
+                stem + "-stages.png",
+                [s["us"]["mean"] if s["us"] else 0.0 for s in record["stages"]],
+                [h["us"]["mean"] if h["us"] else 0.0 for h in record["exit_heads"]],
+                f"{name}: mean time of each part, batch 1 ({opts.device})")
+        record["files"]["exits"] = plots.exit_histogram(
+            stem + "-exits.png", [e["percent"] for e in record["exits"]],
+            f"{name}: where {x.shape[0]} test samples leave")
     record["files"]["json"] = stem + ".json"
     if opts.sweep:
         record["files"]["markdown"] = stem + ".md"
@@ -343,15 +361,21 @@ def table(record: dict) -> str:
                  f"  p99 {lat['p99']:.2f}  max {lat['max']:.2f};  throughput {record['throughput_per_s']:,.0f}"
                  f" samples/s" + (f";  accuracy {record['accuracy']:.2f}%" if record["accuracy"] is not None else ""))
     lines.append(f"timing: {record['timing']}")
+    if "gpu_mode" in record:
+        mode = record["gpu_mode"]
+        if mode["fallback_reason"]:
+            lines.append(f"mode {mode['asked']} fell back to {mode['ran']}: {mode['fallback_reason']}")
+        lines.append(f"parts: {mode['part_timing']}")
     events = list(record.get("counters") or {})
     head = f"{'part':<10}{'ran':>7}{'mean us':>10}{'p50':>9}{'p99':>9}" + "".join(f"{e:>18}" for e in events)
     lines += ["", head, "-" * len(head)]
     for kind, rows, key in (("stage", record["stages"], "per_stage"), ("exit head", record["exit_heads"], "per_exit_head")):
         for i, row in enumerate(rows):
-            us = row["us"] or {"mean": 0.0, "p50": 0.0, "p99": 0.0}
+            us = row["us"]
+            times = (f"{us['mean']:>10.2f}{us['p50']:>9.2f}{us['p99']:>9.2f}" if us
+                     else f"{'-':>10}{'-':>9}{'-':>9}")
             cells = "".join(f"{_num(record['counters'][e][key][i]):>18}" for e in events)
-            lines.append(f"{kind[:5] + ' ' + str(i + 1):<10}{row['ran']:>7}{us['mean']:>10.2f}{us['p50']:>9.2f}"
-                         f"{us['p99']:>9.2f}{cells}")
+            lines.append(f"{kind[:5] + ' ' + str(i + 1):<10}{row['ran']:>7}{times}{cells}")
     lines += ["", f"{'exit':<6}{'samples':>9}{'%':>8}{'mean us':>10}{'p99 us':>9}{'accuracy':>10}"]
     for e in record["exits"]:
         lat = e["latency_us"] or {"mean": float("nan"), "p99": float("nan")}
@@ -366,7 +390,8 @@ def table(record: dict) -> str:
     if "simulated" in record:
         lines.append(_sim_line(record["simulated"]))
     if "ncu" in record:
-        lines.append("Nsight Compute (every kernel from cold caches), per part over the profiled samples:")
+        lines.append(f"Nsight Compute ({record['ncu_run']['note']}; every kernel from cold caches, "
+                     f"mode eager), per part over the profiled samples:")
         for part, p in record["ncu"].items():
             pct = lambda v: "-" if v is None else f"{v:.1f}%"  # noqa: E731
             lines.append(f"  {part:<8} {p['kernels']:>5} kernels  {p['time_us']:>10.1f} us  L1 hit "

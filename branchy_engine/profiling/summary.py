@@ -8,8 +8,10 @@ QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 
 
 def stats(values: torch.Tensor) -> Optional[dict]:
-    """mean, p50, p90, p99, max of a 1-D tensor (None when empty)."""
+    """mean, p50, p90, p99, max of a 1-D tensor, NaN (not measured) left out; None when nothing
+    is left."""
     v = values.to(torch.float64).flatten()
+    v = v[~v.isnan()]
     if v.numel() == 0:
         return None
     q = v.quantile(torch.tensor([p for _, p in QUANTILES], dtype=torch.float64)).tolist()
