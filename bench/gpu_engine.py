@@ -1,4 +1,4 @@
-"""The GPU engine on a GPU: batch 1 per mode, batches of 256 per policy (issue 6's bars).
+"""The GPU engine on a GPU: batch 1 per mode, batches of 256 per policy, and the bars of issue 12.
 
     python bench/gpu_engine.py [--networks lenet,alexnet,resnet110] [--quick]
 
@@ -6,8 +6,14 @@ Batch 1, per network: every path in each mode (eager loop, graphs, conditional) 
 one CUDA graph; the expected time per sample at the paper's exit profiles comes from the path
 times. Batches of 256 at the paper's profiles (thresholds set on the batch so that its exit fractions
 match them): per-sample exits vs whole-batch-waits vs the baseline graph, in samples per second.
-Every timed call ends in a device synchronisation. Writes bench/results/gpu-engine.json and .md with
-the device, driver, CUDA, torch and date; exits 1 if a bar fails, 2 without a GPU.
+Every timed call ends in a device synchronisation; everything computes in fp32 (TF32 off).
+Writes bench/results/gpu-engine.json and .md (gpu-engine-quick.* with --quick: fewer rounds, the
+same bars) with the device, driver, CUDA, torch and date; exits 1 if a bar fails, 2 without a GPU.
+
+Bars: B-LeNet at batch 1 (expected time per sample at Table I's exit profile): conditional at
+least 1.3x faster than per-stage graphs, graphs at least 3x faster than the eager loop;
+B-ResNet-110 at batch 1: conditional no slower than graphs; batches of 256 at the profiles:
+per-sample exits at least 1.5x the throughput of whole-batch waiting on B-ResNet-110.
 """
 import argparse
 import datetime
@@ -26,6 +32,7 @@ from branchy_engine.calibrate import costs as costs_mod  # noqa: E402
 from branchy_engine.engine import thresholds_for_exit  # noqa: E402
 from branchy_engine.export import write_model  # noqa: E402
 from branchy_engine.fileio import write_text  # noqa: E402
+from branchy_engine.gpu.capture import fp32_math  # noqa: E402
 from branchy_engine.gpu.layers import LoadedNet  # noqa: E402
 from branchy_engine.ops import _C, exit_decision  # noqa: E402
 from branchy_engine.timing import median_us  # noqa: E402
@@ -55,12 +62,16 @@ def baseline_graph(path: str, shape, batch: int):
             h = segment(h)
         return net.heads[-1](h).argmax(1)
 
-    for _ in range(3):
-        forward()
-    torch.cuda.synchronize()
+    stream = torch.cuda.Stream()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        forward()
+    with fp32_math():
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                forward()
+        torch.cuda.synchronize()
+        with torch.cuda.graph(graph, stream=stream):
+            forward()
     return synced(graph.replay)
 
 
@@ -98,7 +109,8 @@ def measure(name: str, timing, directory) -> dict:
         for e in range(net.num_exits):
             engine = Engine(path, device="cuda", mode=mode, thresholds=thresholds_for_exit(net.num_exits, e))
             engine.prepare([])  # the batch-1 graphs, captured before timing
-            record["modes_used"][mode] = engine.mode + (f" ({engine.fallback_reason})" if engine.fallback_reason else "")
+            record["modes_used"][mode] = (engine.mode + (f" ({engine.if_nodes} IF nodes)" if engine.if_nodes else "")
+                                          + (f" (fell back: {engine.fallback_reason})" if engine.fallback_reason else ""))
             paths.append(median_us(lambda: engine(x1), **timing))  # one sample: ends in a host read
         record["batch1_us"][mode] = {"paths": paths,
                                      "expected": sum(p / 100 * t for p, t in zip(PROFILE[name], paths))}
@@ -124,25 +136,26 @@ def measure(name: str, timing, directory) -> dict:
 
 
 def bars(records) -> list:
+    """(what, measured, required, passed) for each bar whose network was measured. A mode that
+    fell back (modes_used says why) is measured as what ran, so its bar fails honestly."""
     out = []
+
+    def bar(what, value, need):
+        out.append((what, value, f">= {need}", value >= need))
     if "lenet" in records:
         r = records["lenet"]["batch1_us"]
-        best = min(r[m]["expected"] for m in ("graphs", "conditional"))
-        out.append(("B-LeNet batch 1, expected at 94.3/5.7 (best mode): us per sample", best, "<= 25", best <= 25))
-        ratio = r["eager"]["expected"] / best
-        out.append(("B-LeNet batch 1: eager loop / best mode", ratio, ">= 10", ratio >= 10))
+        bar("B-LeNet batch 1 at 94.3/5.7: graphs / conditional (time per sample)",
+            r["graphs"]["expected"] / r["conditional"]["expected"], 1.3)
+        bar("B-LeNet batch 1 at 94.3/5.7: eager loop / graphs (time per sample)",
+            r["eager"]["expected"] / r["graphs"]["expected"], 3)
     if "resnet110" in records:
         rec = records["resnet110"]
         r = rec["batch1_us"]
-        ratio = r["graphs"]["expected"] / r["conditional"]["expected"]
-        out.append(("B-ResNet-110 batch 1: graphs / conditional", ratio, ">= 1.3", ratio >= 1.3))
-        gain = r["baseline_graph"] / r["conditional"]["expected"]
-        need = 0.9 * rec["flop_ratio"]
-        out.append((f"B-ResNet-110 batch 1: baseline graph / conditional (FLOP ratio {rec['flop_ratio']:.2f})",
-                    gain, f">= {need:.2f}", gain >= need))
+        bar("B-ResNet-110 batch 1 at 41.5/13.8/44.7: graphs / conditional (time per sample)",
+            r["graphs"]["expected"] / r["conditional"]["expected"], 1.0)
         t = rec[f"batch{BATCH}"]["samples_per_s"]
-        ratio = t["per-sample"] / t["whole-batch"]
-        out.append((f"B-ResNet-110 batch {BATCH}: per-sample / whole-batch throughput", ratio, ">= 1.5", ratio >= 1.5))
+        bar(f"B-ResNet-110 batch {BATCH} at its profile: per-sample / whole-batch throughput",
+            t["per-sample"] / t["whole-batch"], 1.5)
     return out
 
 
@@ -163,7 +176,7 @@ def main(argv=None):
     if not torch.cuda.is_available():
         print("bench/gpu_engine.py: no CUDA GPU here; nothing measured", file=sys.stderr)
         return 2
-    timing = {"warmup": 3, "rounds": 3, "calls": 3} if args.quick else {"warmup": 100, "rounds": 31, "calls": 20}
+    timing = {"warmup": 3, "rounds": 3, "calls": 3} if args.quick else {"warmup": 30, "rounds": 15, "calls": 10}
     records = {}
     with tempfile.TemporaryDirectory() as directory:
         for name in args.networks.split(","):
@@ -171,11 +184,24 @@ def main(argv=None):
             records[name] = measure(name, timing, directory)
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "device": device_record(), "timing": timing, "networks": records,
-              "bars": [] if args.quick else [list(b) for b in bars(records)],
+              "bars": [list(b) for b in bars(records)],
               "command": "python bench/gpu_engine.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     stem = "gpu-engine-quick" if args.quick else "gpu-engine"
     write_text(os.path.join(args.out, f"{stem}.json"), json.dumps(result, indent=1) + "\n")
-    lines = [f"# GPU engine ({result['date']})", "", f"Device: {result['device']}", "",
+    lines = [f"# GPU engine ({result['date']}{', --quick' if args.quick else ''})", "",
+             f"Device: {result['device']}", f"Command: `{result['command']}`; timing {timing} "
+             "(median of rounds of the mean of calls, after warm-up; each call ends in a device "
+             "synchronisation)", "", "| network | mode | us per path (exit 1, 2, ...) | expected at profile | IF nodes / fallback |",
+             "|---|---|---|---|---|"]
+    for name, rec in records.items():
+        for mode in MODES:
+            r = rec["batch1_us"][mode]
+            lines.append(f"| b_{name} | {mode} | {', '.join(f'{t:.1f}' for t in r['paths'])} | "
+                         f"{r['expected']:.1f} | {rec['modes_used'][mode]} |")
+        b = rec[f"batch{BATCH}"]
+        lines.append(f"| b_{name} | batch {BATCH} at {[round(p, 1) for p in b['exit_percent']]} % | "
+                     + ", ".join(f"{k} {v:.0f}/s" for k, v in b["samples_per_s"].items()) + " | | |")
+    lines += ["",
              "| bar | measured | required | |", "|---|---|---|---|"]
     lines += [f"| {w} | {v:.3f} | {n} | {'PASS' if ok else 'FAIL'} |" for w, v, n, ok in result["bars"]]
     write_text(os.path.join(args.out, f"{stem}.md"), "\n".join(lines) + "\n")
