@@ -21,7 +21,8 @@ CPP_TESTS := $(wildcard tests/cpp/*)
 
 help:
 	@echo "make demo   the main job, on the embedded default data"
-	@echo "make test   the test suite: C++ (ctest), Python (pytest), benchmarks once without timing"
+	@echo "make test   the test suite: C++ (ctest), Python (pytest), benchmarks once without timing,"
+	@echo "            and the GPU check's dry run (bench/gpu_check.sh --dry-run: its wiring)"
 	@echo "make bench  the benchmarks, timed: the fused exit decision, the CPU engine vs peers;"
 	@echo "            writes bench/results/"
 
@@ -62,6 +63,7 @@ ctest: $(BUILD)/.ctest-built
 test: $(VENV)/.built ctest
 	$(PY) -m pytest tests/ -q
 	$(PY) -m pytest bench/ -q --benchmark-disable
+	PYTHON=$(PY) OUT=$(BUILD)/gpu-check bash bench/gpu_check.sh --dry-run
 
 bench: $(VENV)/.built
 	$(VENV)/bin/branchy bench

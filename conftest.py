@@ -23,3 +23,20 @@ def cuda():
 @pytest.fixture(params=["cpu", "cuda"])
 def device(request):
     return request.getfixturevalue("cuda") if request.param == "cuda" else "cpu"
+
+
+def uses_cuda(item) -> bool:
+    """Whether a test runs on a GPU: it asks for the cuda fixture, or a parameter of it is "cuda"
+    (the device and backend fixtures)."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return "cuda" in item.fixturenames or "cuda" in params.values()
+
+
+def pytest_collection_modifyitems(config, items):
+    """BRANCHY_CUDA_ONLY=1 keeps only the tests that run on a GPU (bench/gpu_check.sh: the GPU
+    machine's minutes are for what only it can prove; CI runs the rest)."""
+    if os.environ.get("BRANCHY_CUDA_ONLY") != "1":
+        return
+    kept = [item for item in items if uses_cuda(item)]
+    config.hook.pytest_deselected(items=[item for item in items if not uses_cuda(item)])
+    items[:] = kept

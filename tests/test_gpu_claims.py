@@ -150,7 +150,7 @@ def test_conditional_mode_matches_the_cpu_engine(exported, cuda, if_nodes):
     x = torch.randn(24, *SHAPES["b_resnet110"], generator=torch.Generator().manual_seed(2))
     thresholds = quantile_thresholds(net, x)
     engine = conditional_engine(path, if_nodes, thresholds=thresholds, max_batch=24)
-    cpu = be.Engine(path, thresholds=thresholds)
+    cpu = be.Engine(path, thresholds=thresholds, kernels="own")  # measuring kernel choices costs seconds
     near = near_a_threshold(net, x, thresholds)
     got = [engine(s.cuda()) for s in x]
     want = [cpu(s) for s in x]
@@ -175,10 +175,11 @@ def test_per_sample_batches_run_smaller_buckets_as_samples_leave(exported, cuda)
 
     whole = GpuEngine(path, device="cuda", mode="graphs", thresholds=thresholds, max_batch=n,
                       policy="whole-batch")(x.cuda())
-    assert torch.equal(whole.exit, out.exit) and torch.equal(whole.prediction, out.prediction)
-    torch.testing.assert_close(whole.score, out.score, rtol=0, atol=1e-6)
     near = near_a_threshold(net, x, thresholds)
-    cpu = be.Engine(path, thresholds=thresholds)
+    far = ~near.cuda()  # the two policies run other batch sizes, so cuDNN may sum in other orders
+    assert torch.equal(whole.exit[far], out.exit[far]) and torch.equal(whole.prediction[far], out.prediction[far])
+    assert float((whole.score - out.score)[far].abs().max()) <= SCORE_TOL
+    cpu = be.Engine(path, thresholds=thresholds, kernels="own")  # measuring kernel choices costs seconds
     want = [cpu(s) for s in x]  # in input order
     for i, w in enumerate(want):
         if not near[i]:
@@ -193,7 +194,7 @@ def test_gpu_answers_equal_the_cpu_engine(exported, cuda, name, mode):
     x = torch.randn(32, *SHAPES[name], generator=torch.Generator().manual_seed(9))
     thresholds = quantile_thresholds(net, x)
     engine = be.Engine(path, device="cuda", mode=mode, thresholds=thresholds, max_batch=32)
-    cpu = be.Engine(path, thresholds=thresholds)
+    cpu = be.Engine(path, thresholds=thresholds, kernels="own")  # measuring kernel choices costs seconds
     near = near_a_threshold(net, x, thresholds)
     want = [cpu(s) for s in x]
     batched = engine(x.cuda())
