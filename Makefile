@@ -61,9 +61,9 @@ ctest: $(BUILD)/.ctest-built
 	ctest --test-dir $(BUILD) --output-on-failure
 
 test: $(VENV)/.built ctest
-	$(PY) -m pytest tests/ -q
-	$(PY) -m pytest bench/ -q --benchmark-disable
 	PYTHON=$(PY) OUT=$(BUILD)/gpu-check bash bench/gpu_check.sh --dry-run
+	$(PY) -m pytest bench/ -q --benchmark-disable
+	$(PY) -m pytest tests/ -q
 
 bench: $(VENV)/.built
 	$(VENV)/bin/branchy bench

@@ -15,6 +15,7 @@ class FakeCuda:
 
     def __init__(self, monkeypatch, fail_in_capture_end: bool):
         self.current, self.capturing, self.reset_calls = "default", False, 0
+        self.routing_ended, self.captures = [], []
         fake = self
 
         class Graph:
@@ -27,6 +28,7 @@ class FakeCuda:
         @contextlib.contextmanager
         def graph(g, pool=None, stream=None, capture_error_mode="global"):
             assert capture_error_mode == capture.CAPTURE_MODE
+            fake.captures.append(pool)
             before, fake.current, fake.capturing = fake.current, stream.name, True
             yield
             if fail_in_capture_end:  # torch's __exit__: capture_end raises, the stream stays
@@ -36,6 +38,10 @@ class FakeCuda:
 
         self.graph = Graph()
         monkeypatch.setattr(torch.cuda, "graph", graph)
+        monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+        monkeypatch.setattr(torch._C, "_cuda_endAllocateToPool",
+                            lambda device, pool: fake.routing_ended.append((device, pool)))
+        monkeypatch.setattr(torch, "zeros", lambda *a, **k: None)
         monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: fake.current)
         monkeypatch.setattr(torch.cuda, "set_stream", lambda s: setattr(fake, "current", s))
         monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: fake.capturing)
@@ -51,6 +57,8 @@ def test_a_capture_that_fails_in_capture_end_restores_the_current_stream(monkeyp
         with capture.graph_capture(fake.graph, (0, 1), Stream()):
             assert fake.current == "capture"
     assert fake.current == "default" and not fake.capturing and fake.reset_calls == 1
+    # The pool's routing ended, and a throwaway capture in a private pool (the generator's reset).
+    assert fake.routing_ended == [(0, (0, 1))] and fake.captures == [(0, 1), None]
 
 
 def test_an_error_inside_the_capture_restores_the_stream_and_drops_the_graph(monkeypatch):
@@ -58,14 +66,14 @@ def test_an_error_inside_the_capture_restores_the_stream_and_drops_the_graph(mon
     with pytest.raises(ValueError, match="inside"):
         with capture.graph_capture(fake.graph, (0, 1), Stream()):
             raise ValueError("inside")
-    assert fake.current == "default" and fake.reset_calls == 1
+    assert fake.current == "default" and fake.reset_calls == 1 and fake.captures == [(0, 1), None]
 
 
 def test_a_capture_that_succeeds_keeps_its_graph(monkeypatch):
     fake = FakeCuda(monkeypatch, fail_in_capture_end=False)
     with capture.graph_capture(fake.graph, (0, 1), Stream()):
         pass
-    assert fake.current == "default" and fake.reset_calls == 0
+    assert fake.current == "default" and fake.reset_calls == 0 and fake.captures == [(0, 1)]
 
 
 @pytest.mark.parametrize("cudnn", [True, False])

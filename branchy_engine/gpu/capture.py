@@ -55,7 +55,9 @@ def body_stream(maker: str, device: torch.device, depth: int):
 @contextlib.contextmanager
 def if_node(maker: str, graph: torch.cuda.CUDAGraph, pred: torch.Tensor, pool):
     """Work inside the block is captured into an IF node's body: at replay it runs only where the
-    one-element bool CUDA tensor `pred` is true. Used inside graph_capture on the current stream."""
+    one-element bool CUDA tensor `pred` is true. Used inside graph_capture on the current stream.
+    Nothing inside may wait on the host: an invalidated body capture has been reported to crash
+    the driver when the enclosing capture ends (NVIDIA/cuda-python#2918)."""
     if maker == "extension":
         _C.if_node_begin(pred.reshape(()), int(pool[0]), int(pool[1]))
         try:
@@ -70,12 +72,20 @@ def if_node(maker: str, graph: torch.cuda.CUDAGraph, pred: torch.Tensor, pool):
             graph.end_capture_to_conditional_node()
 
 
+# Graphs whose capture failed: PyTorch's allocators may still hold filters that point at them.
+_failed_graphs = []
+
+
 @contextlib.contextmanager
 def graph_capture(graph: torch.cuda.CUDAGraph, pool, stream: torch.cuda.Stream):
-    """torch.cuda.graph(graph, pool, stream) in CAPTURE_MODE that leaves the process as it found
-    it when the capture fails: torch.cuda.graph's exit skips restoring the current stream when
-    capture_end itself raises, which would leave every later call of this thread on the capture
-    stream. On failure the graph is reset and the error raised."""
+    """torch.cuda.graph(graph, pool, stream) in CAPTURE_MODE that leaves the process usable when
+    the capture fails. When capture_end itself raises, torch.cuda.graph (2.11 and 2.14) skips
+    restoring the current stream, leaves the caching allocator routing to `pool` (so every later
+    capture into it fails) and leaves the default CUDA generator in capture mode (so eager random
+    ops fail). Here the stream is restored, the routing ended, and one throwaway capture in a
+    private pool clears the generator. The caller must not capture into `pool` again (PyTorch's
+    pinned-memory allocator keeps its own routing): take a new graph_pool_handle(). The capture's
+    own error is raised."""
     device = stream.device
     before = torch.cuda.current_stream(device)
     try:
@@ -86,8 +96,16 @@ def graph_capture(graph: torch.cuda.CUDAGraph, pool, stream: torch.cuda.Stream):
             with contextlib.suppress(RuntimeError):
                 graph.capture_end()
         torch.cuda.set_stream(before)
-        with contextlib.suppress(RuntimeError):  # the capture's own error is the one to raise
+        with contextlib.suppress(RuntimeError):  # "not recording": capture_end had ended it
+            torch._C._cuda_endAllocateToPool(device.index, pool)
+        _failed_graphs.append(graph)
+        with contextlib.suppress(RuntimeError):
             graph.reset()
+        throwaway = torch.cuda.CUDAGraph()
+        with contextlib.suppress(RuntimeError):
+            with torch.cuda.graph(throwaway, stream=stream, capture_error_mode=CAPTURE_MODE):
+                torch.zeros(1, device=device)
+        torch.cuda.set_stream(before)
         raise
 
 

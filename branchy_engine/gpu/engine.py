@@ -68,7 +68,8 @@ class GpuEngine:
         if_nodes: who builds the conditional mode's IF nodes: "auto", "extension" or "torch"
             (gpu/capture.py).
 
-    After a per-sample batch call, last_buckets lists the (exit, bucket) graphs it ran, in order.
+    After a per-sample batch call, last_buckets lists the (exit, bucket) graphs it ran, in order
+    (empty after any other call).
     """
 
     def __init__(self, model: str, device: str = "cuda", mode: str = "conditional",
@@ -125,6 +126,9 @@ class GpuEngine:
                         self._build_conditional()
                     except RuntimeError as e:  # a driver or runtime that refuses the capture
                         ok, why = False, f"capturing the conditional graph failed: {e}"
+                        if e.__context__ is not None:  # capture_end's error hides the first
+                            why += f" (after: {e.__context__})"
+                        self._pool = torch.cuda.graph_pool_handle()  # graph_capture: never reuse
                 if not ok:
                     self.if_nodes = ""
                     self.mode, self.fallback_reason = "graphs", why
@@ -207,6 +211,7 @@ class GpuEngine:
         [B, C, H, W] -> three tensors [B] on the device (prediction and exit int64, score
         float32)."""
         x = self._checked(x)
+        self.last_buckets = []
         if x.dim() == 4 and x.shape[0] == 0:
             # Nothing to run (and bucket(0) == 2 would capture a graph for no rows).
             empty = torch.empty(0, dtype=torch.int64, device=self.device)
@@ -272,8 +277,12 @@ class GpuEngine:
                     fn()
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
-            with capture.graph_capture(graph, self._pool, stream):
-                outputs = fn()
+            try:
+                with capture.graph_capture(graph, self._pool, stream):
+                    outputs = fn()
+            except BaseException:
+                self._pool = torch.cuda.graph_pool_handle()  # graph_capture: never reuse the pool
+                raise
         return graph, outputs
 
     def _read_result(self, packed: torch.Tensor) -> Tuple[float, float, float]:

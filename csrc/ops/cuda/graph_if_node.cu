@@ -140,17 +140,30 @@ void if_node_begin(const at::Tensor& pred, int64_t pool_a, int64_t pool_b) {
 
   const int64_t depth = if_node_depth();
   cudaStream_t stream = reinterpret_cast<cudaStream_t>(if_body_stream(device, depth));
-  // The enclosing capture's mode: the engine captures with thread_local (what PyTorch's
-  // CUDA-graph trees use); a body must not be stricter or laxer than its graph.
-  C10_CUDA_CHECK(cudaStreamBeginCaptureToGraph(stream, params.conditional.phGraph_out[0], nullptr,
-                                               nullptr, 0, cudaStreamCaptureModeThreadLocal));
-  CaptureId body_id = 0;
-  C10_CUDA_CHECK(cudaStreamGetCaptureInfo(stream, &status, &body_id));
-
-  // Nothing below can fail: the allocator's routing and the current stream change together.
   const c10::cuda::MempoolId_t pool{static_cast<c10::cuda::CaptureId_t>(pool_a),
                                     static_cast<c10::cuda::CaptureId_t>(pool_b)};
+  // Throws if the pool is not the one being captured into: before the body's capture begins,
+  // so that a failure leaves no stream capturing.
   c10::cuda::CUDACachingAllocator::endAllocateToPool(device, pool);
+  // The enclosing capture's mode: the engine captures with thread_local (what PyTorch's
+  // CUDA-graph trees use); a body must not be stricter or laxer than its graph.
+  cudaError_t began = cudaStreamBeginCaptureToGraph(stream, params.conditional.phGraph_out[0],
+                                                    nullptr, nullptr, 0,
+                                                    cudaStreamCaptureModeThreadLocal);
+  CaptureId body_id = 0;
+  if (began == cudaSuccess) began = cudaStreamGetCaptureInfo(stream, &status, &body_id);
+  if (began != cudaSuccess) {
+    cudaGraph_t ignored;
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream, &capturing) == cudaSuccess &&
+        capturing != cudaStreamCaptureStatusNone) {
+      (void)cudaStreamEndCapture(stream, &ignored);  // the stream is kept for later captures
+    }
+    c10::cuda::CUDACachingAllocator::beginAllocateToPool(device, pool, captured_by(parent_id));
+    C10_CUDA_CHECK(began);
+  }
+  // Each begin takes a reference on the pool, which graph destruction releases once: like
+  // PyTorch's own IF nodes, a conditional graph's pool is never freed before the process ends.
   c10::cuda::CUDACachingAllocator::beginAllocateToPool(device, pool, captured_by(body_id));
   open_bodies.push_back(Body{device, pool, parent, parent_id, stream});
   c10::cuda::setCurrentCUDAStream(c10::cuda::getStreamFromExternal(stream, device));
