@@ -21,11 +21,10 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import peers  # noqa: E402
-from branchy_engine import _C, models  # noqa: E402
+from branchy_engine import _C, checkpoint, models  # noqa: E402
 from branchy_engine.calibrate import costs as costs_mod  # noqa: E402
 from branchy_engine.fileio import write_text  # noqa: E402
 from branchy_engine.timing import median_us, warm_up  # noqa: E402
-from training import checkpoint  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "branchy_engine",

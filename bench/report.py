@@ -1,47 +1,52 @@
-"""Turns a pytest-benchmark JSON into a Markdown table of medians and ratios against a named peer.
+"""Turns a pytest-benchmark JSON into a summary JSON and a Markdown table of medians and ratios
+against a named peer.
 
-    python bench/report.py RESULTS.json --subject fused --peer composite [--bar GROUP=RATIO ...] [-o OUT.md]
+    python bench/report.py RAW.json --subject fused --peer composite [--bar GROUP=RATIO ...]
+                           [--summary OUT.json] [-o OUT.md] [--command CMD] [--note TEXT]
+
+RAW.json is pytest-benchmark's own file (--benchmark-json), which holds every round's time: 27 MB
+for the exit decision's twelve benchmarks. It is not kept in bench/results/; the summary is (a few
+kB): per benchmark the median, quartiles, IQR, min, max, mean, standard deviation, rounds and
+iterations in seconds, its extra_info and options; per group the ratio and the bar; the machine,
+date, commit and command. The Markdown is drawn from the summary.
 
 Benchmarks are paired by their group (pytest-benchmark's `benchmark.group`) and told apart by
 extra_info["impl"]. A bar "GROUP=R" requires peer/subject >= R in that group; the report marks each
-PASS or FAIL, and the exit status is 1 if any bar fails.
+PASS or FAIL (a group without both sides measured fails its bar), and the exit status is 1 if any
+bar fails.
 """
 import argparse
 import json
-import platform
 import sys
-from collections import defaultdict
 
 from branchy_engine.fileio import write_text
 
+FORMAT = "branchy-engine benchmark summary"
+FORMAT_VERSION = 1
+# pytest-benchmark's statistics that the summary keeps, in seconds (rounds and iterations: counts;
+# a round times `iterations` calls and counts their mean). Its per-round list ("data") is dropped.
+STATS = ("median", "q1", "q3", "iqr", "min", "max", "mean", "stddev", "rounds", "iterations")
+
 
 def load(path):
+    """pytest-benchmark's JSON; a summary given instead is refused with a message saying so."""
     with open(path) as f:
-        return json.load(f)
+        data = json.load(f)
+    if data.get("format") == FORMAT:
+        raise SystemExit(f"{path} is a summary written by bench/report.py, not pytest-benchmark's "
+                         f"own JSON (--benchmark-json); give the raw file")
+    return data
 
 
-def medians(data):
-    """{group: {impl: median seconds}} and {group: extra_info of the first benchmark}."""
-    table, info = defaultdict(dict), {}
-    for b in data["benchmarks"]:
-        group = b.get("group") or b["name"]
-        table[group][b["extra_info"].get("impl", b["name"])] = b["stats"]["median"]
-        info.setdefault(group, b["extra_info"])
-    return table, info
-
-
-def fmt_time(seconds):
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.2f} us"
-    return f"{seconds * 1e3:.3f} ms"
-
-
-def machine_line(data):
+def machine(data):
+    """The machine of a pytest-benchmark run, in a few fields."""
     m = data.get("machine_info", {})
     cpu = m.get("cpu", {})
-    return (f"{cpu.get('brand_raw', m.get('processor', '?'))}, {cpu.get('count', '?')} logical CPUs, "
-            f"{m.get('system', platform.system())} {m.get('release', '')}, "
-            f"Python {m.get('python_version', '?')}")
+    return {"cpu": cpu.get("brand_raw", m.get("processor") or "?"), "cpus": cpu.get("count", "?"),
+            "arch": cpu.get("arch_string_raw", m.get("machine", "?")),
+            "hz_advertised": cpu.get("hz_advertised_friendly", "?"),
+            "system": f"{m.get('system', '?')} {m.get('release', '')}".strip(),
+            "python": m.get("python_version", "?")}
 
 
 def parse_bars(bars):
@@ -54,51 +59,99 @@ def parse_bars(bars):
     return out
 
 
-def report(data, subject, peer, bars, command):
-    table, info = medians(data)
-    missing = [g for g in bars if g not in table]
+def summarize(data, subject, peer, bars, command, note=None):
+    """The summary of a pytest-benchmark run (a dict, as written to JSON): see the module's doc.
+
+    Args:
+        data: pytest-benchmark's JSON, loaded.
+        subject, peer: the extra_info["impl"] of the thing measured and of what it is compared to.
+        bars: {group: least peer/subject ratio}.
+        command: the command that ran the benchmarks.
+        note: a line kept in the summary as it is (e.g. where the figures came from).
+    """
+    groups = {}
+    for b in data["benchmarks"]:
+        group = groups.setdefault(b.get("group") or b["name"],
+                                  {"threads": b["extra_info"].get("threads"), "impls": {}})
+        group["impls"][b["extra_info"].get("impl", b["name"])] = {
+            "name": b["name"], **{k: b["stats"][k] for k in STATS if k in b["stats"]},
+            "extra_info": b["extra_info"], "options": b.get("options", {})}
+    for group in groups.values():
+        impls = group["impls"]
+        both = subject in impls and peer in impls
+        group["ratio"] = impls[peer]["median"] / impls[subject]["median"] if both else None
+    checked = {}
+    for group, required in bars.items():
+        ratio = groups[group]["ratio"] if group in groups else None
+        checked[group] = {"required": required, "ratio": ratio,
+                          "pass": ratio is not None and ratio >= required}
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "date": data.get("datetime", "?"), "command": command, **({"note": note} if note else {}),
+        "machine": machine(data), "commit": data.get("commit_info", {}),
+        "pytest_benchmark": data.get("version", "?"),
+        "unit": "s", "subject": subject, "peer": peer,
+        "ratio": "peer median / subject median (above 1: the subject is faster)",
+        "groups": dict(sorted(groups.items())), "bars": checked,
+        "pass": all(bar["pass"] for bar in checked.values()),
+    }
+
+
+def fmt_time(seconds):
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.2f} us"
+    return f"{seconds * 1e3:.3f} ms"
+
+
+def markdown(summary):
+    """The summary as a Markdown table: one row per group measured on both sides, then each bar
+    whose group was not."""
+    m, subject, peer, bars = summary["machine"], summary["subject"], summary["peer"], summary["bars"]
     lines = [
-        f"Machine: {machine_line(data)}",
-        f"Date: {data.get('datetime', '?')}; command: `{command}`",
+        f"Machine: {m['cpu']}, {m['cpus']} logical CPUs, {m['system']}, Python {m['python']}",
+        f"Date: {summary['date']}; command: `{summary['command']}`",
         "Each time is pytest-benchmark's median over its rounds, after warm-up; the timed function",
         "synchronises the device. Ratio = peer / subject (above 1: the subject is faster).",
         "",
         f"| group | {subject} | {peer} | ratio | threads | bar |",
         "|---|---|---|---|---|---|",
     ]
-    failed = bool(missing)
-    for group in sorted(table):
-        row = table[group]
-        if subject not in row or peer not in row:
+    for name, group in summary["groups"].items():
+        if group["ratio"] is None:
             continue
-        ratio = row[peer] / row[subject]
-        bar = ""
-        if group in bars:
-            ok = ratio >= bars[group]
-            failed |= not ok
-            bar = f"{'PASS' if ok else 'FAIL'} (>= {bars[group]:g}x)"
-        lines.append(f"| {group} | {fmt_time(row[subject])} | {fmt_time(row[peer])} | {ratio:.2f}x | "
-                     f"{info[group].get('threads', '')} | {bar} |")
-    for group in missing:
-        lines.append(f"| {group} | not measured | | | | FAIL (bar {bars[group]:g}x) |")
-    return "\n".join(lines) + "\n", failed
+        bar = bars.get(name)
+        verdict = f"{'PASS' if bar['pass'] else 'FAIL'} (>= {bar['required']:g}x)" if bar else ""
+        threads = "" if group["threads"] is None else group["threads"]
+        lines.append(f"| {name} | {fmt_time(group['impls'][subject]['median'])} | "
+                     f"{fmt_time(group['impls'][peer]['median'])} | {group['ratio']:.2f}x | "
+                     f"{threads} | {verdict} |")
+    for name, bar in bars.items():
+        if bar["ratio"] is None:
+            lines.append(f"| {name} | not measured | | | | FAIL (bar {bar['required']:g}x) |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results", help="pytest-benchmark JSON (--benchmark-json)")
+    ap.add_argument("results", help="pytest-benchmark's JSON (--benchmark-json)")
     ap.add_argument("--subject", required=True, help="extra_info impl of the thing measured")
     ap.add_argument("--peer", required=True, help="extra_info impl it is compared against")
     ap.add_argument("--bar", action="append", default=[], metavar="GROUP=RATIO",
                     help="required peer/subject ratio in a group (repeatable)")
     ap.add_argument("--command", default="make bench", help="the command that produced the JSON")
+    ap.add_argument("--note", help="a line to keep in the summary (e.g. where the figures came from)")
+    ap.add_argument("--summary", help="write the summary JSON here")
     ap.add_argument("-o", "--output", help="also write the Markdown here")
     args = ap.parse_args(argv)
-    text, failed = report(load(args.results), args.subject, args.peer, parse_bars(args.bar), args.command)
+    summary = summarize(load(args.results), args.subject, args.peer, parse_bars(args.bar),
+                        args.command, args.note)
+    text = markdown(summary)
     print(text, end="")
+    if args.summary:
+        write_text(args.summary, json.dumps(summary, indent=1) + "\n")
     if args.output:
         write_text(args.output, text)
-    return 1 if failed else 0
+    return 0 if summary["pass"] else 1
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ import shlex
 import subprocess
 import sys
 
+from branchy_engine.argtypes import floats
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -131,37 +133,37 @@ def cmd_profile(args):
 
 def add_bench_parser(sub):
     p = sub.add_parser("bench", help="time the fused exit decision against the PyTorch composite")
-    p.add_argument("--json", help="where to write the pytest-benchmark JSON "
+    p.add_argument("--json", help="where to write the summary JSON, the Markdown table beside it "
                                   "(default bench/results/exit_decision-cpu.json)")
+    p.add_argument("--raw", help="where to keep pytest-benchmark's own JSON, every round's time "
+                                 "(default .benchmarks/NAME.json in the checkout, NAME as --json's; "
+                                 "git ignores it)")
     p.add_argument("--rounds", type=int, default=30, help="minimum rounds per benchmark (default 30)")
 
 
 def cmd_bench(args):
-    """Times the fused exit decision against the PyTorch composite and prints the ratio table."""
+    """Times the fused exit decision against the PyTorch composite, writes the summary JSON and the
+    ratio table, and prints the table."""
     bench_dir = os.path.join(REPO, "bench")
     if not os.path.isdir(bench_dir):
         print(f"branchy bench: {bench_dir} not found; run it from a checkout of the repository",
               file=sys.stderr)
         return 2
     json_path = args.json or os.path.join(REPO, "bench", "results", "exit_decision-cpu.json")
+    raw_path = args.raw or os.path.join(REPO, ".benchmarks", os.path.basename(json_path))
+    os.makedirs(os.path.dirname(os.path.abspath(raw_path)), exist_ok=True)
     run = [sys.executable, "-m", "pytest", os.path.join(bench_dir, "test_exit_decision_bench.py"), "-q",
-           "--benchmark-warmup=on", f"--benchmark-min-rounds={args.rounds}", f"--benchmark-json={json_path}"]
+           "--benchmark-warmup=on", f"--benchmark-min-rounds={args.rounds}", f"--benchmark-json={raw_path}"]
     code = subprocess.call(run, cwd=REPO)
     if code:
         return code
-    return subprocess.call([sys.executable, os.path.join(bench_dir, "report.py"), json_path,
+    return subprocess.call([sys.executable, os.path.join(bench_dir, "report.py"), raw_path,
                             "--subject", "fused", "--peer", "composite",
                             "--bar", "exit_decision cpu B=1 C=10=5",
                             "--bar", "exit_decision cpu B=4096 C=1000=1",
                             "--command", shlex.join(["branchy"] + args.argv),
-                            "-o", json_path[:-len(".json")] + ".md"], cwd=REPO)
-
-
-def floats(text):
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+                            "--summary", json_path, "-o", os.path.splitext(json_path)[0] + ".md"],
+                           cwd=REPO)
 
 
 def add_train_parser(sub):
@@ -324,8 +326,8 @@ def add_costs_parser(sub):
 
 
 def cmd_costs(args):
+    from branchy_engine import checkpoint
     from branchy_engine.calibrate import costs as costs_mod
-    from training import checkpoint
     ckpt = checkpoint.load(args.checkpoint)
     net = checkpoint.build_model(ckpt)
     shape = ckpt["dataset"]["input_shape"]

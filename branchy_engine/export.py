@@ -11,11 +11,10 @@ import numpy as np
 import torch
 
 import branchy_engine
-from branchy_engine import model_file
+from branchy_engine import checkpoint, model_file
 from branchy_engine.fileio import atomic_path
 from branchy_engine.lowering import lower_network
 from branchy_engine.models import BranchyNet
-from training import checkpoint
 
 
 def choose_thresholds(record: Optional[dict], num_exits: int, values: Optional[Sequence[float]] = None,

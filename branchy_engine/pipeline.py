@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import torch
 from tqdm import tqdm
 
+from branchy_engine import checkpoint
 from branchy_engine import data as datasets
 from branchy_engine.calibrate import costs as costs_mod
 from branchy_engine.calibrate.choose import Target
@@ -23,7 +24,6 @@ from branchy_engine.engine_costs import measure_engine
 from branchy_engine.export import export
 from branchy_engine.fileio import write_text
 from branchy_engine.timing import warm_up
-from training import checkpoint
 
 NAMES = {"lenet": ("LeNet", "B-LeNet"), "alexnet": ("AlexNet", "B-AlexNet"),
          "resnet110": ("ResNet-110", "B-ResNet-110")}

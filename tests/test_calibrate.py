@@ -7,14 +7,13 @@ import os
 import pytest
 import torch
 
-from branchy_engine import calibrate
+from branchy_engine import calibrate, checkpoint
 from branchy_engine.calibrate import costs as costs_mod
 from branchy_engine.calibrate.outcome import Outcome
 from branchy_engine.calibrate.run import Options, load_data
 from branchy_engine.calibrate.run import calibrate as run_calibrate
 from branchy_engine.cli import main as branchy
 from branchy_engine.ops import exit_decision, exit_decision_maxprob
-from training import checkpoint
 
 from fake_data import write_fashion_mnist
 

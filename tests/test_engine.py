@@ -245,9 +245,9 @@ def test_plan_describes_every_layer(exported):
                     reason="needs the shipped B-LeNet and the Debian Fashion-MNIST")
 def test_shipped_b_lenet_on_real_images(tmp_path):
     """Trained weights, real images: the engine's exits and predictions equal PyTorch's."""
+    from branchy_engine import checkpoint
     from branchy_engine import data as datasets
     from branchy_engine.export import export
-    from training import checkpoint
     ckpt = checkpoint.load(os.path.join(SHIPPED, "b_lenet.pt"))
     net = checkpoint.build_model(ckpt)
     export(os.path.join(SHIPPED, "b_lenet.pt"), tmp_path / "b_lenet.branchy", thresholds=[0.1])

@@ -9,9 +9,9 @@ import time
 import pytest
 import torch
 
+from branchy_engine import checkpoint
+from branchy_engine.checkpoint import CheckpointError
 from branchy_engine.cli import main as branchy
-from training import checkpoint
-from training.checkpoint import CheckpointError
 
 from fake_data import write_fashion_mnist
 

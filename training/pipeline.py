@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from branchy_engine import data as datasets
-from branchy_engine import models
+from branchy_engine import checkpoint, models
 from branchy_engine.fileio import write_text
-from training import checkpoint, distributed
+from training import distributed
 from training.config import TrainConfig
 from training.loop import PhaseState, run_phase
 

@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import torch
 
+from branchy_engine import checkpoint
 from branchy_engine import data as datasets
 from branchy_engine.calibrate import costs as costs_mod
 from branchy_engine.calibrate import plots
@@ -16,7 +17,6 @@ from branchy_engine.calibrate.criteria import check_criterion, check_parameters,
 from branchy_engine.calibrate.outcome import evaluate
 from branchy_engine.calibrate.table import collect
 from branchy_engine.fileio import write_text
-from training import checkpoint
 
 
 @dataclass

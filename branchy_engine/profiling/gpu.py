@@ -217,7 +217,7 @@ def _positive(text: str) -> int:
 
 
 def main(argv=None) -> int:
-    from branchy_engine.cli import floats
+    from branchy_engine.argtypes import floats
     from branchy_engine.model_file import summary
 
     parser = argparse.ArgumentParser(

@@ -361,7 +361,7 @@ def _noise(path: str, samples: int, shape: Sequence[int]):
 
 
 def main(argv=None) -> int:
-    from branchy_engine.cli import floats
+    from branchy_engine.argtypes import floats
     from branchy_engine.model_file import summary
 
     parser = argparse.ArgumentParser(

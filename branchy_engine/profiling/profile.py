@@ -84,8 +84,8 @@ def check(opts: ProfileOptions):
 def resolve_model(model: str, out: str, thresholds: Optional[List[float]], sweep: bool) -> tuple:
     """(path of a .branchy file, where it came from). A checkpoint (or a shipped model's name) is
     exported first, into `out`."""
+    from branchy_engine import checkpoint
     from branchy_engine.export import export
-    from training import checkpoint
     if model.endswith(".branchy"):
         if not os.path.isfile(model):
             raise FileNotFoundError(f"{model}: no such model file")

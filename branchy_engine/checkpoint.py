@@ -1,5 +1,8 @@
 """Checkpoints: written atomically, loaded with weights_only=True, checked before use.
 
+training/ writes them; calibration, export, profiling and the commands read them. The code lives
+here, in the package, so that training/ depends on branchy_engine and never the reverse.
+
 A checkpoint is a dict:
     format, format_version       identify the file as ours
     model, model_args            branchy_engine.models.create(model, **model_args) rebuilds the network
