@@ -1,15 +1,22 @@
-"""attach_exits: turn a torchvision-style classifier into a BranchyNet by cutting its trunk."""
-from typing import Callable, Optional
+"""attach_exits: any traceable classifier as a BranchyNet, cut on its torch.fx graph."""
+import difflib
+import operator
+from typing import Callable, Iterable, Optional
 
 import torch
+import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 
 from branchy_engine.models.branchy import BranchyNet
+from branchy_engine.models.cut import boundary, split
+from branchy_engine.models.trace import TracedModel, probe, trace
 
 HeadFactory = Callable[[int, int], nn.Module]
 
-# Where a torchvision classifier's head starts; its forward() flattens right after this pool.
-_HEAD_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+_POOL_MODULES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+_POOL_FUNCTIONS = (F.adaptive_avg_pool2d, F.adaptive_max_pool2d)
+_REDUCTIONS = ("mean", "amax", "sum")  # global pooling where they reduce over H and W
 
 
 def default_head(channels: int, num_classes: int) -> nn.Sequential:
@@ -17,94 +24,238 @@ def default_head(channels: int, num_classes: int) -> nn.Sequential:
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
 
 
-def _is_plain_sequential(module: nn.Module) -> bool:
-    # A subclass that overrides forward() may do more than chain its children; keep it whole.
-    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+class ExitOnCut(nn.Module):
+    """An exit head fed the cut's value out of what its stage returns.
+
+    A stage returns a tuple when more than one value crosses its end (a skip connection across
+    the cut); the cut's value is then its first item. `clone` gives the head its own copy where
+    a later stage changes the value in place (an inplace ReLU), which would otherwise spoil the
+    tensors the head saved for backward.
+    """
+
+    def __init__(self, head: nn.Module, first: bool, clone: bool):
+        super().__init__()
+        self.head = head
+        self.first = first
+        self.clone = clone
+
+    def forward(self, boundary):
+        value = boundary[0] if self.first else boundary
+        return self.head(value.clone() if self.clone else value)
 
 
-def _leaves(name: str, module: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(dotted name, module) in forward order, opening plain Sequentials down to their members."""
-    if not _is_plain_sequential(module):
-        return [(name, module)]
-    children = module.named_children()
-    return [leaf for child, sub in children for leaf in _leaves(f"{name}.{child}", sub)]
+def _reduces_space(traced: TracedModel, node: fx.Node) -> bool:
+    """Whether `node` pools [B, C, H, W] globally (adaptive pooling, or mean/amax/sum over H, W)."""
+    if node.op == "call_module":
+        target = traced.graph_module.get_submodule(node.target)
+        return isinstance(target, _POOL_MODULES)
+    if node.op == "call_function" and node.target in _POOL_FUNCTIONS:
+        return True
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    if node.op not in ("call_method", "call_function") or name not in _REDUCTIONS:
+        return False
+    source = node.args[0] if node.args else None
+    shape = traced.shapes.get(source) if isinstance(source, fx.Node) else None
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    if shape is None or len(shape) != 4 or not isinstance(dims, (list, tuple)):
+        return False
+    return sorted(d % 4 for d in dims) == [2, 3]
 
 
-def _split_trunk(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], nn.Sequential]:
-    """The trunk's leaves, and the final head: pool -> flatten -> the children after the pool."""
-    children = list(model.named_children())
-    start = next((i for i, (_, m) in enumerate(children) if isinstance(m, _HEAD_POOLS)), None)
-    if start is None:
-        raise ValueError(
-            f"{type(model).__name__} has no top-level adaptive pooling child where its classifier "
-            f"starts (children: {[n for n, _ in children]})")
-    trunk = [leaf for name, m in children[:start] for leaf in _leaves(name, m)]
-    pool, *rest = (m for _, m in children[start:])
-    return trunk, nn.Sequential(pool, nn.Flatten(1), *rest)
+def _flattens(traced: TracedModel, node: fx.Node) -> bool:
+    """Whether `node` flattens its input to [B, features]."""
+    if node.op == "call_module":
+        flattens = isinstance(traced.graph_module.get_submodule(node.target), nn.Flatten)
+    else:
+        flattens = (node.op, node.target) in (("call_function", torch.flatten),
+                                              ("call_method", "flatten"))
+    shape = traced.shapes.get(node)
+    return flattens and shape is not None and len(shape) == 2
 
 
-@torch.no_grad()
-def _probe(model: nn.Module, stages: list[nn.Sequential], final: nn.Module,
-           input_shape: tuple[int, ...]) -> tuple[list[torch.Size], int]:
-    """Output shape of each stage and the number of classes, from one eval-mode forward."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()  # batch 1 through train-mode BatchNorm would fail and update its running stats
-    try:
-        param = next(model.parameters())
-        x = torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype)
-        shapes = []
-        for stage in stages:
-            x = stage(x)
-            shapes.append(x.shape)
-        return shapes, final(x).shape[-1]
-    finally:
-        for m, training in modes.items():
-            m.training = training
+def _trunk_end(traced: TracedModel) -> tuple[fx.Node, Optional[fx.Node]]:
+    """(the trunk's last value, the node where the classifier starts, or None if it has none).
+
+    The classifier starts at the last global pooling after which nothing reads a value from
+    before it (so a squeeze-excitation's pooling never counts), or failing one, at such a last
+    flatten to [B, features]; the trunk ends at that node's input. Without either (a model that
+    picks a class token, say), the trunk ends at the output and the classifier is empty.
+    """
+    nodes = traced.nodes
+    output = nodes[-1].args[0]
+    if not isinstance(output, fx.Node):
+        raise ValueError(f"{traced.model.__class__.__name__}.forward() returns "
+                         f"{type(output).__name__} in eval mode; attach_exits needs one tensor "
+                         f"of logits [B, classes]")
+    for starts_classifier in (_reduces_space, _flattens):
+        for position in range(len(nodes) - 2, -1, -1):
+            node = nodes[position]
+            source = node.args[0] if node.args else None
+            if (isinstance(source, fx.Node) and starts_classifier(traced, node)
+                    and boundary(nodes, position, node) == [node]):
+                return source, node
+    return output, None
+
+
+def _mutated_after(node: fx.Node, traced: TracedModel) -> bool:
+    """Whether a node after `node` changes its value in place (inplace modules and functions,
+    Tensor methods ending in '_', item assignment)."""
+    for user in node.users:
+        if not user.args or user.args[0] is not node:
+            continue
+        if user.op == "call_module":
+            if getattr(traced.graph_module.get_submodule(user.target), "inplace", False):
+                return True
+        elif user.op in ("call_method", "call_function"):
+            name = user.target if user.op == "call_method" else getattr(user.target, "__name__", "")
+            if (user.kwargs.get("inplace") or user.target is operator.setitem
+                    or (name.endswith("_") and not name.endswith("__"))):
+                return True
+    return False
+
+
+class _CutPoints:
+    """The values of a traced, probed model that an exit may be put on, and why others may not."""
+
+    def __init__(self, traced: TracedModel):
+        self.traced = traced
+        self.nodes = traced.nodes
+        self.order = {n: i for i, n in enumerate(self.nodes)}
+        self.trunk_end, self.classifier = _trunk_end(traced)
+        self.names = traced.names()
+
+    def valid(self, node: fx.Node) -> bool:
+        return (node.op not in ("placeholder", "get_attr", "output")
+                and self.traced.shapes.get(node) is not None
+                and self.order[node] < self.order[self.trunk_end])
+
+    def listing(self, ops: bool) -> list[str]:
+        """Valid names in graph order; module calls only, or with ops every op's name too."""
+        names = list(self.traced.module_calls)
+        if ops:
+            names += [(name, node) for node, name in self.traced.op_names.items()]
+        unique = dict.fromkeys((self.order[node], -name.count("."), name)
+                               for name, node in names if self.valid(node))
+        return [name for _, _, name in sorted(unique)]
+
+    def resolve(self, name: str) -> fx.Node:
+        """The node `name` names; ValueError saying why, where it names no valid cut."""
+        traced, model = self.traced, type(self.traced.model).__name__
+        node = self.names.get(name)
+        if node is None:
+            for leaf, module in traced.leaves.items():
+                if name.startswith(leaf + "."):
+                    instead = (f"cut at {leaf!r}" if self.valid(self.names[leaf])
+                               else "cut at a value after it")
+                    raise ValueError(
+                        f"cannot attach an exit at {name!r}: it is inside {leaf} "
+                        f"({type(module).__name__}), which the trace keeps whole (a leaf module, "
+                        f"one node); {instead}")
+            module = dict(traced.model.named_modules()).get(name)
+            if module is not None:
+                raise ValueError(
+                    f"cannot attach an exit at {name!r}: {model}.forward() never calls it "
+                    f"({type(module).__name__}) in eval mode")
+            valid = self.listing(ops=True)
+            near = difflib.get_close_matches(name, valid, n=8, cutoff=0.6)
+            shown = near or [n for n in self.listing(ops=False) if n.count(".") <= 1]
+            raise ValueError(
+                f"cannot attach an exit at {name!r}: {model} has no module or graph node of that "
+                f"name; {'nearest ' if near else ''}valid names: {', '.join(shown)} "
+                f"(exit_points(model, ops=True) lists them all)")
+        where = f"cannot attach an exit at {name!r}"
+        if self.order[node] >= self.order[self.trunk_end]:
+            starts = (f", where the classifier ({traced.display_name(self.classifier)}) starts"
+                      if self.classifier is not None else "")
+            raise ValueError(
+                f"{where}: nothing of the trunk would remain after it; the trunk of {model} ends "
+                f"at {traced.display_name(self.trunk_end)}{starts}")
+        if traced.shapes.get(node) is None:
+            raise ValueError(f"{where}: its value is not a tensor")
+        return node
+
+
+def exit_points(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32), ops: bool = False,
+                leaf_modules: Iterable[type] = ()) -> list[str]:
+    """The names attach_exits accepts, in the order the model computes them.
+
+    Args:
+        model: the classifier; it is traced and run once in eval mode (its modes are kept).
+        input_shape: one input's (C, H, W) for that run.
+        ops: also list every op's name ("layer1.0.add", "features.3.block.2.mul"), not only
+            module calls ("layer1", "layer1.0", "layer1.0.conv1").
+        leaf_modules: module classes to trace whole (their insides cannot be cut).
+
+    Returns:
+        names before the end of the trunk whose values are tensors; a value named several ways
+        lists its names together, the shortest last ("layer1.1.relu_1", "layer1.1", "layer1").
+    """
+    traced = trace(model, leaf_modules)
+    probe(traced, input_shape)
+    return _CutPoints(traced).listing(ops)
 
 
 def attach_exits(model: nn.Module, at: list[str], head: Optional[HeadFactory] = None,
-                 input_shape: tuple[int, ...] = (3, 32, 32)) -> BranchyNet:
+                 input_shape: tuple[int, ...] = (3, 32, 32),
+                 leaf_modules: Iterable[type] = ()) -> BranchyNet:
     """A BranchyNet over `model`'s own modules (shared, not copied) with an exit after each of `at`.
 
-    The model must run its top-level children in order, with a flatten after the adaptive pool
-    that starts its classifier (torchvision's ResNet, MobileNet, VGG, EfficientNet, ...). The final
-    exit is pool -> flatten -> the rest, so the last exit reproduces model(x) exactly.
+    The model is traced with torch.fx (in eval mode, see trace.trace) and its graph cut after each
+    named value, so functional calls, reshapes, concatenations and skip connections are fine.
+    Stage i is a GraphModule running the graph from the previous cut to cut i; it returns the
+    cut's value, or a tuple (the cut's value first) where later nodes still read other values
+    too. The last stage runs to the end of the trunk (see _trunk_end: the input of the final
+    global pooling). The final exit is the model's own classifier from there (pooling, flatten,
+    linear layers, as a GraphModule): the last exit then reproduces model(x) exactly and
+    baseline() is the model itself, while, as in the zoo's networks, every exit is a head on a
+    trunk value and every stage holds trunk work (no cut can leave the last stage empty).
 
     Args:
         model: the classifier, input [B, *input_shape] -> logits [B, num_classes].
-        at: names as in named_modules() of the modules to put an exit after; dotted names cut
-            inside plain nn.Sequential containers ("features.3", "layer2.0"). Any order.
-        head: (channels, num_classes) -> module mapping [B, channels, H, W] to [B, num_classes];
-            default global average pool -> Linear. num_classes is read from the model's output.
-        input_shape: one input's (C, H, W), used to probe the channels at each cut.
+        at: names of values to put an exit on, any order: named_modules() names of the modules
+            whose output it is ("layer2", "layer3.1", "features.6"), op names ("layer1.0.add"),
+            or fx node names; exit_points(model) lists them.
+        head: (channels, num_classes) -> module mapping the value to [B, num_classes]; channels
+            is dim 1 of a [B, C, H, W] value, the last dim of any other ([B, tokens, dim]). Default:
+            default_head, global average pool -> Linear, for [B, C, H, W] values only.
+        input_shape: one input's (C, H, W), for one eval-mode probe of the shapes.
+        leaf_modules: module classes to trace whole, e.g. one fx cannot trace.
 
     Returns:
         a BranchyNet with len(at) + 1 exits, named "b_" + the model's class name in lower case.
-    """
-    trunk, final = _split_trunk(model)
-    # A name's cut falls after the last leaf inside it; a cut at the very end would leave the
-    # final stage empty, duplicating the final exit.
-    end = {}
-    for i, (leaf, _) in enumerate(trunk):
-        parts = leaf.split(".")
-        for depth in range(1, len(parts) + 1):
-            end[".".join(parts[:depth])] = i
-    valid = [name for name, i in end.items() if i < len(trunk) - 1]
-    unknown = [name for name in at if name not in valid]
-    if unknown:
-        raise ValueError(f"cannot attach exits at {unknown}; valid names: {', '.join(valid)}")
-    cuts = sorted(end[name] for name in at)
-    if len(set(cuts)) != len(cuts):
-        raise ValueError(f"two names in {at} cut the trunk at the same place")
 
-    bounds = [0, *(c + 1 for c in cuts), len(trunk)]
-    stages = [nn.Sequential(*(m for _, m in trunk[a:b])) for a, b in zip(bounds, bounds[1:])]
-    shapes, num_classes = _probe(model, stages, final, input_shape)
-    param = next(model.parameters())
+    Raises:
+        ValueError naming the problem: an unknown name (with the nearest valid ones), a name
+        inside a leaf module, a cut with nothing of the trunk after it, two names of one value,
+        a value the head cannot take, or the module and line fx could not trace.
+    """
+    traced = trace(model, leaf_modules)
+    probe(traced, input_shape)
+    points = _CutPoints(traced)
+    nodes = {}
+    for name in at:
+        node = points.resolve(name)
+        if node in nodes:
+            raise ValueError(f"{nodes[node]!r} and {name!r} cut the trunk at the same place "
+                             f"(both name the value of {traced.display_name(node)})")
+        nodes[node] = name
+    cuts = sorted(nodes, key=points.order.get)
+    class_names = [f"{type(model).__name__}Stage{i}" for i in range(len(cuts) + 1)]
+    pieces, boundaries = split(model, traced.graph_module.graph, [*cuts, points.trunk_end],
+                               [*class_names, f"{type(model).__name__}Classifier"])
+    num_classes = traced.shapes[points.nodes[-1].args[0]][-1]
+    param = next(model.parameters(), torch.empty(0))
     exits = {}
-    for i, shape in enumerate(shapes[:-1]):
-        if len(shape) != 4:
-            raise ValueError(f"exit {i} would see output {tuple(shape)}; heads need [B, C, H, W]")
-        exits[i] = (head or default_head)(shape[1], num_classes).to(param.device, param.dtype)
-    exits[len(stages) - 1] = final
-    return BranchyNet(stages, exits, name=f"b_{type(model).__name__.lower()}")
+    for i, (cut, carried) in enumerate(zip(cuts, boundaries)):
+        shape = traced.shapes[cut]
+        if head is None and len(shape) != 4:
+            raise ValueError(
+                f"the exit at {nodes[cut]!r} would see a value of shape "
+                f"[B, {', '.join(map(str, shape[1:]))}]; the default head (global average pool + "
+                f"linear) needs [B, C, H, W]: pass head=(channels, num_classes) -> module")
+        channels = shape[1] if len(shape) == 4 else shape[-1]
+        module = (head or default_head)(channels, num_classes).to(param.device, param.dtype)
+        first, clone = len(carried) > 1, _mutated_after(cut, traced)
+        exits[i] = ExitOnCut(module, first, clone) if first or clone else module
+    exits[len(cuts)] = pieces[-1]
+    return BranchyNet(pieces[:-1], exits, name=f"b_{type(model).__name__.lower()}")

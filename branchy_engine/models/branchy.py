@@ -11,7 +11,8 @@ class BranchyNet(nn.Module):
     so a BranchyNet whose only exit is the final one is an ordinary network (a baseline).
 
     Args:
-        stages: trunk segments; stage i consumes stage i-1's output.
+        stages: trunk segments; stage i consumes stage i-1's output (a tensor, or a tuple where
+            several values cross between two stages, as attach_exits makes them).
         exits: {stage index: head}; a head maps that stage's output to logits [B, classes].
         name: the zoo name, e.g. "b_lenet"; B-nets are named "b_<baseline name>".
     """
