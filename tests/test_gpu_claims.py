@@ -15,33 +15,17 @@ import pytest
 import torch
 
 import branchy_engine as be
-from branchy_engine import models
-from branchy_engine.export import write_model
 from branchy_engine.gpu import GpuEngine, conditional_support
 from branchy_engine.gpu.engine import bucket
 from branchy_engine.reference import exit_decision_reference
 
-from tiny_models import INPUT_SHAPE, randomize_batch_norm, tiny_net
+from exported_models import SHAPES, export_cache
 
 SCORE_TOL = 1e-3
 BAND = 1e-3
-SHAPES = {"tiny": INPUT_SHAPE, "b_lenet": (1, 28, 28), "b_alexnet": (3, 32, 32), "b_resnet110": (3, 32, 32)}
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            torch.manual_seed(0)
-            net = tiny_net() if name == "tiny" else models.create(name).eval()
-            randomize_batch_norm(net)
-            path = tmp_path_factory.mktemp("claims") / f"{name}.branchy"
-            write_model(net, path, SHAPES[name], "entropy", [0.5] * (net.num_exits - 1))
-            cache[name] = (net, str(path))
-        return cache[name]
-    return get
+    return export_cache(tmp_path_factory)
 
 
 def scores_per_exit(net, x) -> torch.Tensor:

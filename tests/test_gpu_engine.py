@@ -8,31 +8,17 @@ import pytest
 import torch
 
 import branchy_engine as be
-from branchy_engine import _C, models
-from branchy_engine.export import write_model
+from branchy_engine import _C
 from branchy_engine.gpu import GpuEngine, conditional_support
 from branchy_engine.gpu.layers import LoadedNet
 from branchy_engine.reference import exit_decision_reference
 
-from tiny_models import INPUT_SHAPE, randomize_batch_norm, tiny_net
-
-SHAPES = {"tiny": INPUT_SHAPE, "b_lenet": (1, 28, 28), "b_alexnet": (3, 32, 32), "b_resnet110": (3, 32, 32)}
-
+from exported_models import SHAPES, export_cache
+from tiny_models import INPUT_SHAPE
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            torch.manual_seed(0)
-            net = tiny_net() if name == "tiny" else models.create(name).eval()
-            randomize_batch_norm(net)
-            path = tmp_path_factory.mktemp("gpu") / f"{name}.branchy"
-            write_model(net, path, SHAPES[name], "entropy", [0.5] * (net.num_exits - 1))
-            cache[name] = (net, str(path))
-        return cache[name]
-    return get
+    return export_cache(tmp_path_factory)
 
 
 def reference(net, x, thresholds):

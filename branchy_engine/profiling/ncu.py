@@ -40,16 +40,16 @@ parse_ncu_csv reads it (to replace tests/data/ncu_constructed.csv with a capture
 import argparse
 import csv
 import functools
-import glob
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from branchy_engine.profiling.tools import find_tool
 
 TIME = "gpu__time_duration.sum"
 L1_HIT, L1_SECTORS = "l1tex__t_sector_hit_rate.pct", "l1tex__t_sectors.sum"
@@ -141,14 +141,9 @@ class NcuRun:
 def find_ncu() -> str:
     """The path of ncu: on PATH, else the first of LOCATIONS that exists (the newest version of a
     glob). Raises NcuMissing if there is none."""
-    found = shutil.which("ncu")
+    found = find_tool("ncu", LOCATIONS)
     if found:
         return found
-    for pattern in LOCATIONS:
-        paths = sorted(glob.glob(pattern), key=lambda p: [int(v) for v in re.findall(r"\d+", p)])
-        paths = [p for p in paths if os.access(p, os.X_OK)]
-        if paths:
-            return paths[-1]
     raise NcuMissing("--ncu needs NVIDIA Nsight Compute (ncu), which was not found on PATH or in "
                      f"{', '.join(LOCATIONS)}: install Nsight Compute (it comes with the CUDA "
                      "toolkit) or put its directory on PATH")

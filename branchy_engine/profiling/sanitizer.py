@@ -22,12 +22,12 @@ refusal; a kernel's own fault is reported as the access that caused it.
 
     status, reason, log = run_sanitizer("memcheck", [sys.executable, "tests/gpu/sanitize_kernels.py"])
 """
-import glob
 import os
 import re
-import shutil
 import subprocess
 from typing import NamedTuple, Optional, Sequence
+
+from branchy_engine.profiling.tools import find_tool
 
 TOOLS = ("memcheck", "racecheck", "synccheck", "initcheck")
 # Where compute-sanitizer is looked for after PATH: the CUDA toolkit's copy, then versioned ones.
@@ -90,14 +90,9 @@ class SanitizerMissing(RuntimeError):
 def find_sanitizer() -> str:
     """The path of compute-sanitizer: on PATH, else the first of LOCATIONS that exists (the newest
     version of a glob). Raises SanitizerMissing if there is none."""
-    found = shutil.which("compute-sanitizer")
+    found = find_tool("compute-sanitizer", LOCATIONS)
     if found:
         return found
-    for pattern in LOCATIONS:
-        paths = sorted(glob.glob(pattern), key=lambda p: [int(v) for v in re.findall(r"\d+", p)])
-        paths = [p for p in paths if os.access(p, os.X_OK)]
-        if paths:
-            return paths[-1]
     raise SanitizerMissing(f"compute-sanitizer was not found on PATH or in {', '.join(LOCATIONS)}: "
                            f"it comes with the CUDA toolkit")
 
