@@ -11,3 +11,8 @@ def floats(text: str) -> List[float]:
         return [float(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+
+
+def names(text: str) -> List[str]:
+    """'layer2,layer3' -> ['layer2', 'layer3'], spaces around each name dropped."""
+    return [name.strip() for name in text.split(",")]

@@ -5,7 +5,7 @@ import shlex
 import subprocess
 import sys
 
-from branchy_engine.argtypes import floats
+from branchy_engine.argtypes import floats, names
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -176,12 +176,32 @@ def add_train_parser(sub):
         description="Phase 1 trains the baseline (the trunk with the final exit only); phase 2 trains "
                     "the BranchyNet jointly, initialised from phase 1, on the loss sum_n w_n * "
                     "cross-entropy(exit n). Writes OUT/NAME.pt and OUT/NAME.json for each phase. "
-                    "Under torchrun every process trains a shard of each batch (DDP).")
-    p.add_argument("--model", default=d.model, help=f"zoo network: {', '.join(sorted(models.names()))}")
+                    "Under torchrun every process trains a shard of each batch (DDP). Any "
+                    "torchvision classifier trains too (--model torchvision:NAME), its exits "
+                    "attached on its traced graph (--exits); --init-from and --freeze-backbone "
+                    "train only the exit heads of a network already trained.")
+    p.add_argument("--model", default=d.model,
+                   help=f"zoo network ({', '.join(sorted(models.names()))}), or torchvision:NAME for "
+                        f"a torchvision classification model (resnet18, mobilenet_v3_small, "
+                        f"efficientnet_b0, ...) built with weights=None and num_classes from the "
+                        f"dataset (a constructor that takes no num_classes gets its last nn.Linear "
+                        f"replaced by one with num_classes outputs); it takes 3 channels, so grey "
+                        f"data is repeated to 3")
+    p.add_argument("--exits", type=names, default=None,
+                   help="torchvision:NAME: where the early exits go, comma-separated names of "
+                        "modules or graph ops (layer2,layer3; features.4,features.8); an unknown "
+                        "name lists the valid ones. Default: two exits, on the block outputs "
+                        "nearest a third and two thirds of the way through the trunk "
+                        "(models.default_exits)")
     p.add_argument("--dataset", default=d.dataset, help=f"one of {', '.join(data.DATASETS)}")
     p.add_argument("--data-dir", default=d.data_dir,
                    help="where the data lives (torchvision layout); fashion-mnist defaults to the "
-                        "Debian package's files")
+                        "Debian package's files. imagefolder: DIR/train/CLASS/*.png (any image "
+                        "type) with DIR/test/CLASS/ and/or DIR/val/CLASS/ beside it, or DIR/CLASS/ "
+                        "alone, split by --val-fraction into validation and test")
+    p.add_argument("--input-size", type=int, default=d.input_size,
+                   help="resize every image to NxN (bilinear, antialiased); needed for an "
+                        "imagefolder whose images differ in size")
     p.add_argument("--download", action="store_true", help="let torchvision download missing data")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction,
                    help="fraction of the training set held out for validation (threshold tuning)")
@@ -195,7 +215,15 @@ def add_train_parser(sub):
                    help="Adam beta1,beta2 (the authors' code ran 0.9; the paper says 0.99)")
     p.add_argument("--exit-weights", type=floats, default=None,
                    help="loss weight per exit, comma-separated (default all 1.0)")
-    p.add_argument("--init-from", default=None, help="start phase 2 from this baseline checkpoint")
+    p.add_argument("--init-from", default=None,
+                   help="skip phase 1 and start phase 2 from trained weights: for a zoo network its "
+                        "baseline checkpoint from `branchy train`; for torchvision:NAME a plain "
+                        "state_dict file (torch.save(model.state_dict(), FILE)), loaded strictly "
+                        "into the model before the exits are attached")
+    p.add_argument("--freeze-backbone", action="store_true",
+                   help="train only the early-exit heads of the network --init-from gives: the "
+                        "trunk and the final classifier keep their weights and BatchNorm "
+                        "statistics (eval mode throughout); no phase 1")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -210,13 +238,14 @@ def cmd_train(args):
     if len(args.betas) != 2:
         raise ValueError(f"--betas takes two numbers, got {args.betas}")
     cfg = TrainConfig(
-        model=args.model, dataset=args.dataset, data_dir=args.data_dir, download=args.download,
-        val_fraction=args.val_fraction, limit=args.limit,
-        out=args.out or os.path.join("runs", f"{args.model}-{args.dataset}"),
+        model=args.model, exits=args.exits, dataset=args.dataset, data_dir=args.data_dir,
+        download=args.download, val_fraction=args.val_fraction, limit=args.limit,
+        input_size=args.input_size,
+        out=args.out or os.path.join("runs", f"{args.model.replace(':', '-')}-{args.dataset}"),
         baseline_epochs=args.baseline_epochs, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, beta1=args.betas[0], beta2=args.betas[1], exit_weights=args.exit_weights,
-        init_from=args.init_from, seed=args.seed, device=args.device, threads=args.threads,
-        save_every=args.save_every, resume=args.resume,
+        init_from=args.init_from, freeze_backbone=args.freeze_backbone, seed=args.seed,
+        device=args.device, threads=args.threads, save_every=args.save_every, resume=args.resume,
         command=shlex.join(["branchy"] + args.argv))
     for name, path in train(cfg).items():
         print(f"{name}: {path}")

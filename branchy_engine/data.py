@@ -10,7 +10,8 @@ set (never the test set) by a permutation fixed by `seed`, so threshold calibrat
 the final numbers on `test` never see the same images.
 
 The files are read here (IDX for MNIST and Fashion-MNIST, the python pickles for CIFAR-10):
-torchvision is needed only for `download=True`.
+torchvision is needed only for `download=True`, for "imagefolder" (a user's own images, read by
+image_folder.py) and for resizing (`input_size`).
 """
 import gzip
 import os
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-DATASETS = ("fashion-mnist", "mnist", "cifar10", "fashion-mnist-32x3")
+DATASETS = ("fashion-mnist", "mnist", "cifar10", "fashion-mnist-32x3", "imagefolder")
 
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -111,13 +112,15 @@ class Dataset:
 
 
 def load(name: str, data_dir: str | None = None, val_fraction: float = 0.1, seed: int = 0,
-         download: bool = False, limit: int | None = None) -> Dataset:
+         download: bool = False, limit: int | None = None, input_size: int | None = None,
+         channels: int | None = None) -> Dataset:
     """Reads dataset `name` (one of DATASETS) into memory and splits it into train, val and test.
 
     data_dir: where the files are. Fashion-MNIST: the four IDX files (gzipped or not) directly in
         data_dir or in data_dir/FashionMNIST/raw/; MNIST: data_dir/MNIST/raw/; CIFAR-10:
-        data_dir/cifar-10-batches-py/. None: Fashion-MNIST from /usr/share/datasets/fashion-mnist,
-        then default_data_dir() for all of them.
+        data_dir/cifar-10-batches-py/; imagefolder: see image_folder.LAYOUT. None: Fashion-MNIST
+        from /usr/share/datasets/fashion-mnist, then default_data_dir() for all of them but
+        imagefolder, which needs a data_dir.
     val_fraction: in [0, 1); round(val_fraction * N) samples of the N training samples, chosen by a
         permutation from `seed`, become `val`; the test set is never touched. Both splits keep
         the order of the files.
@@ -125,6 +128,12 @@ def load(name: str, data_dir: str | None = None, val_fraction: float = 0.1, seed
         default_data_dir()); without it a missing dataset raises DatasetNotFoundError.
     limit: keep only the first `limit` samples of each split (for quick runs). The CIFAR-style
         mean/std are computed before it, so a limited run normalises as a full run does.
+    input_size: N resizes every image to N x N (bilinear, antialiased, back to uint8; after
+        `limit`, and after the mean/std, which resizing barely changes); None keeps the files'
+        size.
+    channels: what the network takes: 3 repeats a grey dataset's channel three times (a
+        torchvision model on Fashion-MNIST); None, or the data's own count, keeps the data as
+        it is; another count is an error. An image folder is read as RGB unless it is 1.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
@@ -132,7 +141,14 @@ def load(name: str, data_dir: str | None = None, val_fraction: float = 0.1, seed
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of samples or None, got {limit}")
+    if input_size is not None and input_size < 1:
+        raise ValueError(f"input_size must be a positive number of pixels or None, got {input_size}")
 
+    if name == "imagefolder":
+        from branchy_engine import image_folder
+        folder = image_folder.read(data_dir, input_size, channels, val_fraction, seed)
+        return _finish(name, folder.description, False, folder.class_names, folder.train,
+                       folder.val, folder.test, limit, input_size, channels)
     if name == "cifar10":
         train, test, class_names = _read_cifar10(data_dir, download)
         description = "CIFAR-10: 32x32 colour images, 10 classes"
@@ -152,17 +168,47 @@ def load(name: str, data_dir: str | None = None, val_fraction: float = 0.1, seed
                        "its accuracies are not CIFAR-10 accuracies")
 
     train, val = _split_off_val(train, val_fraction, seed)
-    if name in ("cifar10", "fashion-mnist-32x3"):
-        mean, std = _channel_mean_std(train.images)
+    return _finish(name, description, stand_in, class_names, train, val, test, limit, input_size,
+                   channels)
+
+
+def _finish(name, description, stand_in, class_names, train, val, test, limit, input_size,
+            channels) -> Dataset:
+    """The Dataset of three splits: normalisation, then `limit`, `input_size` and `channels`."""
+    if name in ("mnist", "fashion-mnist"):
+        mean, std = (0.0,), (1.0,)  # pixels / 255, as the authors fed MNIST
     else:
-        mean, std = (0.0,), (1.0,)
-    if limit is not None:
-        train, val, test = (Split(s.images[:limit], s.labels[:limit]) for s in (train, val, test))
+        mean, std = _channel_mean_std(train.images)
+    have = train.images.shape[1]
+    if channels is not None and channels != have and not (have == 1 and channels == 3):
+        raise ValueError(f"{name} has {have}-channel images; the network takes {channels} channels")
+    repeat = 3 if channels == 3 and have == 1 else 1
+    splits = []
+    for s in (train, val, test):
+        if limit is not None:
+            s = Split(s.images[:limit], s.labels[:limit])
+        images = resize(s.images, input_size) if input_size is not None else s.images
+        splits.append(Split(images.repeat(1, repeat, 1, 1) if repeat > 1 else images, s.labels))
+    train, val, test = splits
+    if input_size is not None or repeat > 1:
+        c, h, w = train.images.shape[1:]
+        description += f", as {c}x{h}x{w}"
     description += f" ({len(train)} train / {len(val)} val / {len(test)} test samples)"
     return Dataset(name=name, description=description, stand_in=stand_in,
                    num_classes=len(class_names), class_names=list(class_names),
                    input_shape=tuple(train.images.shape[1:]), train=train, val=val, test=test,
-                   mean=mean, std=std)
+                   mean=mean * repeat, std=std * repeat)
+
+
+def resize(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
+    """uint8 [N, C, H, W] -> uint8 [N, C, size, size], bilinear and antialiased (torchvision's
+    resize), `chunk` images at a time so that no float copy of a whole split is made."""
+    from torchvision.transforms.v2.functional import resize as tv_resize
+    if images.shape[-2:] == (size, size):
+        return images
+    if len(images) == 0:
+        return images.new_empty(0, images.shape[1], size, size)
+    return torch.cat([tv_resize(part, [size, size], antialias=True) for part in images.split(chunk)])
 
 
 def model_samples(metadata: dict, input_shape, name: str | None = None, data_dir: str | None = None,

@@ -38,3 +38,20 @@ def write_fashion_mnist(directory, n_train=600, n_test=200, seed=0, gz=True):
         write_idx(os.path.join(directory, f"{prefix}-images-idx3-ubyte{ext}"), learnable_images(labels, rng))
         write_idx(os.path.join(directory, f"{prefix}-labels-idx1-ubyte{ext}"), labels)
     return str(directory)
+
+
+def write_image_folder(directory, splits=("",), classes=("cat", "dog", "eel"), per_class=6, size=20,
+                       seed=0):
+    """PNG images in class folders: directory/SPLIT/CLASS/i.png for each of `splits` ("" puts the
+    class folders in `directory` itself). Class k lights rows 5k+2..5k+4, so they are learnable."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    for split in splits:
+        for k, name in enumerate(classes):
+            folder = os.path.join(directory, split, name)
+            os.makedirs(folder, exist_ok=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+                pixels[5 * k + 2:5 * k + 5] = 220
+                Image.fromarray(pixels).save(os.path.join(folder, f"{i}.png"))
+    return str(directory)

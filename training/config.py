@@ -5,12 +5,16 @@ from typing import List, Optional
 
 @dataclass
 class TrainConfig:
-    model: str = "b_lenet"                # zoo name; a B- network trains its baseline first
+    model: str = "b_lenet"                # zoo name, or "torchvision:NAME"; a B- network (and a
+                                          # torchvision one) trains its baseline first
+    exits: Optional[List[str]] = None     # torchvision:NAME and modules: where the exits go (names
+                                          # as attach_exits takes); None: models.default_exits
     dataset: str = "fashion-mnist"
     data_dir: Optional[str] = None
     download: bool = False
     val_fraction: float = 0.1             # held out from the training set, for calibration later
     limit: Optional[int] = None           # keep only the first N samples of each split (quick runs)
+    input_size: Optional[int] = None      # resize every image to N x N
     out: str = "runs/b_lenet"             # directory for checkpoints and their JSON summaries
     baseline_epochs: int = 50             # phase 1: the baseline alone
     epochs: int = 50                      # phase 2: all exits jointly, from the phase-1 weights
@@ -20,7 +24,9 @@ class TrainConfig:
     beta2: float = 0.999
     adam_eps: float = 1e-8
     exit_weights: Optional[List[float]] = None   # per-exit loss weights; default all 1.0
-    init_from: Optional[str] = None       # a phase-1 checkpoint to start phase 2 from (skips phase 1)
+    init_from: Optional[str] = None       # skips phase 1: a zoo network's phase-1 checkpoint
+                                          # to start phase 2 from; else a plain state_dict file
+    freeze_backbone: bool = False         # train the early-exit heads only (no phase 1)
     seed: int = 0
     device: str = "cpu"
     threads: Optional[int] = None
@@ -51,3 +57,7 @@ class TrainConfig:
             raise ValueError(f"--exit-weights must be >= 0, got {self.exit_weights}")
         if self.save_every < 0:
             raise ValueError(f"--save-every must be >= 0, got {self.save_every}")
+        if self.input_size is not None and self.input_size < 1:
+            raise ValueError(f"--input-size must be >= 1, got {self.input_size}")
+        if self.exits is not None and (not self.exits or not all(self.exits)):
+            raise ValueError(f"--exits needs one or more names, comma-separated, got {self.exits}")

@@ -60,8 +60,9 @@ def run_phase(ctx, net, data, cfg, epochs: int, weights: List[float], state: Pha
         raise ValueError(f"--batch-size {cfg.batch_size} does not split evenly over "
                          f"{ctx.world_size} processes")
     model = DistributedDataParallel(net) if ctx.distributed else net
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                 eps=cfg.adam_eps)
+    # Only what trains: a frozen backbone's parameters (BranchyNet.freeze_backbone) stay out.
+    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr,
+                                 betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps)
     if state.optimizer is not None:
         optimizer.load_state_dict(state.optimizer)
     if state.rng is not None:

@@ -1,5 +1,10 @@
 """`branchy train`: phase 1 trains the baseline, phase 2 the BranchyNet jointly from phase 1's weights.
 
+The network is a zoo network (cfg.model), a torchvision classifier ("torchvision:NAME") or any
+nn.Module given to train(); the latter two get exits attached on their traced graph (cfg.exits).
+Phase 1 is skipped where the baseline is given: --init-from, or --freeze-backbone, which trains
+the early-exit heads alone on a fixed trunk and final classifier.
+
 Files in cfg.out, per phase: NAME.pt (the checkpoint, rewritten at every save) and, once the phase
 is done, NAME.json (command, seed, wall time, validation and test accuracy per exit).
 """
@@ -7,13 +12,16 @@ import json
 import os
 import platform
 import random
-from typing import Dict, List
+from dataclasses import replace
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
+from torch import nn
 
 from branchy_engine import data as datasets
 from branchy_engine import checkpoint, models
+from branchy_engine.models import classifier
 from branchy_engine.fileio import write_text
 from training import distributed
 from training.config import TrainConfig
@@ -61,40 +69,118 @@ def check_resumable(path, saved: dict, cfg: TrainConfig):
 
 
 class Phase:
-    """One network to train and the file it lives in."""
+    """One network to train and the file it lives in; model_args rebuild it (checkpoint.py)."""
 
-    def __init__(self, name, net, kind, epochs, weights, out):
+    def __init__(self, name, net, kind, epochs, weights, out, model_args):
         self.name, self.net, self.kind, self.epochs, self.weights = name, net, kind, epochs, weights
+        self.model_args = model_args
         self.path = os.path.join(out, f"{name}.pt")
         self.summary_path = os.path.join(out, f"{name}.json")
 
 
-def train(cfg: TrainConfig) -> Dict[str, str]:
-    """Runs the training the config describes. Returns {network name: checkpoint path}."""
+def train(cfg: TrainConfig, model: Optional[nn.Module] = None) -> Dict[str, str]:
+    """Runs the training the config describes. Returns {network name: checkpoint path}.
+
+    model: any classifier, input [B, C, H, W] -> logits [B, classes], trained instead of
+        cfg.model (which is then recorded as "module:CLASS"): exits are attached on its traced
+        graph at cfg.exits (default: models.default_exits), the data get as many channels as its
+        first convolution takes, cfg.init_from (a plain state_dict) is loaded into it first, and
+        phase 2 trains its own modules, which therefore end with the trained weights.
+        checkpoint.build_model(ckpt, module=CLASS(...)) rebuilds the network from a checkpoint.
+    """
+    if model is not None:
+        cfg = replace(cfg, model=classifier.MODULE + type(model).__name__)
     cfg.check()
     ctx = distributed.setup(cfg.device)
     try:
-        return _train(ctx, cfg)
+        return _train(ctx, cfg, model)
     finally:
         distributed.teardown(ctx)
 
 
-def _train(ctx, cfg: TrainConfig) -> Dict[str, str]:
+def _zoo(cfg: TrainConfig, module: Optional[nn.Module]) -> bool:
+    """Whether the network is one of the zoo's (models.create), not a classifier given exits."""
+    return module is None and not cfg.model.startswith(classifier.TORCHVISION)
+
+
+def _data_channels(cfg: TrainConfig, module: Optional[nn.Module]) -> Optional[int]:
+    """The channels the network takes, where the data must be made to fit it; None: the zoo's
+    networks take the data's own."""
+    if module is not None:
+        return classifier.input_channels(module)
+    return None if _zoo(cfg, module) else 3
+
+
+def _build_network(cfg: TrainConfig, data, module: Optional[nn.Module] = None):
+    """The BranchyNet to train and its checkpoint's model_args (checkpoint.build_model).
+
+    A zoo network is created for the data's classes and channels. Otherwise the classifier
+    (`module`, or torchvision's cfg.model built for the data's classes) gets cfg.init_from's
+    state_dict, then exits at cfg.exits or models.default_exits.
+    """
+    if _zoo(cfg, module):
+        if cfg.exits is not None:
+            raise ValueError(f"--exits places the exits of torchvision:NAME and of your own modules; "
+                             f"the zoo's {cfg.model} has its own")
+        args = {"num_classes": data.num_classes, "in_channels": data.input_shape[0]}
+        return models.create(cfg.model, **args), args
+    model = module if module is not None else classifier.torchvision_classifier(
+        cfg.model.removeprefix(classifier.TORCHVISION), data.num_classes)
+    if cfg.init_from is not None:
+        checkpoint.load_state_dict(model, cfg.init_from, what=cfg.model)
+    exits = cfg.exits or models.default_exits(model, data.input_shape)
+    net = classifier.attach(model, cfg.model, exits, data.input_shape)
+    if module is not None:
+        width = _final_width(net, data.input_shape)
+        if width != data.num_classes:
+            raise ValueError(f"{type(module).__name__} gives {width} logits, {data.name} has "
+                             f"{data.num_classes} classes")
+    return net, {"source": cfg.model, "num_classes": data.num_classes,
+                 "input_shape": list(data.input_shape), "exits": list(exits)}
+
+
+@torch.no_grad()
+def _final_width(net, input_shape) -> int:
+    """The final exit's number of logits, from one eval-mode forward of zeros; modes kept."""
+    was_training = net.training
+    net.eval()
+    try:
+        param = next(net.parameters())
+        x = torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype)
+        return net.forward_to(x, net.num_exits - 1).shape[-1]
+    finally:
+        net.train(was_training)
+
+
+def _train(ctx, cfg: TrainConfig, module: Optional[nn.Module]) -> Dict[str, str]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed, cfg.device)
+    zoo = _zoo(cfg, module)
+    if cfg.freeze_backbone and cfg.init_from is None and module is None:
+        raise ValueError(f"--freeze-backbone trains the exit heads of a trained network: pass "
+                         f"--init-from (for {cfg.model}: "
+                         f"{'its baseline checkpoint' if zoo else 'a state_dict file'})")
     data = datasets.load(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction,
-                         seed=cfg.seed, download=cfg.download, limit=cfg.limit)
-    net = models.create(cfg.model, num_classes=data.num_classes, in_channels=data.input_shape[0])
+                         seed=cfg.seed, download=cfg.download, limit=cfg.limit,
+                         input_size=cfg.input_size, channels=_data_channels(cfg, module))
+    net, model_args = _build_network(cfg, data, module)
+    if cfg.freeze_backbone:
+        if net.num_exits < 2:
+            raise ValueError(f"--freeze-backbone: {net.name} has no early exits to train")
+        net.freeze_backbone()
     phases = []
     if net.num_exits > 1:
         baseline = net.baseline()
-        if cfg.init_from is None:
-            phases.append(Phase(baseline.name, baseline, "baseline", cfg.baseline_epochs, [1.0], cfg.out))
-        phases.append(Phase(net.name, net, "joint", cfg.epochs, exit_weights(cfg, net.num_exits), cfg.out))
+        if cfg.init_from is None and not cfg.freeze_backbone:
+            phases.append(Phase(baseline.name, baseline, "baseline", cfg.baseline_epochs, [1.0],
+                                cfg.out, model_args))
+        phases.append(Phase(net.name, net, "joint", cfg.epochs, exit_weights(cfg, net.num_exits),
+                            cfg.out, model_args))
     else:
-        phases.append(Phase(net.name, net, "baseline", cfg.baseline_epochs, [1.0], cfg.out))
-    if cfg.init_from is not None:
+        phases.append(Phase(net.name, net, "baseline", cfg.baseline_epochs, [1.0], cfg.out,
+                            model_args))
+    if cfg.init_from is not None and zoo:
         _load_trunk(net, checkpoint.build_model(checkpoint.load(cfg.init_from, model=net.baseline().name)))
 
     done = {}
@@ -105,8 +191,9 @@ def _train(ctx, cfg: TrainConfig) -> Dict[str, str]:
         state = _starting_state(phase, cfg)
         if not state.done:  # a finished phase (on --resume) is left as it is
             if ctx.is_main:
-                print(f"{phase.kind} phase: {phase.name} on {data.description}, {phase.epochs} epochs, "
-                      f"exit weights {phase.weights}", flush=True)
+                frozen = " (backbone frozen: exit heads only)" if phase.net.backbone_frozen else ""
+                print(f"{phase.kind} phase{frozen}: {phase.name} on {data.description}, "
+                      f"{phase.epochs} epochs, exit weights {phase.weights}", flush=True)
             state = run_phase(ctx, phase.net, data, cfg, phase.epochs, phase.weights, state,
                               lambda s, p=phase: _save(p, s, cfg, data), phase.name)
             if ctx.is_main:
@@ -149,7 +236,7 @@ def _final_metrics(state: PhaseState) -> dict:
 def _save(phase: Phase, state: PhaseState, cfg: TrainConfig, data):
     checkpoint.save(phase.path, {
         "model": phase.name,
-        "model_args": {"num_classes": data.num_classes, "in_channels": data.input_shape[0]},
+        "model_args": phase.model_args,
         "state_dict": {k: v.detach().cpu() for k, v in phase.net.state_dict().items()},
         "phase": phase.kind,
         # A finished phase is never resumed: its checkpoint keeps the weights, not the optimizer.
@@ -171,6 +258,7 @@ def _write_summary(phase: Phase, state: PhaseState, cfg: TrainConfig, data):
     metrics = _final_metrics(state)
     summary = {
         "model": phase.name, "phase": phase.kind, "command": cfg.command, "seed": cfg.seed,
+        "model_args": phase.model_args, "freeze_backbone": cfg.freeze_backbone,
         "dataset": data.description, "epochs": metrics["epochs"], "exit_weights": phase.weights,
         "batch_size": cfg.batch_size, "lr": cfg.lr, "betas": [cfg.beta1, cfg.beta2],
         "wall_time_s": round(state.wall_time_s, 2),

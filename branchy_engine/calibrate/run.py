@@ -37,11 +37,12 @@ class Options:
 
 
 def load_data(ckpt: dict, data_dir: Optional[str]):
-    """The dataset a checkpoint was trained on, with the same validation split."""
+    """The dataset a checkpoint was trained on, with the same validation split, size and channels."""
     cfg = ckpt.get("config", {})
     return datasets.load(ckpt["dataset"]["name"], data_dir=data_dir or cfg.get("data_dir"),
                          val_fraction=cfg.get("val_fraction", 0.1), seed=cfg.get("seed", 0),
-                         limit=cfg.get("limit"))
+                         limit=cfg.get("limit"), input_size=cfg.get("input_size"),
+                         channels=ckpt["dataset"]["input_shape"][0])
 
 
 def get_costs(opts: Options, net, input_shape):

@@ -259,3 +259,47 @@ def attach_exits(model: nn.Module, at: list[str], head: Optional[HeadFactory] = 
         exits[i] = ExitOnCut(module, first, clone) if first or clone else module
     exits[len(cuts)] = pieces[-1]
     return BranchyNet(pieces[:-1], exits, name=f"b_{type(model).__name__.lower()}")
+
+
+def default_exits(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32), count: int = 2,
+                  leaf_modules: Iterable[type] = ()) -> list[str]:
+    """Where `count` exits go when the user names none (`branchy train` without --exits).
+
+    The rule: of the n values exit_points(model) lists (each value once, in graph order), the
+    candidates are the block outputs, [B, C, H, W] values that are the only value crossing a cut
+    after them (not the middle of a residual block or a squeeze-excitation), named by their
+    shortest module name; of those, the ones at the shallowest nesting depth (dots in the name)
+    that has at least count + 2 of them ("layer2", "features.6", rather than "layer2.0.conv1").
+    Exit k (1-based) goes on the candidate after exit k-1 nearest position k * n / (count + 1):
+    for two exits, about a third and two thirds into the trunk. resnet18: layer1, layer3;
+    mobilenet_v3_small: features.4, features.8; efficientnet_b0: features.3, features.5.
+
+    Raises ValueError where fewer than `count` candidates exist (a model whose trunk values are
+    not [B, C, H, W], a vision transformer say): name the exits then.
+    """
+    traced = trace(model, leaf_modules)
+    probe(traced, input_shape)
+    points = _CutPoints(traced)
+    values = list(dict.fromkeys(points.names[name] for name in points.listing(ops=False)))
+    candidates = []  # (position among the values, name)
+    for position, node in enumerate(values):
+        shape = traced.shapes[node]
+        if len(shape) == 4 and boundary(points.nodes, points.order[node], node) == [node]:
+            candidates.append((position, traced.display_name(node)))
+    if len(candidates) < count:
+        raise ValueError(
+            f"{type(model).__name__} has {len(candidates)} values where a default exit head "
+            f"(global average pool + linear) can go between blocks, {count} are needed; name the "
+            f"exits (exit_points(model) lists the valid names)")
+    depth = 0
+    while sum(name.count(".") <= depth for _, name in candidates) < min(count + 2, len(candidates)):
+        depth += 1
+    candidates = [c for c in candidates if c[1].count(".") <= depth]
+    chosen, start = [], 0
+    for k in range(1, count + 1):
+        target = k * len(values) / (count + 1)
+        window = candidates[start:len(candidates) - (count - k)]
+        best = min(range(len(window)), key=lambda i: abs(window[i][0] - target))
+        chosen.append(window[best][1])
+        start += best + 1
+    return chosen

@@ -31,6 +31,7 @@ class BranchyNet(nn.Module):
         # Inserted in stage order, so iterating the dict visits exits in exit order.
         self.exits = nn.ModuleDict({str(i): exits[i] for i in sorted(exits)})
         self.name = name
+        self.backbone_frozen = False
 
     @property
     def exit_stages(self) -> list[int]:
@@ -40,6 +41,27 @@ class BranchyNet(nn.Module):
     @property
     def num_exits(self) -> int:
         return len(self.exits)
+
+    def backbone(self) -> list[nn.Module]:
+        """The trunk's stages and the final exit: the network without its early-exit heads."""
+        return [*self.stages, self.exits[str(len(self.stages) - 1)]]
+
+    def freeze_backbone(self) -> "BranchyNet":
+        """Fixes backbone() so that training changes the early-exit heads only: its parameters
+        get requires_grad False, and it stays in eval mode whatever train() says (BatchNorm
+        normalises with its running statistics and keeps them, dropout is off), so the heads
+        learn from the features inference computes. Returns self."""
+        self.backbone_frozen = True
+        for module in self.backbone():
+            module.requires_grad_(False)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "BranchyNet":
+        super().train(mode)
+        if self.backbone_frozen:
+            for module in self.backbone():
+                module.train(False)
+        return self
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """Logits [B, classes] of every exit, in exit order (for training): the whole trunk runs."""
