@@ -49,6 +49,19 @@ def save(path, checkpoint):
         torch.save(checkpoint, tmp)
 
 
+
+def _read(path: str, what: str):
+    """torch.load(path) with weights_only=True on the CPU; CheckpointError naming the file when it
+    is missing or not a readable torch file (corrupt, truncated, foreign)."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such {what} file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError,
+            OSError) as e:
+        raise CheckpointError(f"{path}: not a readable {what} (corrupt, truncated or not a torch "
+                              f"file): {e}") from e
+
 def load(path, model=None):
     """Reads a checkpoint with weights_only=True and checks it.
 
@@ -59,14 +72,7 @@ def load(path, model=None):
         CheckpointError naming the problem (missing, corrupt, not ours, newer format, other model).
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError,
-            OSError) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt, truncated or not a "
-                              f"torch file): {e}") from e
+    checkpoint = _read(path, "checkpoint")
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise CheckpointError(f"{path}: a torch file, but not a branchy-engine checkpoint")
     if checkpoint.get("format_version", 0) > FORMAT_VERSION:
@@ -114,13 +120,7 @@ def load_state_dict(model, path, what="the model"):
     and the keys whose shapes differ with both shapes.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such state_dict file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError,
-            OSError) as e:
-        raise CheckpointError(f"{path}: not a readable torch file: {e}") from e
+    state = _read(path, "state_dict")
     if isinstance(state, Mapping) and state.get("format") == FORMAT:
         raise CheckpointError(f"{path} is a branchy-engine checkpoint; a plain state_dict is "
                               f"needed here (torch.save(model.state_dict(), FILE))")
