@@ -16,3 +16,11 @@ def floats(text: str) -> List[float]:
 def names(text: str) -> List[str]:
     """'layer2,layer3' -> ['layer2', 'layer3'], spaces around each name dropped."""
     return [name.strip() for name in text.split(",")]
+
+
+def positive(text: str) -> int:
+    """'8' -> 8; zero, a negative number or not an integer is an argparse error naming the text."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value

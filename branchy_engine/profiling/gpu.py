@@ -209,15 +209,8 @@ def read_raw(path: str, samples: int, shape: Sequence[int]) -> torch.Tensor:
     return torch.from_numpy(data).view(samples, *shape)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
 def main(argv=None) -> int:
-    from branchy_engine.argtypes import floats
+    from branchy_engine.argtypes import floats, positive
     from branchy_engine.model_file import summary
 
     parser = argparse.ArgumentParser(
@@ -229,7 +222,7 @@ def main(argv=None) -> int:
     parser.add_argument("model", help="the .branchy model file")
     parser.add_argument("--raw", required=True, metavar="FILE",
                         help="samples as raw little-endian float32 [N, C, H, W] (C, H, W: the model's input)")
-    parser.add_argument("--samples", type=_positive, required=True, metavar="N",
+    parser.add_argument("--samples", type=positive, required=True, metavar="N",
                         help="profile the first N samples of --raw")
     parser.add_argument("--thresholds", type=floats, help="override the file's thresholds, comma-separated")
     parser.add_argument("--warmup", type=int, default=20,
