@@ -51,3 +51,13 @@ def test_without_a_gpu_nothing_is_measured(tmp_path, capsys):
         pytest.skip("a GPU is here")
     assert gpu_engine.main(["--quick", "--out", str(tmp_path)]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err and os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("argument", ["3", "--dryrun", ""])
+def test_the_gpu_check_refuses_an_unknown_phase(argument):
+    import subprocess
+    script = os.path.join(BENCH, "gpu_check.sh")
+    run = subprocess.run(["bash", script] + ([argument] if argument else []), capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 2
+    assert f"expected 1, 2 or --dry-run, got '{argument}'" in run.stderr and "--prepare" in run.stderr
