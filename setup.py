@@ -60,7 +60,7 @@ def dnnl_headers():
 
 def extension():
     runtime = [s for s in sources("csrc/runtime/*.cpp") if "layers_dnnl" not in s]
-    runtime += sources("csrc/runtime/kernels/*.cpp")
+    runtime += sources("csrc/runtime/kernels/*.cpp") + sources("csrc/runtime/ops/*.cpp")
     runtime.append("csrc/runtime/layers_dnnl.cpp" if DNNL else "csrc/runtime/layers_dnnl_none.cpp")
     cpp = sources("csrc/ops/*.cpp") + sources("csrc/ops/cpu/*.cpp") + runtime
     cu = sources("csrc/ops/cuda/*.cu") if CUDA else []

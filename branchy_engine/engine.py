@@ -107,6 +107,13 @@ class Engine:
         """Per op (trunk, then exit heads): 'o' own kernel or 'd' oneDNN, as the plan chose."""
         return self.plan.choices
 
+    def footprint(self) -> dict:
+        """Memory the plan needs, in bytes: weight_bytes (as in the file), packed_bytes (weights
+        packed for the kernels), arena_bytes (values inside a stage or head, placed by liveness),
+        slot_bytes (one stage boundary), batch_bytes (a context's max_batch slots, twice),
+        scratch_bytes (the layers' scratch per context)."""
+        return dict(self.plan.footprint(self.max_batch))
+
     def describe(self) -> str:
         """The plan: every layer with the implementation and layout chosen for it."""
         return self.plan.describe()

@@ -13,7 +13,7 @@ import torch
 import branchy_engine
 from branchy_engine import checkpoint, model_file
 from branchy_engine.fileio import atomic_path
-from branchy_engine.lowering import lower_network
+from branchy_engine import lowering
 from branchy_engine.models import BranchyNet
 
 
@@ -80,10 +80,23 @@ def _plain(value):
     return str(value)
 
 
+def lower(net: BranchyNet, input_shape: Sequence[int]):
+    """(stages, exits, input Value) of `net` as the model file's graph.
+
+    The paper's networks (chains of the modules lowering.SUPPORTED lists) lower module by module,
+    which keeps their fused ops (res_block); any other network lowers from its ATen ops
+    (lower_aten: torch.export of each stage and head). Raises ValueError naming the node (and the
+    module it came from) that neither can lower.
+    """
+    x = model_file.Value()
+    stages, exits = lowering.lower_network(net, x)
+    return stages, exits, x
+
+
 def write_model(net: BranchyNet, output, input_shape: Sequence[int], criterion: str = "entropy",
                 thresholds: Sequence[float] = (), class_names: Sequence[str] = (),
                 metadata: Optional[dict] = None) -> dict:
-    """Writes `net` (any BranchyNet of supported modules) to `output` atomically.
+    """Writes `net` (any BranchyNet whose ops the engine has, export.lower) to `output` atomically.
 
     Args:
         net: the network; it is put in eval mode.
@@ -102,9 +115,9 @@ def write_model(net: BranchyNet, output, input_shape: Sequence[int], criterion: 
     num_classes = _num_classes(net, input_shape)
     if class_names and len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
-    stages, exits = lower_network(net)
+    stages, exits, x = lower(net, input_shape)
     graph = model_file.Graph(tuple(input_shape), num_classes, criterion, list(thresholds),
-                             list(class_names), stages, exits)
+                             list(class_names), x, stages, exits)
     data = model_file.serialize(graph, json.dumps(_plain(metadata or {}), allow_nan=False))
     with atomic_path(output) as tmp:
         with open(tmp, "wb") as f:
@@ -153,7 +166,7 @@ def report(summary: dict) -> str:
     lines = [f"wrote {summary['path']} ({summary['bytes']:,} bytes): input "
              f"{'x'.join(map(str, summary['input']))}, {summary['num_classes']} classes, "
              f"{summary['weights']:,} weights"]
-    lines += [f"  stage {i}: {kinds(ops)}" for i, ops in enumerate(summary["stages"])]
+    lines += [f"  stage {i}: {kinds(stage['ops'])}" for i, stage in enumerate(summary["stages"])]
     lines += [f"  exit {n} after stage {e['stage']}: {kinds(e['head'])}"
               for n, e in enumerate(summary["exits"])]
     thresholds = ", ".join(str(t) for t in summary["thresholds"]) or "none (a single exit)"

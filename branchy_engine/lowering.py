@@ -1,12 +1,12 @@
-"""A BranchyNet's modules as the model file's ops: BatchNorm folded into the convolution before it,
-ReLU fused into the op before it where the format allows, dropout removed (inference only)."""
+"""A BranchyNet's modules as the model file's graph: BatchNorm folded into the convolution before it,
+ReLU fused into the op before it as its activation, dropout removed (inference only)."""
 from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from branchy_engine.model_file import Op
+from branchy_engine.model_file import Exit, Op, Stage, Value
 from branchy_engine.models import BranchyNet, ResBlock
 
 SUPPORTED = ("Conv2d (zeros padding < kernel, dilation 1, groups 1; a BatchNorm2d and a ReLU right "
@@ -15,7 +15,7 @@ SUPPORTED = ("Conv2d (zeros padding < kernel, dilation 1, groups 1; a BatchNorm2
              "Flatten(1, -1), ResBlock, and Dropout/Identity (removed)")
 
 _REMOVED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity)
-_FUSES_RELU = ("conv2d", "max_pool2d", "avg_pool2d", "linear")  # their last int is `relu`
+_FUSES_ACTIVATION = ("conv2d", "max_pool2d", "avg_pool2d", "linear")  # have an `activation`
 
 
 def _pair(v) -> Tuple[int, int]:
@@ -45,7 +45,7 @@ def fold_batch_norm(weight: np.ndarray, bias: np.ndarray,
     return weight * scale[:, None, None, None], (bias - _f64(bn.running_mean, n)) * scale + shift
 
 
-def _conv(path: str, m: nn.Conv2d) -> Op:
+def _conv(path: str, m: nn.Conv2d, x: Value) -> Op:
     (kh, kw), pad = m.kernel_size, m.padding
     if isinstance(pad, str) or m.padding_mode != "zeros":
         raise _unsupported(path, m, f"padding {pad!r}, padding_mode {m.padding_mode!r}")
@@ -53,11 +53,13 @@ def _conv(path: str, m: nn.Conv2d) -> Op:
         raise _unsupported(path, m, f"groups {m.groups}, dilation {m.dilation}")
     if pad[0] >= kh or pad[1] >= kw:
         raise _unsupported(path, m, f"padding {pad} not smaller than the kernel {m.kernel_size}")
-    return Op("conv2d", [m.in_channels, m.out_channels, kh, kw, *m.stride, *pad, 0], [],
-              [_f64(m.weight, 0), _f64(m.bias, m.out_channels)], path)
+    attrs = dict(in_channels=m.in_channels, out_channels=m.out_channels, kernel_h=kh, kernel_w=kw,
+                 stride_h=m.stride[0], stride_w=m.stride[1], pad_top=pad[0], pad_left=pad[1],
+                 pad_bottom=pad[0], pad_right=pad[1], dilation_h=1, dilation_w=1, groups=1)
+    return Op("conv2d", [x], attrs, [_f64(m.weight, 0), _f64(m.bias, m.out_channels)], path)
 
 
-def _pool(path: str, m: nn.Module) -> Op:
+def _pool(path: str, m: nn.Module, x: Value) -> Op:
     if isinstance(m, nn.MaxPool2d):
         if _pair(m.dilation) != (1, 1) or m.return_indices:
             raise _unsupported(path, m, f"dilation {m.dilation}, return_indices {m.return_indices}")
@@ -67,35 +69,38 @@ def _pool(path: str, m: nn.Module) -> Op:
             raise _unsupported(path, m, f"count_include_pad {m.count_include_pad}, divisor_override "
                                        f"{m.divisor_override}")
         kind = "avg_pool2d"
-    return Op(kind, [*_pair(m.kernel_size), *_pair(m.stride), *_pair(m.padding), int(m.ceil_mode), 0],
-              source=path)
+    (kh, kw), (sh, sw), (ph, pw) = _pair(m.kernel_size), _pair(m.stride), _pair(m.padding)
+    attrs = dict(kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw,
+                 ceil_mode=int(m.ceil_mode))
+    return Op(kind, [x], attrs, source=path)
 
 
-def _linear(path: str, m: nn.Linear) -> Op:
-    return Op("linear", [m.in_features, m.out_features, 0], [],
+def _linear(path: str, m: nn.Linear, x: Value) -> Op:
+    return Op("linear", [x], dict(in_features=m.in_features, out_features=m.out_features),
               [_f64(m.weight, 0), _f64(m.bias, m.out_features)], path)
 
 
-def _flatten(path: str, m: nn.Flatten) -> Op:
+def _flatten(path: str, m: nn.Flatten, x: Value) -> Op:
     if m.start_dim != 1 or m.end_dim not in (-1, 3):
         raise _unsupported(path, m, f"start_dim {m.start_dim}, end_dim {m.end_dim}")
-    return Op("flatten", source=path)
+    return Op("flatten", [x], source=path)
 
 
-def _lrn(path: str, m: nn.LocalResponseNorm) -> Op:
-    return Op("lrn", [m.size], [m.alpha, m.beta, m.k], source=path)
+def _lrn(path: str, m: nn.LocalResponseNorm, x: Value) -> Op:
+    return Op("lrn", [x], dict(size=m.size, alpha=m.alpha, beta=m.beta, k=m.k), source=path)
 
 
-def _res_block(path: str, m: ResBlock) -> Op:
+def _res_block(path: str, m: ResBlock, x: Value) -> Op:
     tensors = []
     for conv, bn in ((m.conv1, m.bn1), (m.conv2, m.bn2)):
         tensors += fold_batch_norm(_f64(conv.weight, 0), _f64(conv.bias, conv.out_channels), bn)
-    return Op("res_block", [m.in_channels, m.out_channels, m.stride], [], tensors, path)
+    return Op("res_block", [x], dict(in_channels=m.in_channels, out_channels=m.out_channels,
+                                     stride=m.stride), tensors, path)
 
 
 _LOWER = {nn.Conv2d: _conv, nn.MaxPool2d: _pool, nn.AvgPool2d: _pool, nn.Linear: _linear,
           nn.Flatten: _flatten, nn.LocalResponseNorm: _lrn, ResBlock: _res_block,
-          nn.ReLU: lambda path, m: Op("relu", source=path)}
+          nn.ReLU: lambda path, m, x: Op("activation", [x], dict(activation=1), source=path)}
 
 
 def _leaves(path: str, module: nn.Module) -> List[Tuple[str, nn.Module]]:
@@ -105,8 +110,9 @@ def _leaves(path: str, module: nn.Module) -> List[Tuple[str, nn.Module]]:
     return [(path, module)]
 
 
-def lower(path: str, module: nn.Module) -> List[Op]:
-    """The ops of one stage or exit head. Fusion stays inside it: the stage or head is one module.
+def lower(path: str, module: nn.Module, x: Value) -> Tuple[List[Op], Value]:
+    """The ops of one stage or exit head reading `x`, and the value it ends in. Fusion stays inside
+    it: the stage or head is one module.
 
     Raises ValueError naming the module path and type of anything the engine cannot run.
     """
@@ -116,22 +122,30 @@ def lower(path: str, module: nn.Module) -> List[Op]:
             continue
         last = ops[-1] if ops else None
         if type(m) is nn.BatchNorm2d:
-            if last is None or last.kind != "conv2d" or last.ints[-1]:
+            if last is None or last.kind != "conv2d" or last.attrs.get("activation"):
                 raise _unsupported(p, m, "not right after a Conv2d, so it cannot be folded")
             if m.running_mean is None:
                 raise _unsupported(p, m, "no running statistics (track_running_stats=False)")
             last.tensors = list(fold_batch_norm(*last.tensors, m))
-        elif type(m) is nn.ReLU and last is not None and last.kind in _FUSES_RELU and not last.ints[-1]:
-            last.ints[-1] = 1
+        elif (type(m) is nn.ReLU and last is not None and last.kind in _FUSES_ACTIVATION
+              and not last.attrs.get("activation")):
+            last.attrs["activation"] = 1
         elif type(m) in _LOWER:
-            ops.append(_LOWER[type(m)](p, m))
+            ops.append(_LOWER[type(m)](p, m, ops[-1].output if ops else x))
         else:
             raise _unsupported(p, m)
-    return ops
+    return ops, (ops[-1].output if ops else x)
 
 
-def lower_network(net: BranchyNet) -> Tuple[List[List[Op]], List[Tuple[int, List[Op]]]]:
-    """(ops per stage, [(stage index, head ops)] per exit) of a BranchyNet."""
-    stages = [lower(f"stages.{i}", stage) for i, stage in enumerate(net.stages)]
-    exits = [(s, lower(f"exits.{s}", net.exits[str(s)])) for s in net.exit_stages]
+def lower_network(net: BranchyNet, x: Value) -> Tuple[List[Stage], List[Exit]]:
+    """The stages and exits of a BranchyNet reading the model's input `x`: each stage passes on
+    its last value, which the next stage and its exit read."""
+    stages, exits, outputs = [], [], {}
+    for i, stage in enumerate(net.stages):
+        ops, x = lower(f"stages.{i}", stage, x)
+        stages.append(Stage(ops, [x]))
+        outputs[i] = x
+    for s in net.exit_stages:
+        ops, _ = lower(f"exits.{s}", net.exits[str(s)], outputs[s])
+        exits.append(Exit(s, outputs[s], ops))
     return stages, exits

@@ -1,45 +1,88 @@
-"""The .branchy model file (docs/model-format.md): ops and a graph as data, their bytes, and the
-file read back through the C++ reader (the runtime's own checks) as a summary or a table."""
+"""The .branchy model file, format version 2 (docs/model-format.md): a graph of values and ops cut
+into stages and exit heads, as data; its bytes; and the file read back through the C++ reader (the
+runtime's own checks) as a summary or a table. Op kinds come from the runtime's registry."""
+import functools
+import hashlib
 import json
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 MAGIC = b"BRANCHY\0"
-VERSION = 1
+VERSION = 2
 HEADER = struct.Struct("<8sIIQQQQQQQ")  # magic, version, flags, file size, 3 x (offset, size)
 ALIGN = 64
 CRITERIA = ("entropy", "maxprob")  # index = the criterion's code in the file
-KINDS = ("conv2d", "max_pool2d", "avg_pool2d", "lrn", "relu", "linear", "flatten", "res_block")
+# The fused activation's codes (docs/model-format.md, "Activations").
+ACTIVATIONS = ("none", "relu", "clamp", "hardswish", "hardsigmoid", "silu", "sigmoid", "gelu_erf",
+               "gelu_tanh")
+
+
+@functools.lru_cache(maxsize=None)
+def registry() -> Dict[str, dict]:
+    """Every op kind the runtime reads, by name: code, ints, floats, tensors, min/max inputs and
+    semantics, from the declarations in csrc/runtime/ops/ (the one place op kinds are listed)."""
+    from branchy_engine._extension import load
+    return {d["name"]: d for d in json.loads(load().op_registry_json())}
+
+
+class Value:
+    """A tensor of the graph: the model's input, or the output of `op`. Ids are given when the
+    graph is written (value 0 the input, value i + 1 the output of the i-th op written)."""
+    __slots__ = ("op",)
+
+    def __init__(self, op: Optional["Op"] = None):
+        self.op = op
+
+
+@dataclass(eq=False)
+class Op:
+    """One op: a kind of the registry, the values it reads, its attributes by name (the kind's ints
+    and floats; the activation and its bounds default to 0) and its tensors in the kind's order.
+
+    Tensors are float64 until written (BatchNorm folding happens in float64), then float32; equal
+    tensors are stored once. `source` names what the op came from, e.g. "stages.1.3".
+    """
+    kind: str
+    inputs: List[Value]
+    attrs: Dict[str, float] = field(default_factory=dict)
+    tensors: List[np.ndarray] = field(default_factory=list)
+    source: str = ""
+
+    def __post_init__(self):
+        self.output = Value(self)
 
 
 @dataclass
-class Op:
-    """One op: a kind from KINDS, its ints and floats, and its tensors in the format table's order.
+class Stage:
+    ops: List[Op]
+    outputs: List[Value]  # what the later stages and the stage's exit read
 
-    Tensors are float64 until written (BatchNorm folding happens in float64), then float32.
-    `source` is the module path the op came from, e.g. "stages.1.3".
-    """
-    kind: str
-    ints: List[int] = field(default_factory=list)
-    floats: List[float] = field(default_factory=list)
-    tensors: List[np.ndarray] = field(default_factory=list)
-    source: str = ""
+
+@dataclass
+class Exit:
+    stage: int
+    input: Value          # one of the stage's outputs
+    ops: List[Op]         # the head; its last op gives the logits (none: the input is the logits)
 
 
 @dataclass
 class Graph:
-    """Everything but the metadata: input [C, H, W], exit rule, stages, and exits as (stage, head)."""
+    """Everything but the metadata: input [C, H, W] (the Value `input`), exit rule, stages, exits."""
     input_shape: Tuple[int, int, int]
     num_classes: int
     criterion: str
     thresholds: Sequence[float]
     class_names: Sequence[str]
-    stages: List[List[Op]]
-    exits: List[Tuple[int, List[Op]]]
+    input: Value
+    stages: List[Stage]
+    exits: List[Exit]
+
+
+_DEFAULT_ZERO = ("activation", "activation_lo", "activation_hi")
 
 
 def fnv1a64(data: bytes) -> int:
@@ -54,42 +97,80 @@ def _align(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
-def _ops_words(ops: List[Op], offsets) -> bytes:
-    out = [struct.pack("<I", len(ops))]
-    for op in ops:
-        out.append(struct.pack(f"<II{len(op.ints)}i", KINDS.index(op.kind) + 1, len(op.ints), *op.ints))
-        out.append(struct.pack(f"<I{len(op.floats)}f", len(op.floats), *op.floats))
-        out.append(struct.pack("<I", len(op.tensors)))
-        for t in op.tensors:
-            out.append(struct.pack("<QQ", next(offsets), t.size))
-    return b"".join(out)
+def _attribute_words(op: Op) -> Tuple[List[int], List[float]]:
+    """op.attrs in the kind's file order; a missing or unknown name is a writer bug."""
+    spec = registry().get(op.kind)
+    if spec is None:
+        raise ValueError(f"{op.source or op.kind}: op kind {op.kind!r} is not in the runtime's "
+                         f"registry ({', '.join(registry())})")
+    unknown = set(op.attrs) - set(spec["ints"]) - set(spec["floats"])
+    if unknown:
+        raise ValueError(f"{op.source or op.kind}: {op.kind} has no attributes {sorted(unknown)}; "
+                         f"it has {spec['ints'] + spec['floats']}")
+    missing = [n for n in spec["ints"] + spec["floats"] if n not in op.attrs and n not in _DEFAULT_ZERO]
+    if missing:
+        raise ValueError(f"{op.source or op.kind}: {op.kind} needs attributes {missing}")
+    if len(op.tensors) != len(spec["tensors"]):
+        raise ValueError(f"{op.source or op.kind}: {op.kind} takes {len(spec['tensors'])} tensors "
+                         f"({spec['tensors']}), got {len(op.tensors)}")
+    return ([int(op.attrs.get(n, 0)) for n in spec["ints"]],
+            [float(op.attrs.get(n, 0.0)) for n in spec["floats"]])
 
 
-def _graph_words(g: Graph, offsets) -> bytes:
-    out = [struct.pack("<IIIII", *g.input_shape, g.num_classes, CRITERIA.index(g.criterion)),
-           struct.pack(f"<I{len(g.thresholds)}f", len(g.thresholds), *g.thresholds),
-           struct.pack("<I", len(g.class_names))]
-    for name in g.class_names:
-        raw = name.encode("utf-8")
-        out.append(struct.pack("<I", len(raw)) + raw + b"\0" * (-len(raw) % 4))
-    out.append(struct.pack("<I", len(g.stages)))
-    out.extend(_ops_words(ops, offsets) for ops in g.stages)
-    out.append(struct.pack("<I", len(g.exits)))
-    for stage, head in g.exits:
-        out.append(struct.pack("<I", stage) + _ops_words(head, offsets))
-    return b"".join(out)
+def _ordered_ops(g: Graph) -> List[Op]:
+    return [op for s in g.stages for op in s.ops] + [op for e in g.exits for op in e.ops]
 
 
 def serialize(graph: Graph, metadata_json: str) -> bytes:
-    """The whole file: header, graph, metadata, weights (each tensor 64-byte aligned), checksum."""
-    tensors = [t for ops in graph.stages + [head for _, head in graph.exits] for op in ops
-               for t in op.tensors]
-    weights, offsets = bytearray(), []
-    for t in tensors:
-        weights.extend(b"\0" * (_align(len(weights)) - len(weights)))
-        offsets.append(len(weights))
-        weights.extend(np.ascontiguousarray(t, dtype="<f4").tobytes())
-    graph_bytes = _graph_words(graph, iter(offsets))
+    """The whole file: header, graph, metadata, weights (each distinct tensor once, 64-byte
+    aligned), checksum."""
+    ops = _ordered_ops(graph)
+    ids = {id(graph.input): 0}
+    for i, op in enumerate(ops):
+        ids[id(op.output)] = i + 1
+
+    def value_id(v: Value, reader: str) -> int:
+        if id(v) not in ids:
+            raise ValueError(f"{reader} reads a value that no op of the graph writes")
+        return ids[id(v)]
+
+    weights, table, tensor_ids = bytearray(), [], {}
+    out = [struct.pack("<IIIII", *graph.input_shape, graph.num_classes, CRITERIA.index(graph.criterion)),
+           struct.pack(f"<I{len(graph.thresholds)}f", len(graph.thresholds), *graph.thresholds),
+           struct.pack("<I", len(graph.class_names))]
+    for name in graph.class_names:
+        raw = name.encode("utf-8")
+        out.append(struct.pack("<I", len(raw)) + raw + b"\0" * (-len(raw) % 4))
+    op_words = []
+    for op in ops:
+        ints, floats = _attribute_words(op)
+        refs = []
+        for t in op.tensors:
+            raw = np.ascontiguousarray(t, dtype="<f4").tobytes()
+            key = hashlib.sha256(raw).digest()
+            if key not in tensor_ids:
+                weights.extend(b"\0" * (_align(len(weights)) - len(weights)))
+                tensor_ids[key] = len(table)
+                table.append((len(weights), len(raw) // 4))
+                weights.extend(raw)
+            refs.append(tensor_ids[key])
+        inputs = [value_id(v, op.source or op.kind) for v in op.inputs]
+        op_words.append(struct.pack(f"<II{len(inputs)}I", registry()[op.kind]["code"], len(inputs), *inputs)
+                        + struct.pack(f"<I{len(ints)}i", len(ints), *ints)
+                        + struct.pack(f"<I{len(floats)}f", len(floats), *floats)
+                        + struct.pack(f"<I{len(refs)}I", len(refs), *refs))
+    out.append(struct.pack("<I", len(table)))
+    out.extend(struct.pack("<QQ", offset, count) for offset, count in table)
+    out.append(struct.pack("<I", len(ops)))
+    out.extend(op_words)
+    out.append(struct.pack("<I", len(graph.stages)))
+    for n, stage in enumerate(graph.stages):
+        outputs = [value_id(v, f"stage {n}'s outputs") for v in stage.outputs]
+        out.append(struct.pack(f"<II{len(outputs)}I", len(stage.ops), len(outputs), *outputs))
+    out.append(struct.pack("<I", len(graph.exits)))
+    for n, e in enumerate(graph.exits):
+        out.append(struct.pack("<III", e.stage, value_id(e.input, f"exit {n}"), len(e.ops)))
+    graph_bytes = b"".join(out)
     metadata = metadata_json.encode("utf-8")
     graph_at = HEADER.size
     metadata_at = graph_at + len(graph_bytes)
@@ -115,43 +196,70 @@ def summary(path) -> dict:
 
 
 def _attributes(op: dict) -> str:
-    kind = op["kind"]
-    relu = " +relu" if op.get("relu") else ""
-    if kind in ("conv2d", "max_pool2d", "avg_pool2d"):
-        k, s, p = ("x".join(map(str, op[key])) for key in ("kernel", "stride", "padding"))
-        ceil = " ceil" if op.get("ceil_mode") else ""
-        return f"kernel {k} stride {s} pad {p}{ceil}{relu}"
-    if kind == "lrn":
-        return f"size {op['size']} alpha {op['alpha']:g} beta {op['beta']:g} k {op['k']:g}"
-    if kind == "res_block":
-        return f"stride {op['stride']}"
-    return relu.strip()
+    """The op's attributes that say something: non-zero ones, activation by name."""
+    parts = []
+    for name, value in op["attrs"].items():
+        if name == "activation":
+            if value:
+                parts.append(f"+{ACTIVATIONS[value] if 0 <= value < len(ACTIVATIONS) else value}")
+        elif name in ("activation_lo", "activation_hi"):
+            if value:
+                parts.append(f"{name} {value:g}")
+        else:
+            parts.append(f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}")
+    return " ".join(parts)
 
 
 def _ops_table(ops: List[dict]) -> List[str]:
     def shape(s):
         return "x".join(map(str, s))
-    lines = [f"  {'#':>3}  {'op':<11}{'in':>12}  {'out':<12}{'weights':>9}  attributes"]
-    for i, op in enumerate(ops):
-        lines.append(f"  {i:>3}  {op['kind']:<11}{shape(op['in']):>12}  {shape(op['out']):<12}"
+    lines = [f"  {'value':>5}  {'op':<15}{'reads':<12}{'out':<13}{'weights':>9}  attributes"]
+    for op in ops:
+        reads = ",".join(map(str, op["inputs"]))
+        lines.append(f"  {op['output']:>5}  {op['kind']:<15}{reads:<12}{shape(op['out']):<13}"
                      f"{sum(op['tensors']):>9}  {_attributes(op)}".rstrip())
     return lines if ops else ["  (no ops)"]
 
 
 def describe(s: dict, title: Optional[str] = None) -> str:
     """A readable form of summary(): header, thresholds, class names, one op table per stage and
-    exit, weight count and the metadata's keys."""
+    exit (each op: the value it writes, the values it reads), weight count and the metadata's keys."""
     thresholds = ", ".join(str(t) for t in s["thresholds"]) or "none (a single exit)"
-    lines = [f"{title or 'model'}: format {s['version']}, input {'x'.join(map(str, s['input']))}, "
-             f"{s['num_classes']} classes, {len(s['stages'])} stages, {len(s['exits'])} exits",
+    lines = [f"{title or 'model'}: format {s['version']}, input {'x'.join(map(str, s['input']))} "
+             f"(value 0), {s['num_classes']} classes, {len(s['stages'])} stages, {len(s['exits'])} exits",
              f"exit rule: {s['criterion']}, thresholds {thresholds}",
              f"class names: {', '.join(s['class_names']) or 'none'}"]
     exits = {e["stage"]: (n, e) for n, e in enumerate(s["exits"])}
-    for i, ops in enumerate(s["stages"]):
-        lines += [f"stage {i}"] + _ops_table(ops)
+    for i, stage in enumerate(s["stages"]):
+        lines += [f"stage {i} (passes on value {', '.join(map(str, stage['outputs']))})"]
+        lines += _ops_table(stage["ops"])
         if i in exits:
             n, e = exits[i]
-            lines += [f"exit {n} (after stage {i})"] + _ops_table(e["head"])
-    lines.append(f"weights: {s['weights']:,} f32 ({s['weights'] * 4 / 2**20:.2f} MiB)")
+            lines += [f"exit {n} (after stage {i}, reads value {e['input']})"] + _ops_table(e["head"])
+    lines.append(f"weights: {s['weights']:,} f32 ({s['weights'] * 4 / 2**20:.2f} MiB) in "
+                 f"{len(s['tensors'])} tensors, each stored once")
     lines.append(f"metadata: {', '.join(s['metadata'])}")
     return "\n".join(lines)
+
+
+def op_table() -> str:
+    """The op kinds as the Markdown table of docs/model-format.md, from the registry (the doc's table
+    is this text; a test keeps them equal)."""
+    def inputs(d):
+        lo, hi = d["min_inputs"], d["max_inputs"]
+        return f"{lo} or more" if hi < 0 else (str(lo) if lo == hi else f"{lo} to {hi}")
+    lines = ["| code | kind | inputs | ints | floats | tensors | computes; output shape |",
+             "|---|---|---|---|---|---|---|"]
+    for d in sorted(registry().values(), key=lambda d: d["code"]):
+        cells = [str(d["code"]), d["name"], inputs(d), ", ".join(d["ints"]), ", ".join(d["floats"]),
+                 "; ".join(f"`{t}`" for t in d["tensors"]), d["semantics"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] != ["--op-table"]:
+        sys.exit("usage: python -m branchy_engine.model_file --op-table  (prints the op kinds table of "
+                 "docs/model-format.md from the runtime's registry)")
+    print(op_table())

@@ -17,6 +17,7 @@ from branchy_engine import checkpoint, model_file, models
 from branchy_engine.cli import main as branchy
 from branchy_engine.export import choose_thresholds, export, write_model
 from branchy_engine.lowering import lower, lower_network
+from branchy_engine.gpu.layers import TORCH_OPS
 from branchy_engine.models import BranchyNet
 
 from tiny_models import INPUT_SHAPE, randomize_batch_norm, tiny_net
@@ -49,33 +50,17 @@ def calibrated(tmp_path, name):
     return save_checkpoint(tmp_path / f"{name}.pt", name, [0.05] * (n - 2) + [math.inf] * (n > 1))
 
 
-def run_ops(ops, x):
-    """docs/model-format.md's semantics in plain PyTorch on [1, C, H, W] (float64 tensors)."""
+def run_ops(ops, values):
+    """Runs lowered ops (float64, before writing) with the format's semantics in PyTorch (the GPU
+    engine's table); `values` maps id(Value) to [1, C, H, W] tensors and gains the ops' outputs.
+    Returns the last op's output."""
+    out = None
     for op in ops:
-        i, t = op.ints, [torch.from_numpy(a) for a in op.tensors]
-        relu = False
-        if op.kind == "conv2d":
-            x, relu = F.conv2d(x, t[0], t[1], stride=i[4:6], padding=i[6:8]), i[8]
-        elif op.kind in ("max_pool2d", "avg_pool2d"):
-            pool = F.max_pool2d if op.kind == "max_pool2d" else F.avg_pool2d
-            x, relu = pool(x, i[0:2], i[2:4], i[4:6], ceil_mode=bool(i[6])), i[7]
-        elif op.kind == "lrn":
-            x = F.local_response_norm(x, i[0], *op.floats)
-        elif op.kind == "relu":
-            relu = True
-        elif op.kind == "linear":
-            x, relu = F.linear(x.flatten(1), t[0], t[1]), i[2]
-        elif op.kind == "flatten":
-            x = x.flatten(1)
-        else:  # res_block
-            cin, cout, s = i
-            h = F.conv2d(F.relu(F.conv2d(x, t[0], t[1], stride=s, padding=1)), t[2], t[3], padding=1)
-            shortcut = x[:, :, ::s, ::s]
-            shortcut = torch.cat([shortcut.new_zeros(1, cout - cin, *shortcut.shape[2:]), shortcut], 1)
-            x = F.relu(h + shortcut)
-        if relu:
-            x = F.relu(x)
-    return x
+        xs = [values[id(v)] for v in op.inputs]
+        t = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64)).flatten() for a in op.tensors]
+        out = TORCH_OPS[op.kind](xs, op.attrs, t)
+        values[id(op.output)] = out if out.dim() == 4 else out.view(out.shape[0], -1, 1, 1)
+    return out.flatten(1) if out is not None and out.shape[2:] == (1, 1) else out
 
 
 def per_sample(shape):
@@ -96,13 +81,15 @@ def test_zoo_export_agrees_with_pytorch(tmp_path, name):
     assert summary["criterion"] == "entropy" and summary["class_names"] == CLASSES
     assert summary["thresholds"] == [0.05] * (n - 2) + ["inf"] * (n > 1)
     assert [e["stage"] for e in summary["exits"]] == net.exit_stages
-    folded = sum(m.weight.numel() + m.weight.shape[0] for m in net.modules()
-                 if isinstance(m, (nn.Conv2d, nn.Linear)))
-    assert summary["weights"] == folded
+    # Each distinct tensor is stored once.
+    x_value = model_file.Value()
+    stages, exits = lower_network(net, x_value)
+    ops = [op for s in stages for op in s.ops] + [op for e in exits for op in e.ops]
+    distinct = {np.asarray(t, "<f4").tobytes() for op in ops for t in op.tensors}
+    assert summary["weights"] == sum(len(b) // 4 for b in distinct)
+    assert len(summary["tensors"]) == len(distinct)
 
     # Every op's shapes are those its source module sees and gives in PyTorch.
-    stages, exits = lower_network(net)
-    ops = [op for s in stages for op in s] + [op for _, head in exits for op in head]
     seen = {}
 
     def record(path):
@@ -115,49 +102,50 @@ def test_zoo_export_agrees_with_pytorch(tmp_path, name):
     x = torch.randn(1, *zoo_input(name), dtype=torch.float64)
     with torch.no_grad():
         expected = net.double()(x)
-    file_ops = ([op for ops in summary["stages"] for op in ops]
+    file_ops = ([op for stage in summary["stages"] for op in stage["ops"]]
                 + [op for e in summary["exits"] for op in e["head"]])
     assert [op["kind"] for op in file_ops] == [op.kind for op in ops]
     for op, lowered in zip(file_ops, ops):
         shape_in, shape_out = seen[lowered.source]
         assert (op["in"], op["out"]) == (per_sample(shape_in), per_sample(shape_out)), lowered.source
 
-    # The exported ops compute the network's logits, exit by exit.
-    stage_out, y = [], x
+    # The lowered ops compute the network's logits, exit by exit.
+    values = {id(x_value): x}
     for s in stages:
-        y = run_ops(s, y)
-        stage_out.append(y)
-    for (stage, head), want in zip(exits, expected):
-        torch.testing.assert_close(run_ops(head, stage_out[stage]), want, rtol=1e-9, atol=1e-9)
+        run_ops(s.ops, values)
+    for e, want in zip(exits, expected):
+        torch.testing.assert_close(run_ops(e.ops, values), want, rtol=1e-9, atol=1e-9)
 
-    # The file holds those (folded) tensors as float32, each at a 64-byte-aligned offset.
-    data = out.read_bytes()
-    weights_at, offset = model_file.HEADER.unpack_from(data)[8], 0
-    for t in (t for op in ops for t in op.tensors):
-        offset = -(-offset // 64) * 64
-        got = np.frombuffer(data, "<f4", t.size, weights_at + offset)
-        np.testing.assert_array_equal(got, t.astype(np.float32).ravel())
-        offset += t.size * 4
+    # The file holds those (folded) tensors as float32, as its ops say.
+    from branchy_engine._extension import load
+    spec = load().load_model_ops(str(out))
+    for op, lowered in zip(spec["ops"], ops):
+        for i, t in zip(op["tensor_ids"], lowered.tensors):
+            np.testing.assert_array_equal(spec["tensors"][i].numpy(), t.astype(np.float32).ravel())
 
 
 def test_tiny_net_uses_every_op_and_fuses_within_stages(tmp_path):
     net = tiny_net()
     summary = write_model(net, tmp_path / "tiny.branchy", INPUT_SHAPE, "maxprob", [0.9], ["a", "b", "c"])
-    kinds = [[op["kind"] for op in ops] for ops in summary["stages"]]
+    kinds = [[op["kind"] for op in stage["ops"]] for stage in summary["stages"]]
     assert kinds == [["conv2d", "max_pool2d", "lrn"], ["res_block", "avg_pool2d", "max_pool2d"]]
-    assert [op["relu"] for op in summary["stages"][0][:2]] == [True, False]
-    assert summary["stages"][1][1]["relu"] is True  # the ReLU after the avg pool fused
+    act = [op["attrs"]["activation"] for op in summary["stages"][0]["ops"][:2]]
+    assert act == [1, 0]
+    assert summary["stages"][1]["ops"][1]["attrs"]["activation"] == 1  # the ReLU after the avg pool fused
     head = summary["exits"][1]["head"]
-    assert [op["kind"] for op in head] == ["flatten", "relu", "linear", "linear"]
-    assert [op["relu"] for op in head[2:]] == [True, False]
+    assert [op["kind"] for op in head] == ["flatten", "activation", "linear", "linear"]
+    assert [op["attrs"]["activation"] for op in head[2:]] == [1, 0]
     assert summary["criterion"] == "maxprob" and np.float32(summary["thresholds"][0]) == np.float32(0.9)
     x = torch.randn(1, *INPUT_SHAPE, dtype=torch.float64)
-    stages, exits = lower_network(net)
+    x_value = model_file.Value()
+    stages, exits = lower_network(net, x_value)
     with torch.no_grad():
         want = net.double()(x)
-    y0 = run_ops(stages[0], x)
-    torch.testing.assert_close(run_ops(exits[0][1], y0), want[0], rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(run_ops(exits[1][1], run_ops(stages[1], y0)), want[1], rtol=1e-9, atol=1e-9)
+    values = {id(x_value): x}
+    run_ops(stages[0].ops, values)
+    torch.testing.assert_close(run_ops(exits[0].ops, values), want[0], rtol=1e-9, atol=1e-9)
+    run_ops(stages[1].ops, values)
+    torch.testing.assert_close(run_ops(exits[1].ops, values), want[1], rtol=1e-9, atol=1e-9)
 
 
 def test_batch_norm_folds_into_the_conv_before_it():
@@ -165,8 +153,10 @@ def test_batch_norm_folds_into_the_conv_before_it():
     block = nn.Sequential(nn.Conv2d(3, 5, 3, stride=2, padding=1), nn.BatchNorm2d(5, eps=1e-3), nn.ReLU())
     randomize_batch_norm(block, seed=3)
     block = block.double().eval()
-    (op,) = lower("block", block)
-    assert op.kind == "conv2d" and op.ints == [3, 5, 3, 3, 2, 2, 1, 1, 1]
+    (op,), _ = lower("block", block, model_file.Value())
+    assert op.kind == "conv2d" and op.attrs == dict(
+        in_channels=3, out_channels=5, kernel_h=3, kernel_w=3, stride_h=2, stride_w=2, pad_top=1,
+        pad_left=1, pad_bottom=1, pad_right=1, dilation_h=1, dilation_w=1, groups=1, activation=1)
     w, b = (torch.from_numpy(a) for a in op.tensors)
     bn = block[1]
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
@@ -298,14 +288,14 @@ def refused(tmp_path, data) -> str:
     return ""
 
 
-def first_tensor_record(data) -> int:
-    """Byte offset of stage 0 op 0's first tensor record (tiny_net: a conv2d)."""
+def tensor_table(data) -> int:
+    """Byte offset of the graph's tensor table (its count; the records follow)."""
     pos = model_file.HEADER.unpack_from(data)[4] + 20  # input, num_classes, criterion
     pos += 4 + 4 * struct.unpack_from("<I", data, pos)[0]  # thresholds
     names, pos = struct.unpack_from("<I", data, pos)[0], pos + 4
     for _ in range(names):
         pos += 4 + -(-struct.unpack_from("<I", data, pos)[0] // 4) * 4
-    return pos + 4 * (1 + 1 + 1 + 1 + 9 + 1 + 1)  # stages, ops, kind, num_ints, ints, floats, tensors
+    return pos
 
 
 def test_truncations_are_refused(tmp_path, tiny_file):
@@ -340,22 +330,28 @@ def _set(data, fmt, at, value, seal=True):
 
 @pytest.mark.parametrize("fmt, at, value, seal, message", [
     ("<8s", 0, b"BRANCHZ\0", False, "magic is not"),
-    ("<I", 8, 2, True, "format version 2 is newer than this reader's (1); upgrade branchy-engine"),
+    ("<I", 8, 3, True, "format version 3 is newer than this reader's (2); upgrade branchy-engine"),
+    ("<I", 8, 1, True, "format version 1 (a chain of a fixed op list) is no longer read; re-export"),
     ("<I", 12, 1, True, "flags 0x1 has bits this reader does not know"),
     ("<Q", 16, 1 << 40, False, "file size field says 1099511627776 bytes but the file has"),
     ("<Q", -8, 12345, False, "checksum mismatch"),
     ("<Q", 56, (1 << 64) - 64, True, "weights section (offset 18446744073709551552"),
     ("<Q", 24, 0, True, "graph section starts at byte 0, inside the header"),
     ("<Q", "tensor", 1 << 20, True,
-     "weight (offset 1048576, 72 floats) runs past the end of the weights section"),
-    ("<Q", "tensor", (1 << 64) - 64, True, "runs past the end of the weights section"),
-    ("<Q", "count", (1 << 62) + 72, True,
-     "weight has 4611686018427387976 elements, expected 72 = out 4 * in 2 * 3 * 3"),
-    ("<I", "num_ops", 0xFFFFFFFF, True, "stage 0: num_ops is 4294967295 but only"),
+     "tensor 0: offset 1048576 and 72 floats run past the end of the weights section"),
+    ("<Q", "tensor", (1 << 64) - 64, True, "run past the end of the weights section"),
+    ("<Q", "count", (1 << 62) + 72, True, "run past the end of the weights section"),
+    ("<Q", "count", 71, True,
+     "op 0 (conv2d): weight [out, in / groups, kernel_h, kernel_w] (tensor 0) has 71 elements, "
+     "expected 72 = out 4 * in / groups 2 * 3 * 3"),
+    ("<I", "num_tensors", 0xFFFFFFFF, True, "num_tensors is 4294967295 but only"),
+    ("<I", "num_ops", 0xFFFFFFFF, True, "num_ops is 4294967295 but only"),
 ])
 def test_damaged_fields_are_named(tmp_path, tiny_file, fmt, at, value, seal, message):
-    tensor = first_tensor_record(tiny_file)
-    at = {"tensor": tensor, "count": tensor + 8, "num_ops": tensor - 4 * 14}.get(at, at)
+    table = tensor_table(tiny_file)
+    num_tensors = struct.unpack_from("<I", tiny_file, table)[0]
+    at = {"num_tensors": table, "tensor": table + 4, "count": table + 12,
+          "num_ops": table + 4 + 16 * num_tensors}.get(at, at)
     at = at % len(tiny_file)
     assert message in refused(tmp_path, _set(tiny_file, fmt, at, value, seal))
 
@@ -375,7 +371,7 @@ def test_cli_export_and_inspect(tmp_path, capsys):
     assert f"wrote {out}" in printed and "exit 1 after stage 1: 3 ops (flatten, linear x2)" in printed
     assert branchy(["inspect", out]) == 0
     printed = capsys.readouterr().out
-    assert "exit rule: entropy, thresholds inf" in printed and "exit 0 (after stage 0)" in printed
+    assert "exit rule: entropy, thresholds inf" in printed and "exit 0 (after stage 0, reads value" in printed
     assert "class names: class 0, class 1" in printed and "metadata: format, model" in printed
     assert branchy(["inspect", out, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["num_classes"] == 10

@@ -14,6 +14,7 @@
 #include "runtime/kernels/peak.h"
 #include "runtime/layer.h"
 #include "runtime/model_file.h"
+#include "runtime/ops/registry.h"
 #include "runtime/plan.h"
 #include "ops/input_check.h"
 
@@ -29,37 +30,26 @@ void count(uintptr_t counts, int exit) {
   __atomic_fetch_add(reinterpret_cast<int64_t*>(counts) + exit, 1, __ATOMIC_RELAXED);
 }
 
-// One op as a Python dict: its kind, attributes and weights (copied into tensors), shapes.
+py::tuple shape(const branchy::Shape& s) { return py::make_tuple(s.c, s.h, s.w); }
+
+// One op as a Python dict: its kind, the values it reads and writes, its attributes by name (the
+// kind's declaration) and the tensor table entries it uses.
 py::dict op_dict(const branchy::Op& op) {
   py::dict d;
-  d["kind"] = branchy::op_name(op.kind);
-  d["in_channels"] = op.in_channels;
-  d["out_channels"] = op.out_channels;
-  d["kernel"] = py::make_tuple(op.kernel_h, op.kernel_w);
-  d["stride"] = py::make_tuple(op.stride_h, op.stride_w);
-  d["padding"] = py::make_tuple(op.pad_h, op.pad_w);
-  d["ceil_mode"] = op.ceil_mode;
-  d["relu"] = op.relu;
-  d["size"] = op.size;
-  d["alpha"] = op.alpha;
-  d["beta"] = op.beta;
-  d["k"] = op.k;
-  d["in_shape"] = py::make_tuple(op.in.c, op.in.h, op.in.w);
-  d["out_shape"] = py::make_tuple(op.out.c, op.out.h, op.out.w);
-  py::list tensors;
-  for (const auto& t : op.tensors) {
-    at::Tensor copy = at::empty({t.count}, at::kFloat);
-    std::memcpy(copy.data_ptr<float>(), t.data, t.count * sizeof(float));
-    tensors.append(py::reinterpret_steal<py::object>(THPVariable_Wrap(copy)));
-  }
-  d["tensors"] = tensors;
+  d["index"] = op.index;
+  d["kind"] = op.name();
+  d["inputs"] = op.inputs;
+  d["output"] = op.output;
+  py::list ins;
+  for (const auto& s : op.ins) ins.append(shape(s));
+  d["in_shapes"] = ins;
+  d["out_shape"] = shape(op.out);
+  py::dict attrs;
+  for (size_t i = 0; i < op.ints.size(); ++i) attrs[op.def->ints[i]] = op.ints[i];
+  for (size_t i = 0; i < op.floats.size(); ++i) attrs[op.def->floats[i]] = op.floats[i];
+  d["attrs"] = attrs;
+  d["tensor_ids"] = op.tensor_ids;
   return d;
-}
-
-py::list op_list(const std::vector<branchy::Op>& ops) {
-  py::list out;
-  for (const auto& op : ops) out.append(op_dict(op));
-  return out;
 }
 
 }  // namespace
@@ -181,6 +171,22 @@ void init_engine_binding(py::module_& m) {
           "Times plan.run on one sample in C++ (no Python in the loop): microseconds per call, "
           "one figure per round of `calls` calls, after `warmup` calls.")
       .def("describe", &branchy::Plan::describe)
+      .def(
+          "footprint",
+          [](const branchy::Plan& p, int max_batch) {
+            const branchy::Footprint f = p.footprint(max_batch);
+            py::dict d;
+            d["weight_bytes"] = f.weight_bytes;
+            d["packed_bytes"] = f.packed_bytes;
+            d["arena_bytes"] = f.arena_bytes;
+            d["slot_bytes"] = f.slot_bytes;
+            d["batch_bytes"] = f.batch_bytes;
+            d["scratch_bytes"] = f.scratch_bytes;
+            return d;
+          },
+          py::arg("max_batch") = 64,
+          "Memory the plan needs, in bytes: weights (file), packed weights, activation arena, one "
+          "stage-boundary slot, the batch slots of a context of max_batch, layer scratch.")
       .def_property_readonly("choices", [](const branchy::Plan& p) { return p.choices(); },
                              "per op, trunk then heads: o (own kernel) or d (oneDNN); kernels=\"pin:\" + this rebuilds the plan")
       .def_property_readonly("num_exits", &branchy::Plan::num_exits)
@@ -209,22 +215,42 @@ void init_engine_binding(py::module_& m) {
         d["thresholds"] = model.thresholds;
         d["class_names"] = model.class_names;
         d["metadata_json"] = model.metadata_json;
+        py::list tensors;
+        for (const auto& t : model.tensors) {
+          at::Tensor copy = at::empty({t.count}, at::kFloat);
+          std::memcpy(copy.data_ptr<float>(), t.data, t.count * sizeof(float));
+          tensors.append(py::reinterpret_steal<py::object>(THPVariable_Wrap(copy)));
+        }
+        d["tensors"] = tensors;
+        py::list ops;
+        for (const auto& op : model.ops) ops.append(op_dict(op));
+        d["ops"] = ops;
         py::list stages;
-        for (const auto& ops : model.stages) stages.append(op_list(ops));
+        for (const auto& s : model.stages) {
+          py::dict x;
+          x["first_op"] = s.first_op;
+          x["num_ops"] = s.num_ops;
+          x["outputs"] = s.outputs;
+          stages.append(x);
+        }
         d["stages"] = stages;
         py::list exits;
         for (const auto& e : model.exits) {
           py::dict x;
           x["stage"] = e.stage;
-          x["head"] = op_list(e.head);
+          x["input"] = e.input;
+          x["first_op"] = e.first_op;
+          x["num_ops"] = e.num_ops;
+          x["logits"] = e.logits;
           exits.append(x);
         }
         d["exits"] = exits;
         return d;
       },
       py::arg("path"),
-      "A model file as the C++ reader checked it: shapes, exit rule and every op with its "
-      "attributes and weights (tensors, flat float32), for runtimes built in Python (the GPU engine).");
+      "A model file as the C++ reader checked it: shapes, exit rule, the tensor table (flat "
+      "float32 tensors), every op with its values and attributes, the stages and exits; for "
+      "runtimes built in Python (the GPU engine).");
   m.def("dnnl_version", &branchy::dnnl_version, "The oneDNN the runtime uses, or '' if none.");
   m.def("fma_peak_gflops", &branchy::fma_peak_gflops, py::arg("lanes"),
         py::call_guard<py::gil_scoped_release>(),

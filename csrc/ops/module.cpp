@@ -130,7 +130,14 @@ PyObject* model_summary(PyObject*, PyObject* arg) {
   }
 }
 
+PyObject* op_registry_json(PyObject*, PyObject*) {
+  return PyUnicode_FromString(branchy::registry_json().c_str());
+}
+
 PyMethodDef methods[] = {
+    {"op_registry_json", op_registry_json, METH_NOARGS,
+     "op_registry_json() -> JSON text: every op kind the runtime reads (name, code, attributes, "
+     "tensors, inputs, semantics), from the declarations in csrc/runtime/ops/."},
     {"exit_decision", reinterpret_cast<PyCFunction>(decide<kEntropy>), METH_FASTCALL,
      "exit_decision(logits, threshold): torch.ops.branchy_engine.exit_decision, called directly."},
     {"exit_decision_maxprob", reinterpret_cast<PyCFunction>(decide<kMaxProb>), METH_FASTCALL,

@@ -1,5 +1,6 @@
 // A layer: one op of the model, built once (weights packed, shapes fixed), run many times with no
-// allocation. A plan is a list of layers per stage and per exit head.
+// allocation. A plan is a list of layers per stage and per exit head, each reading the buffers of
+// the values its op reads.
 #pragma once
 
 #include <cstddef>
@@ -29,28 +30,42 @@ class Layer {
   // Reads one sample's input (in `input_layout()`), writes its output (in `output_layout()`).
   // `in` and `out` never alias; both hold at least in_shape().numel() / out_shape().numel() floats.
   virtual void forward(const float* in, float* out, LayerState* state) const = 0;
+  // All inputs (one pointer each, in the op's order); layers of single-input ops need not
+  // override it. Outputs never alias inputs.
+  virtual void forward_n(const float* const* ins, float* out, LayerState* state) const {
+    forward(ins[0], out, state);
+  }
   // Per-thread state for forward(); null when the layer needs none.
   virtual std::unique_ptr<LayerState> make_state() const { return nullptr; }
   virtual Layout input_layout() const = 0;
   virtual Layout output_layout() const = 0;
   // What the layer is and which implementation runs it, e.g. "conv2d 5->10 k3 s1 p1 +relu [own avx2]".
   virtual std::string describe() const = 0;
+  // Floats of per-thread scratch (make_state) and of weights packed at build (for the footprint).
+  virtual size_t scratch_floats() const { return 0; }
+  virtual size_t packed_floats() const { return 0; }
 
   Shape in_shape() const { return in_; }
   Shape out_shape() const { return out_; }
+  const std::vector<Shape>& in_shapes() const { return ins_; }
 
  protected:
-  Layer(Shape in, Shape out) : in_(in), out_(out) {}
+  Layer(Shape in, Shape out) : in_(in), out_(out), ins_{in} {}
+  Layer(std::vector<Shape> ins, Shape out) : in_(ins.at(0)), out_(out), ins_(std::move(ins)) {}
   Shape in_, out_;
+  std::vector<Shape> ins_;
 };
 
 // Changes one sample's layout between NCHW and NHWC.
 std::unique_ptr<Layer> make_reorder(Shape shape, Layout from, Layout to);
 
-// The implementations that can run `op`: own kernels (always) and, where built, oneDNN's.
-// The plan measures them and keeps the fastest (with the reorders its layout needs).
-std::vector<std::unique_ptr<Layer>> own_candidates(const Op& op);
-std::vector<std::unique_ptr<Layer>> dnnl_candidates(const Op& op);
+// The oneDNN layers of the kinds oneDNN runs (layers_dnnl.cpp; none without oneDNN). Each kind's
+// declaration (ops/) names its own.
+std::vector<std::unique_ptr<Layer>> dnnl_conv2d(const Op& op);
+std::vector<std::unique_ptr<Layer>> dnnl_pool2d(const Op& op);
+std::vector<std::unique_ptr<Layer>> dnnl_lrn(const Op& op);
+std::vector<std::unique_ptr<Layer>> dnnl_linear(const Op& op);
+std::vector<std::unique_ptr<Layer>> dnnl_res_block(const Op& op);
 
 // Whether this build has the oneDNN layers, and which oneDNN it is ("" when none).
 bool have_dnnl();

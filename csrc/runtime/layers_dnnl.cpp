@@ -10,6 +10,7 @@
 
 #include "kernels/simple_ops.h"
 #include "layer.h"
+#include "ops/registry.h"
 
 namespace branchy {
 namespace {
@@ -107,24 +108,42 @@ std::string take_impl_names() {
   return joined;
 }
 
-Primitive convolution(const Shape& in, const Shape& out, int kh, int kw, int sh, int sw, int ph,
-                      int pw, const TensorView& weight, const TensorView& bias,
-                      const dnnl::post_ops& ops) {
+// groups > 1: weights [g, out / g, in / g, kh, kw]; dilation as oneDNN counts it (0: none).
+Primitive convolution(const Op& op, const dnnl::post_ops& ops) {
+  const Shape &in = op.in, &out = op.out;
   const memory::desc src = activation(in), dst = activation(out);
-  const memory::desc user_w({out.c, in.c, kh, kw}, dt::f32, tag::oihw);
-  const memory::desc any_w({out.c, in.c, kh, kw}, dt::f32, tag::any);
+  const int g = op.groups;
+  const memory::dims wdims = g == 1 ? memory::dims{out.c, in.c, op.kernel_h, op.kernel_w}
+                                    : memory::dims{g, out.c / g, in.c / g, op.kernel_h, op.kernel_w};
+  const memory::desc user_w(wdims, dt::f32, g == 1 ? tag::oihw : tag::goihw);
+  const memory::desc any_w(wdims, dt::f32, tag::any);
   const memory::desc b({out.c}, dt::f32, tag::a);
   // Right padding so that the output size matches the model's (floor division).
-  const int prh = (out.h - 1) * sh + kh - in.h - ph, prw = (out.w - 1) * sw + kw - in.w - pw;
+  const int span_h = (op.kernel_h - 1) * op.dilation_h + 1, span_w = (op.kernel_w - 1) * op.dilation_w + 1;
+  const int prh = (out.h - 1) * op.stride_h + span_h - in.h - op.pad_h;
+  const int prw = (out.w - 1) * op.stride_w + span_w - in.w - op.pad_w;
   dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference,
                                        dnnl::algorithm::convolution_direct, src, any_w, b, dst,
-                                       {sh, sw}, {ph, pw}, {prh, prw});
+                                       {op.stride_h, op.stride_w}, {op.dilation_h - 1, op.dilation_w - 1},
+                                       {op.pad_h, op.pad_w}, {prh, prw});
   dnnl::convolution_forward::primitive_desc pd(desc, attributes(ops), cpu_engine());
   Primitive p{dnnl::convolution_forward(pd), src, dst, pd.scratchpad_desc(), {}};
-  p.constants.emplace(DNNL_ARG_WEIGHTS, reordered(weight.data, user_w, pd.weights_desc()));
-  p.constants.emplace(DNNL_ARG_BIAS, memory(b, cpu_engine(), const_cast<float*>(bias.data)));
+  p.constants.emplace(DNNL_ARG_WEIGHTS, reordered(op.tensors[0].data, user_w, pd.weights_desc()));
+  p.constants.emplace(DNNL_ARG_BIAS, memory(b, cpu_engine(), const_cast<float*>(op.tensors[1].data)));
   impl_names().push_back(pd.impl_info_str());
   return p;
+}
+
+// The res_block's 3x3 convolutions as conv2d ops.
+Op block_conv(const Op& block, int index) {
+  Op conv;
+  conv.in = index == 0 ? block.in : block.out;
+  conv.out = block.out;
+  conv.kernel_h = conv.kernel_w = 3;
+  conv.stride_h = conv.stride_w = index == 0 ? block.stride_h : 1;
+  conv.pad_h = conv.pad_w = 1;
+  conv.tensors = {block.tensors[2 * index], block.tensors[2 * index + 1]};
+  return conv;
 }
 
 class DnnlLayer : public Layer {
@@ -138,17 +157,17 @@ class DnnlLayer : public Layer {
   std::string what_, impl_;
 };
 
+// One primitive; the op's activation after it (own code) when `act_after`.
 class DnnlSingle : public DnnlLayer {
  public:
-  DnnlSingle(const Op& op, std::string what, Primitive p, bool relu_after = false)
-      : DnnlLayer(op, std::move(what)), p_(std::move(p)), relu_after_(relu_after) {
+  DnnlSingle(const Op& op, std::string what, Primitive p, bool act_after = false)
+      : DnnlLayer(op, std::move(what)), p_(std::move(p)), act_(act_after ? op.act : Act::None),
+        lo_(op.act_lo), hi_(op.act_hi) {
     impl_ = take_impl_names();
   }
   void forward(const float* in, float* out, LayerState* state) const override {
     static_cast<CallState*>(state)->calls[0]->run(in, out);
-    if (relu_after_) {
-      for (int64_t i = 0, n = out_.numel(); i < n; ++i) out[i] = std::max(out[i], 0.0f);
-    }
+    apply_act(act_, lo_, hi_, out, size_t(out_.numel()));
   }
   std::unique_ptr<LayerState> make_state() const override {
     auto state = std::make_unique<CallState>();
@@ -158,7 +177,8 @@ class DnnlSingle : public DnnlLayer {
 
  private:
   Primitive p_;
-  bool relu_after_;
+  Act act_;
+  float lo_, hi_;
 };
 
 // relu(conv2(relu(conv1(x))) + shortcut(x)): the shortcut is written into the output first and
@@ -169,10 +189,8 @@ class DnnlResBlock : public DnnlLayer {
       : DnnlLayer(op, "res_block " + std::to_string(op.in.c) + "->" + std::to_string(op.out.c) +
                           " s" + std::to_string(op.stride_h)),
         stride_(op.stride_h),
-        conv1_(convolution(op.in, op.out, 3, 3, op.stride_h, op.stride_w, 1, 1, op.tensors[0],
-                           op.tensors[1], relu_after(true))),
-        conv2_(convolution(op.out, op.out, 3, 3, 1, 1, 1, 1, op.tensors[2], op.tensors[3],
-                           relu_after(true, /*sum_first=*/true))) {
+        conv1_(convolution(block_conv(op, 0), relu_after(true))),
+        conv2_(convolution(block_conv(op, 1), relu_after(true, /*sum_first=*/true))) {
     impl_ = take_impl_names();
   }
   void forward(const float* in, float* out, LayerState* state) const override {
@@ -194,20 +212,31 @@ class DnnlResBlock : public DnnlLayer {
   Primitive conv1_, conv2_;
 };
 
+// The fused activation as a post-op where oneDNN computes it as the own kernels do (ReLU, clamp);
+// any other runs after the primitive with the own code, so no library choice changes an answer.
+dnnl::post_ops epilogue(const Op& op) {
+  dnnl::post_ops ops;
+  if (op.act == Act::Relu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+  if (op.act == Act::Clamp) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_clip, op.act_lo, op.act_hi);
+  return ops;
+}
+
+bool epilogue_after(const Op& op) { return op.act != Act::None && op.act != Act::Relu && op.act != Act::Clamp; }
+
 std::unique_ptr<Layer> conv_layer(const Op& op) {
   std::ostringstream what;
   what << "conv2d " << op.in.c << "->" << op.out.c << " k" << op.kernel_h << "x" << op.kernel_w
-       << " s" << op.stride_h << " p" << op.pad_h << (op.relu ? " +relu" : "");
-  return std::make_unique<DnnlSingle>(
-      op, what.str(),
-      convolution(op.in, op.out, op.kernel_h, op.kernel_w, op.stride_h, op.stride_w, op.pad_h,
-                  op.pad_w, op.tensors[0], op.tensors[1], relu_after(op.relu)));
+       << " s" << op.stride_h << " p" << op.pad_h;
+  if (op.groups > 1) what << " g" << op.groups;
+  if (op.dilation_h > 1 || op.dilation_w > 1) what << " d" << op.dilation_h;
+  if (op.act != Act::None) what << " +" << act_name(op.act);
+  return std::make_unique<DnnlSingle>(op, what.str(), convolution(op, epilogue(op)), epilogue_after(op));
 }
 
 std::unique_ptr<Layer> pool_layer(const Op& op) {
   const int prh = (op.out.h - 1) * op.stride_h + op.kernel_h - op.in.h - op.pad_h;
   const int prw = (op.out.w - 1) * op.stride_w + op.kernel_w - op.in.w - op.pad_w;
-  const bool max = op.kind == OpKind::MaxPool2d;
+  const bool max = op.max_pool;
   // oneDNN's average counts the extra ceil-mode padding; PyTorch's does not. Only where none.
   if (!max && (prh != op.pad_h || prw != op.pad_w)) return nullptr;
   const memory::desc src = activation(op.in), dst = activation(op.out);
@@ -218,11 +247,12 @@ std::unique_ptr<Layer> pool_layer(const Op& op) {
   dnnl::pooling_forward::primitive_desc pd(desc, attributes(), cpu_engine());
   impl_names().push_back(pd.impl_info_str());
   std::ostringstream what;
-  what << op_name(op.kind) << " k" << op.kernel_h << " s" << op.stride_h << " p" << op.pad_h
-       << (op.ceil_mode ? " ceil" : "") << (op.relu ? " +relu" : "");
+  what << op.name() << " k" << op.kernel_h << " s" << op.stride_h << " p" << op.pad_h
+       << (op.ceil_mode ? " ceil" : "");
+  if (op.act != Act::None) what << " +" << act_name(op.act);
   return std::make_unique<DnnlSingle>(
       op, what.str(), Primitive{dnnl::pooling_forward(pd), src, dst, pd.scratchpad_desc(), {}},
-      op.relu);
+      true);
 }
 
 std::unique_ptr<Layer> lrn_layer(const Op& op) {
@@ -247,15 +277,15 @@ std::unique_ptr<Layer> linear_layer(const Op& op) {
   const memory::desc b({op.out.c}, dt::f32, tag::a);
   const memory::desc dst({1, op.out.c}, dt::f32, tag::nc);
   dnnl::inner_product_forward::desc desc(dnnl::prop_kind::forward_inference, src, any_w, b, dst);
-  dnnl::inner_product_forward::primitive_desc pd(desc, attributes(relu_after(op.relu)), cpu_engine());
+  dnnl::inner_product_forward::primitive_desc pd(desc, attributes(epilogue(op)), cpu_engine());
   impl_names().push_back(pd.impl_info_str());
   Primitive p{dnnl::inner_product_forward(pd), src, dst, pd.scratchpad_desc(), {}};
   p.constants.emplace(DNNL_ARG_WEIGHTS, reordered(op.tensors[0].data, user_w, pd.weights_desc()));
   p.constants.emplace(DNNL_ARG_BIAS, memory(b, cpu_engine(), const_cast<float*>(op.tensors[1].data)));
   return std::make_unique<DnnlSingle>(
       op, "linear " + std::to_string(op.in_channels) + "->" + std::to_string(op.out_channels) +
-              (op.relu ? " +relu" : ""),
-      std::move(p));
+              (op.act != Act::None ? std::string(" +") + act_name(op.act) : ""),
+      std::move(p), epilogue_after(op));
 }
 
 }  // namespace
@@ -270,28 +300,31 @@ std::string dnnl_version() {
 
 void set_dnnl_threads(int threads) { omp_set_num_threads(std::max(1, threads)); }
 
-std::vector<std::unique_ptr<Layer>> dnnl_candidates(const Op& op) {
+namespace {
+
+// A layer from `make`, or none where oneDNN has no implementation for this shape (the own
+// kernels serve it then).
+template <class F>
+std::vector<std::unique_ptr<Layer>> candidates(F make) {
   std::vector<std::unique_ptr<Layer>> out;
   try {
-    std::unique_ptr<Layer> layer;
-    switch (op.kind) {
-      case OpKind::Conv2d: layer = conv_layer(op); break;
-      case OpKind::MaxPool2d:
-      case OpKind::AvgPool2d: layer = pool_layer(op); break;
-      case OpKind::Lrn: layer = lrn_layer(op); break;
-      case OpKind::Linear:
-        // A linear layer reads its input's [C, H, W] (the flatten before it is folded in).
-        layer = linear_layer(op);
-        break;
-      case OpKind::ResBlock: layer = std::make_unique<DnnlResBlock>(op); break;
-      default: break;
-    }
+    std::unique_ptr<Layer> layer = make();
     if (layer) out.push_back(std::move(layer));
   } catch (const dnnl::error&) {
-    // oneDNN has no implementation for this shape: the own kernels serve it.
     impl_names().clear();
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<std::unique_ptr<Layer>> dnnl_conv2d(const Op& op) { return candidates([&] { return conv_layer(op); }); }
+std::vector<std::unique_ptr<Layer>> dnnl_pool2d(const Op& op) { return candidates([&] { return pool_layer(op); }); }
+std::vector<std::unique_ptr<Layer>> dnnl_lrn(const Op& op) { return candidates([&] { return lrn_layer(op); }); }
+// A linear layer reads its input's [C, H, W] (the flatten before it is folded in).
+std::vector<std::unique_ptr<Layer>> dnnl_linear(const Op& op) { return candidates([&] { return linear_layer(op); }); }
+std::vector<std::unique_ptr<Layer>> dnnl_res_block(const Op& op) {
+  return candidates([&]() -> std::unique_ptr<Layer> { return std::make_unique<DnnlResBlock>(op); });
 }
 
 }  // namespace branchy

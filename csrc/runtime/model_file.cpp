@@ -4,6 +4,7 @@
 // ModelError naming the field.
 #include "runtime/model_file.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include <sstream>
 
 #include "runtime/json.h"
+#include "runtime/ops/registry.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "TensorViews point straight at the file's little-endian floats; a big-endian host must swap"
@@ -19,18 +21,10 @@
 
 namespace branchy {
 
-const char* op_name(OpKind kind) {
-  switch (kind) {
-    case OpKind::Conv2d: return "conv2d";
-    case OpKind::MaxPool2d: return "max_pool2d";
-    case OpKind::AvgPool2d: return "avg_pool2d";
-    case OpKind::Lrn: return "lrn";
-    case OpKind::Relu: return "relu";
-    case OpKind::Linear: return "linear";
-    case OpKind::Flatten: return "flatten";
-    case OpKind::ResBlock: return "res_block";
-  }
-  return "unknown";
+int64_t Model::weight_count() const {
+  int64_t n = 0;
+  for (const TensorView& t : tensors) n += t.count;
+  return n;
 }
 
 uint64_t fnv1a64(const uint8_t* data, size_t size) {
@@ -45,29 +39,6 @@ constexpr uint8_t kMagic[8] = {'B', 'R', 'A', 'N', 'C', 'H', 'Y', 0};
 constexpr uint64_t kHeaderSize = 72;
 constexpr uint64_t kChecksumSize = 8;
 constexpr uint64_t kAlign = 64;
-// Elements one sample's activation may hold: the engine indexes them with int32.
-constexpr int64_t kMaxActivation = std::numeric_limits<int32_t>::max();
-
-// What each op kind carries (the table in docs/model-format.md).
-struct OpSpec {
-  uint32_t ints, floats;
-  std::vector<const char*> tensors;
-};
-
-const OpSpec& spec_of(OpKind kind) {
-  static const OpSpec conv{9, 0, {"weight", "bias"}}, pool{8, 0, {}}, lrn{1, 3, {}}, none{0, 0, {}},
-      linear{3, 0, {"weight", "bias"}},
-      res{3, 0, {"conv1 weight", "conv1 bias", "conv2 weight", "conv2 bias"}};
-  switch (kind) {
-    case OpKind::Conv2d: return conv;
-    case OpKind::MaxPool2d:
-    case OpKind::AvgPool2d: return pool;
-    case OpKind::Lrn: return lrn;
-    case OpKind::Linear: return linear;
-    case OpKind::ResBlock: return res;
-    default: return none;
-  }
-}
 
 uint32_t le32(const uint8_t* p) {
   return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
@@ -78,12 +49,6 @@ uint64_t le64(const uint8_t* p) { return uint64_t(le32(p)) | uint64_t(le32(p + 4
 struct Section {
   const char* name;
   uint64_t offset, size;
-};
-
-// A tensor's expected element count and how it follows from the op's attributes, for messages.
-struct Expected {
-  int64_t count;
-  std::string formula;
 };
 
 class Parser {
@@ -126,7 +91,11 @@ class Parser {
       fail("format version ", version, " is newer than this reader's (", kFormatVersion,
            "); upgrade branchy-engine");
     }
-    if (version != kFormatVersion) fail("format version ", version, " is invalid (expected 1)");
+    if (version == 1) {
+      fail("format version 1 (a chain of a fixed op list) is no longer read; re-export the "
+           "checkpoint with this branchy-engine: branchy export CKPT -o FILE (format version 2)");
+    }
+    if (version != kFormatVersion) fail("format version ", version, " is invalid (expected 2)");
     if (flags != 0)
       fail("flags 0x", std::hex, flags, std::dec, " has bits this reader does not know");
     const uint64_t file_size = le64(data_ + 16);
@@ -238,7 +207,7 @@ class Parser {
     graph_left_ = graph_.size;
     const int32_t c = dimension("in_channels"), h = dimension("in_height"),
                   w = dimension("in_width");
-    m.input = shape(c, h, w, "input");
+    m.input = OpCheck(source_).shape(c, h, w, "input");
     m.num_classes = dimension("num_classes");
     const uint32_t criterion = u32("criterion");
     if (criterion > 1)
@@ -246,21 +215,12 @@ class Parser {
     m.criterion = criterion == 0 ? Criterion::Entropy : Criterion::MaxProb;
     read_thresholds(m);
     read_class_names(m);
-
-    const uint32_t num_stages = count("num_stages", 4);
-    if (num_stages == 0) fail("num_stages is 0; a model has at least one stage");
-    std::vector<Shape> stage_out;
-    Shape x = m.input;
-    for (uint32_t s = 0; s < num_stages; ++s) {
-      m.stages.push_back(read_ops("stage " + std::to_string(s), x));
-      stage_out.push_back(x);
-    }
-    read_exits(m, stage_out);
-    if (m.thresholds.size() != m.exits.size() - 1) {
-      fail("num_thresholds is ", m.thresholds.size(),
-           ", expected num_exits - 1 = ", m.exits.size() - 1);
-    }
+    read_tensors(m);
+    read_ops(m);
+    read_stages(m);
+    read_exits(m);
     if (graph_left_ != 0) fail("graph section has ", graph_left_, " bytes after the last exit");
+    check_reads(m);
   }
 
   void read_thresholds(Model& m) {
@@ -294,259 +254,225 @@ class Parser {
     at_.clear();
   }
 
-  void read_exits(Model& m, const std::vector<Shape>& stage_out) {
-    const uint32_t n = count("num_exits", 8);
-    if (n == 0) fail("num_exits is 0; the last stage needs an exit");
-    const Shape logits{m.num_classes, 1, 1};
-    for (uint32_t e = 0; e < n; ++e) {
-      const std::string where = "exit " + std::to_string(e);
-      at_ = where;
-      Exit exit;
-      const uint32_t stage = u32("exit stage index");
-      if (stage >= stage_out.size())
-        fail("stage index ", stage, " is past the last stage ", stage_out.size() - 1);
-      if (e > 0 && stage <= uint32_t(m.exits.back().stage)) {
-        fail("stage index ", stage, " does not follow exit ", e - 1, "'s ", m.exits.back().stage,
-             " (exit stages strictly increase)");
-      }
-      if (e == n - 1 && stage != stage_out.size() - 1) {
-        fail("the last exit sits after stage ", stage, ", expected the last stage ",
-             stage_out.size() - 1);
-      }
-      exit.stage = int32_t(stage);
-      Shape x = stage_out[stage];
-      exit.head = read_ops(where, x);
-      at_ = where;
-      if (!(x == logits)) {
-        fail("head ends in ", str(x), ", expected [num_classes ", m.num_classes, ", 1, 1]");
-      }
-      m.exits.push_back(std::move(exit));
-    }
-    at_.clear();
-  }
-
-  // ---- ops ----
-
-  // Reads a stage's or an exit head's ops; x is the input shape on entry, the output on return.
-  std::vector<Op> read_ops(const std::string& where, Shape& x) {
-    at_ = where;
-    const uint32_t n = count("num_ops", 16);
-    std::vector<Op> ops;
+  // The tensor table: each tensor inside the weights section, aligned. Its element count is
+  // checked against the ops that use it.
+  void read_tensors(Model& m) {
+    const uint32_t n = count("num_tensors", 16);
     for (uint32_t i = 0; i < n; ++i) {
-      at_ = where + " op " + std::to_string(i);
-      ops.push_back(read_op(x));
-      x = ops.back().out;
+      at_ = "tensor " + std::to_string(i);
+      const uint64_t offset = u64("tensor offset"), elements = u64("tensor element count");
+      if (offset % kAlign) fail("offset ", offset, " is not a multiple of 64");
+      uint64_t bytes, end;
+      if (__builtin_mul_overflow(elements, uint64_t(4), &bytes) ||
+          __builtin_add_overflow(offset, bytes, &end) || end > weights_.size) {
+        fail("offset ", offset, " and ", elements,
+             " floats run past the end of the weights section (", weights_.size, " bytes)");
+      }
+      m.tensors.push_back({reinterpret_cast<const float*>(data_ + weights_.offset + offset),
+                           int64_t(elements)});
     }
+    used_.assign(n, false);
     at_.clear();
-    return ops;
   }
 
-  Op read_op(const Shape& in) {
+  void read_ops(Model& m) {
+    const uint32_t n = count("num_ops", 20);
+    m.values.push_back(m.input);
+    m.ops.reserve(n);
+    for (uint32_t i = 0; i < n; ++i) {
+      at_ = "op " + std::to_string(i);
+      m.ops.push_back(read_op(m, int32_t(i)));
+      m.values.push_back(m.ops.back().out);
+    }
+    for (size_t t = 0; t < used_.size(); ++t) {
+      if (!used_[t]) {
+        at_ = "tensor " + std::to_string(t);
+        fail("no op uses it (a writer stores only the tensors its ops read)");
+      }
+    }
+    at_.clear();
+  }
+
+  Op read_op(const Model& m, int32_t index) {
     Op op;
+    op.index = index;
+    op.output = index + 1;
     const uint32_t kind = u32("op kind");
-    if (kind < 1 || kind > 8)
-      fail("op kind is ", kind, ", expected 1 to 8 (the table in docs/model-format.md)");
-    op.kind = OpKind(kind);
-    at_ += std::string(" (") + op_name(op.kind) + ")";
-    const OpSpec& spec = spec_of(op.kind);
+    op.def = find_op(kind);
+    if (op.def == nullptr) {
+      fail("op kind is ", kind, ", which this reader does not know (", op_registry().size(),
+           " kinds, docs/model-format.md); a newer branchy-engine may read it");
+    }
+    at_ += std::string(" (") + op.def->name + ")";
+    const OpDef& def = *op.def;
+    const uint32_t num_inputs = count("num_inputs", 4);
+    if (num_inputs < uint32_t(def.min_inputs) ||
+        (def.max_inputs >= 0 && num_inputs > uint32_t(def.max_inputs))) {
+      fail("num_inputs is ", num_inputs, ", expected ", def.min_inputs,
+           def.max_inputs < 0 ? " or more"
+                              : (def.max_inputs == def.min_inputs
+                                     ? std::string()
+                                     : " to " + std::to_string(def.max_inputs)));
+    }
+    for (uint32_t i = 0; i < num_inputs; ++i) {
+      const uint32_t v = u32("input value");
+      if (v > uint32_t(index)) {
+        fail("input ", i, " is value ", v, ", not yet defined (value 0 is the model's input, value ",
+             "k + 1 op k's output; an op reads only earlier values)");
+      }
+      op.inputs.push_back(int32_t(v));
+      op.ins.push_back(m.values[v]);
+    }
+    op.in = op.ins[0];
     const uint32_t num_ints = u32("num_ints");
-    if (num_ints != spec.ints) fail("num_ints is ", num_ints, ", expected ", spec.ints);
-    std::vector<int32_t> ints;
-    for (uint32_t i = 0; i < num_ints; ++i) ints.push_back(int32_t(u32("ints")));
+    if (num_ints != def.ints.size()) fail("num_ints is ", num_ints, ", expected ", def.ints.size());
+    for (uint32_t i = 0; i < num_ints; ++i) op.ints.push_back(int32_t(u32("ints")));
     const uint32_t num_floats = u32("num_floats");
-    if (num_floats != spec.floats) fail("num_floats is ", num_floats, ", expected ", spec.floats);
-    std::vector<float> floats;
-    for (uint32_t i = 0; i < num_floats; ++i) floats.push_back(f32("floats"));
+    if (num_floats != def.floats.size())
+      fail("num_floats is ", num_floats, ", expected ", def.floats.size());
+    for (uint32_t i = 0; i < num_floats; ++i) op.floats.push_back(f32("floats"));
     const uint32_t num_tensors = u32("num_tensors");
-    if (num_tensors != spec.tensors.size()) {
-      fail("num_tensors is ", num_tensors, ", expected ", spec.tensors.size());
+    if (num_tensors != def.tensors.size()) {
+      fail("num_tensors is ", num_tensors, ", expected ", def.tensors.size());
     }
-    std::vector<std::pair<uint64_t, uint64_t>> tensors;  // (offset, count)
     for (uint32_t i = 0; i < num_tensors; ++i) {
-      const uint64_t offset = u64("tensor offset");
-      tensors.emplace_back(offset, u64("tensor element count"));
+      const uint32_t t = u32("tensor id");
+      if (t >= m.tensors.size()) fail(def.tensors[i], " is tensor ", t, ", past the table's ", m.tensors.size());
+      op.tensor_ids.push_back(t);
+      op.tensors.push_back(m.tensors[t]);
+      used_[t] = true;
     }
-    op.in = in;
-    const std::vector<Expected> expected = attributes(op, ints, floats);
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      op.tensors.push_back(
-          tensor(spec.tensors[i], tensors[i].first, tensors[i].second, expected[i]));
+    const std::vector<Expected> expected = def.check(OpCheck(source_ + ": " + at_), op);
+    for (size_t i = 0; i < op.tensors.size(); ++i) {
+      const Expected& want = expected[i];
+      if (want.count < 0 || op.tensors[i].count != want.count) {
+        fail(def.tensors[i], " (tensor ", op.tensor_ids[i], ") has ", op.tensors[i].count,
+             " elements, expected ",
+             want.count < 0 ? std::string("more than 2^63") : std::to_string(want.count), " = ",
+             want.formula);
+      }
     }
     return op;
   }
 
-  // Fills op's attributes from ints/floats, checks their ranges and the input shape, sets op.out.
-  // Returns the element count each of the op's tensors must have.
-  std::vector<Expected> attributes(Op& op, const std::vector<int32_t>& v,
-                                   const std::vector<float>& f) {
-    const Shape in = op.in;
-    switch (op.kind) {
-      case OpKind::Conv2d: {
-        op.in_channels = at_least(v[0], 1, "in_channels");
-        op.out_channels = at_least(v[1], 1, "out_channels");
-        window(op, v.data() + 2, false);
-        op.relu = flag(v[8], "relu");
-        channels_in(op);
-        op.out =
-            shape(op.out_channels, conv_size(in.h, op.kernel_h, op.stride_h, op.pad_h, "height"),
-                  conv_size(in.w, op.kernel_w, op.stride_w, op.pad_w, "width"), "output");
-        return {product({{"out", op.out_channels},
-                         {"in", op.in_channels},
-                         {"", op.kernel_h},
-                         {"", op.kernel_w}}),
-                product({{"out", op.out_channels}})};
-      }
-      case OpKind::MaxPool2d:
-      case OpKind::AvgPool2d:
-        window(op, v.data(), true);
-        op.ceil_mode = flag(v[6], "ceil_mode");
-        op.relu = flag(v[7], "relu");
-        op.out = shape(
-            in.c, pool_size(in.h, op.kernel_h, op.stride_h, op.pad_h, op.ceil_mode, "height"),
-            pool_size(in.w, op.kernel_w, op.stride_w, op.pad_w, op.ceil_mode, "width"), "output");
-        return {};
-      case OpKind::Lrn:
-        op.size = at_least(v[0], 1, "size");
-        op.alpha = f[0], op.beta = f[1], op.k = f[2];
-        if (!std::isfinite(op.alpha) || !std::isfinite(op.beta) || !std::isfinite(op.k)) {
-          fail("alpha ", op.alpha, ", beta ", op.beta, ", k ", op.k, " must be finite");
+  void read_stages(Model& m) {
+    const uint32_t n = count("num_stages", 8);
+    if (n == 0) fail("num_stages is 0; a model has at least one stage");
+    for (uint32_t s = 0; s < n; ++s) {
+      at_ = "stage " + std::to_string(s);
+      Stage stage;
+      stage.first_op = next_op_;
+      stage.num_ops = take_ops(m, "num_ops");
+      const uint32_t outputs = count("num_outputs", 4);
+      if (outputs == 0) fail("num_outputs is 0; a stage passes on at least one value");
+      for (uint32_t i = 0; i < outputs; ++i) {
+        const uint32_t v = u32("output value");
+        if (v >= m.values.size()) fail("output ", i, " is value ", v, ", past the last ", m.values.size() - 1);
+        for (int32_t seen : stage.outputs) {
+          if (seen == int32_t(v)) fail("output ", i, " repeats value ", v);
         }
-        // k > 0 and alpha >= 0 keep the base of the power positive.
-        if (op.alpha < 0) fail("alpha is ", op.alpha, ", expected >= 0");
-        if (!(op.k > 0)) fail("k is ", op.k, ", expected > 0");
-        op.out = in;
-        return {};
-      case OpKind::Relu:
-      case OpKind::Flatten:
-        op.out = op.kind == OpKind::Relu ? in : Shape{int32_t(in.numel()), 1, 1};
-        return {};
-      case OpKind::Linear:
-        op.in_channels = at_least(v[0], 1, "in_features");
-        op.out_channels = at_least(v[1], 1, "out_features");
-        op.relu = flag(v[2], "relu");
-        if (in.numel() != op.in_channels) {
-          fail("in_features is ", op.in_channels, " but the input ", str(in), " has ", in.numel(),
-               " elements");
-        }
-        op.out = {op.out_channels, 1, 1};
-        return {product({{"out", op.out_channels}, {"in", op.in_channels}}),
-                product({{"out", op.out_channels}})};
-      case OpKind::ResBlock: {
-        op.in_channels = at_least(v[0], 1, "in_channels");
-        op.out_channels =
-            at_least(v[1], op.in_channels, "out_channels (the shortcut only adds channels)");
-        op.stride_h = op.stride_w = at_least(v[2], 1, "stride");
-        op.kernel_h = op.kernel_w = 3;
-        op.pad_h = op.pad_w = 1;
-        channels_in(op);
-        // ceil(H / stride): the 3x3, pad-1 conv1's output size.
-        op.out = shape(op.out_channels, (int64_t(in.h) + op.stride_h - 1) / op.stride_h,
-                       (int64_t(in.w) + op.stride_w - 1) / op.stride_w, "output");
-        const Expected bias = product({{"out", op.out_channels}});
-        return {product({{"out", op.out_channels}, {"in", op.in_channels}, {"", 3}, {"", 3}}), bias,
-                product({{"out", op.out_channels}, {"out", op.out_channels}, {"", 3}, {"", 3}}),
-                bias};
+        stage.outputs.push_back(int32_t(v));
       }
+      m.stages.push_back(std::move(stage));
     }
-    fail("unreachable op kind");
+    at_.clear();
   }
 
-  int32_t at_least(int32_t value, int32_t low, const char* field) const {
-    if (value < low) fail(field, " is ", value, ", expected >= ", low);
-    return value;
-  }
-
-  bool flag(int32_t value, const char* field) const {
-    if (value != 0 && value != 1) fail(field, " is ", value, ", expected 0 or 1");
-    return value == 1;
-  }
-
-  // Kernel, stride and padding from v[0..5]. Pools keep PyTorch's pad <= kernel / 2; convs
-  // pad < kernel, so that every window overlaps the input.
-  void window(Op& op, const int32_t* v, bool pool) const {
-    op.kernel_h = at_least(v[0], 1, "kernel_h");
-    op.kernel_w = at_least(v[1], 1, "kernel_w");
-    op.stride_h = at_least(v[2], 1, "stride_h");
-    op.stride_w = at_least(v[3], 1, "stride_w");
-    op.pad_h = at_least(v[4], 0, "pad_h");
-    op.pad_w = at_least(v[5], 0, "pad_w");
-    const int32_t max_h = pool ? op.kernel_h / 2 : op.kernel_h - 1;
-    const int32_t max_w = pool ? op.kernel_w / 2 : op.kernel_w - 1;
-    const char* rule = pool ? "kernel / 2" : "kernel - 1";
-    if (op.pad_h > max_h) fail("pad_h ", op.pad_h, " is more than ", rule, " = ", max_h);
-    if (op.pad_w > max_w) fail("pad_w ", op.pad_w, " is more than ", rule, " = ", max_w);
-  }
-
-  void channels_in(const Op& op) const {
-    if (op.in.c != op.in_channels) {
-      fail("in_channels is ", op.in_channels, " but the input ", str(op.in), " has ", op.in.c,
-           " channels");
+  void read_exits(Model& m) {
+    const uint32_t n = count("num_exits", 12);
+    if (n == 0) fail("num_exits is 0; the last stage needs an exit");
+    for (uint32_t e = 0; e < n; ++e) {
+      at_ = "exit " + std::to_string(e);
+      Exit exit;
+      const uint32_t stage = u32("exit stage index");
+      if (stage >= m.stages.size())
+        fail("stage index ", stage, " is past the last stage ", m.stages.size() - 1);
+      if (e > 0 && stage <= uint32_t(m.exits.back().stage)) {
+        fail("stage index ", stage, " does not follow exit ", e - 1, "'s ", m.exits.back().stage,
+             " (exit stages strictly increase)");
+      }
+      if (e == n - 1 && stage != m.stages.size() - 1) {
+        fail("the last exit sits after stage ", stage, ", expected the last stage ",
+             m.stages.size() - 1);
+      }
+      exit.stage = int32_t(stage);
+      const uint32_t input = u32("exit input value");
+      const auto& outs = m.stages[stage].outputs;
+      if (std::find(outs.begin(), outs.end(), int32_t(input)) == outs.end()) {
+        fail("input is value ", input, ", not one of stage ", stage, "'s outputs");
+      }
+      exit.input = int32_t(input);
+      exit.first_op = next_op_;
+      exit.num_ops = take_ops(m, "num_ops");
+      exit.logits = exit.num_ops ? exit.first_op + exit.num_ops : exit.input;
+      const Shape logits{m.num_classes, 1, 1};
+      if (m.values[exit.logits] != logits) {
+        fail("head ends in ", OpCheck::str(m.values[exit.logits]), ", expected [num_classes ",
+             m.num_classes, ", 1, 1]");
+      }
+      m.exits.push_back(exit);
     }
-  }
-
-  int64_t conv_size(int32_t in, int32_t k, int32_t s, int32_t p, const char* dim) const {
-    const int64_t span = int64_t(in) + 2 * int64_t(p) - k;
-    if (span < 0)
-      fail("kernel ", k, " is larger than the padded input ", dim, " ",
-           int64_t(in) + 2 * int64_t(p));
-    return span / s + 1;
-  }
-
-  // PyTorch's pooling_output_shape: with ceil_mode the last window must start inside the input
-  // or its left padding.
-  int64_t pool_size(int32_t in, int32_t k, int32_t s, int32_t p, bool ceil_mode,
-                    const char* dim) const {
-    const int64_t span = int64_t(in) + 2 * int64_t(p) - k;
-    if (span < 0)
-      fail("kernel ", k, " is larger than the padded input ", dim, " ",
-           int64_t(in) + 2 * int64_t(p));
-    int64_t out = (ceil_mode ? span + s - 1 : span) / s + 1;
-    if (ceil_mode && (out - 1) * s >= int64_t(in) + p) --out;
-    return out;
-  }
-
-  // A shape whose sizes are >= 1 (the callers ensure it) and whose element count fits int32.
-  Shape shape(int64_t c, int64_t h, int64_t w, const char* what) const {
-    int64_t ch, n;
-    if (__builtin_mul_overflow(c, h, &ch) || __builtin_mul_overflow(ch, w, &n) ||
-        n > kMaxActivation) {
-      fail(what, " [", c, ", ", h, ", ", w,
-           "] has more than the 2^31-1 elements an activation may hold");
+    if (m.thresholds.size() != m.exits.size() - 1) {
+      at_.clear();
+      fail("num_thresholds is ", m.thresholds.size(), ", expected num_exits - 1 = ", m.exits.size() - 1);
     }
-    return {int32_t(c), int32_t(h), int32_t(w)};
+    if (size_t(next_op_) != m.ops.size()) {
+      at_.clear();
+      fail("the stages and heads take ", next_op_, " ops of ", m.ops.size(),
+           "; every op belongs to one");
+    }
+    at_.clear();
   }
 
-  static Expected product(std::initializer_list<std::pair<const char*, int32_t>> factors) {
-    Expected e{1, ""};
-    bool overflow = false;
-    for (const auto& [name, value] : factors) {
-      overflow |= __builtin_mul_overflow(e.count, int64_t(value), &e.count);
-      e.formula += e.formula.empty() ? "" : " * ";
-      e.formula += *name ? std::string(name) + " " + std::to_string(value) : std::to_string(value);
+  // The next `num_ops` ops, for a stage or a head.
+  int32_t take_ops(const Model& m, const char* field) {
+    const uint32_t n = u32(field);
+    if (n > m.ops.size() - size_t(next_op_)) {
+      fail(field, " is ", n, " but only ", m.ops.size() - size_t(next_op_), " ops are left");
     }
-    if (overflow) e.count = -1;  // no u64 count equals it
-    return e;
+    next_op_ += int32_t(n);
+    return int32_t(n);
   }
 
-  TensorView tensor(const char* name, uint64_t offset, uint64_t count, const Expected& want) const {
-    if (want.count < 0 || count != uint64_t(want.count)) {
-      fail(name, " has ", count, " elements, expected ",
-           want.count < 0 ? std::string("more than 2^63") : std::to_string(want.count), " = ",
-           want.formula);
+  // An op reads only what its stage or head sees: the values the stage before passes on (the
+  // model's input for stage 0), or the exit's input, and values of earlier ops of its own part.
+  // A stage passes on values it sees.
+  void check_reads(const Model& m) {
+    std::vector<int32_t> visible{0};
+    auto part = [&](const std::vector<int32_t>& seen_before, int32_t first, int32_t count,
+                    const std::string& where) {
+      std::vector<int32_t> seen = seen_before;
+      for (int32_t i = first; i < first + count; ++i) {
+        const Op& op = m.ops[i];
+        for (size_t k = 0; k < op.inputs.size(); ++k) {
+          if (std::find(seen.begin(), seen.end(), op.inputs[k]) == seen.end()) {
+            at_ = where + ", op " + std::to_string(i) + " (" + op.name() + ")";
+            fail("input ", k, " is value ", op.inputs[k],
+                 ", which this part of the graph does not see (a stage sees what the stage before "
+                 "passes on and its own ops' values; a head its input and its own ops' values)");
+          }
+        }
+        seen.push_back(op.output);
+      }
+      return seen;
+    };
+    for (size_t s = 0; s < m.stages.size(); ++s) {
+      const Stage& stage = m.stages[s];
+      const std::string where = "stage " + std::to_string(s);
+      const std::vector<int32_t> seen = part(visible, stage.first_op, stage.num_ops, where);
+      for (size_t i = 0; i < stage.outputs.size(); ++i) {
+        if (std::find(seen.begin(), seen.end(), stage.outputs[i]) == seen.end()) {
+          at_ = where;
+          fail("output ", i, " is value ", stage.outputs[i], ", which the stage does not see");
+        }
+      }
+      visible = stage.outputs;
     }
-    if (offset % kAlign) fail(name, " offset ", offset, " is not a multiple of 64");
-    uint64_t bytes, end;
-    if (__builtin_mul_overflow(count, uint64_t(4), &bytes) ||
-        __builtin_add_overflow(offset, bytes, &end) || end > weights_.size) {
-      fail(name, " (offset ", offset, ", ", count,
-           " floats) runs past the end of the weights section (", weights_.size, " bytes)");
+    for (size_t e = 0; e < m.exits.size(); ++e) {
+      const Exit& exit = m.exits[e];
+      part({exit.input}, exit.first_op, exit.num_ops, "exit " + std::to_string(e));
     }
-    return {reinterpret_cast<const float*>(data_ + weights_.offset + offset), int64_t(count)};
-  }
-
-  static std::string str(const Shape& x) {
-    return "[" + std::to_string(x.c) + ", " + std::to_string(x.h) + ", " + std::to_string(x.w) +
-           "]";
+    at_.clear();
   }
 
   std::string source_;
@@ -556,6 +482,8 @@ class Parser {
   const uint8_t* graph_pos_ = nullptr;
   uint64_t graph_left_ = 0;
   std::string at_;  // where in the graph the parser is, for messages
+  std::vector<bool> used_;  // per tensor: some op reads it
+  int32_t next_op_ = 0;     // the first op no stage or head has taken yet
 };
 
 }  // namespace

@@ -1,8 +1,8 @@
-// summarize(): a parsed model as JSON, for `branchy inspect` and the Python tests.
-#include <utility>
-
+// summarize(): a parsed model as JSON, for `branchy inspect` and the Python tests. Generic over op
+// kinds: each op's attributes are named by its declaration (ops/).
 #include "runtime/json.h"
 #include "runtime/model_file.h"
+#include "runtime/ops/registry.h"
 
 namespace branchy {
 namespace {
@@ -11,73 +11,54 @@ void append_shape(std::string& out, const Shape& x) {
   out += "[" + std::to_string(x.c) + ", " + std::to_string(x.h) + ", " + std::to_string(x.w) + "]";
 }
 
-void append_pair(std::string& out, const char* key, int32_t a, int32_t b) {
-  out += std::string(", \"") + key + "\": [" + std::to_string(a) + ", " + std::to_string(b) + "]";
+template <class T, class F>
+void append_list(std::string& out, const std::vector<T>& items, F each) {
+  out += "[";
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i) out += ", ";
+    each(items[i]);
+  }
+  out += "]";
 }
 
-void append_int(std::string& out, const char* key, int64_t value) {
-  out += std::string(", \"") + key + "\": " + std::to_string(value);
-}
-
-void append_bool(std::string& out, const char* key, bool value) {
-  out += std::string(", \"") + key + "\": " + (value ? "true" : "false");
-}
-
-void append_op(std::string& out, const Op& op, int64_t& weights) {
-  out += "{\"kind\": \"";
-  out += op_name(op.kind);
-  out += "\", \"in\": ";
+void append_op(std::string& out, const Op& op) {
+  out += "{\"index\": " + std::to_string(op.index) + ", \"kind\": ";
+  json::append_string(out, op.name());
+  out += ", \"inputs\": ";
+  append_list(out, op.inputs, [&](int32_t v) { out += std::to_string(v); });
+  out += ", \"output\": " + std::to_string(op.output) + ", \"in\": ";
   append_shape(out, op.in);
+  out += ", \"ins\": ";
+  append_list(out, op.ins, [&](const Shape& s) { append_shape(out, s); });
   out += ", \"out\": ";
   append_shape(out, op.out);
-  switch (op.kind) {
-    case OpKind::Conv2d:
-    case OpKind::MaxPool2d:
-    case OpKind::AvgPool2d:
-      if (op.kind == OpKind::Conv2d) {
-        append_int(out, "in_channels", op.in_channels);
-        append_int(out, "out_channels", op.out_channels);
-      }
-      append_pair(out, "kernel", op.kernel_h, op.kernel_w);
-      append_pair(out, "stride", op.stride_h, op.stride_w);
-      append_pair(out, "padding", op.pad_h, op.pad_w);
-      if (op.kind != OpKind::Conv2d) append_bool(out, "ceil_mode", op.ceil_mode);
-      append_bool(out, "relu", op.relu);
-      break;
-    case OpKind::Lrn:
-      append_int(out, "size", op.size);
-      for (const auto& [key, value] :
-           {std::pair{"alpha", op.alpha}, {"beta", op.beta}, {"k", op.k}}) {
-        out += std::string(", \"") + key + "\": ";
-        json::append_float(out, value);
-      }
-      break;
-    case OpKind::Linear:
-      append_int(out, "in_features", op.in_channels);
-      append_int(out, "out_features", op.out_channels);
-      append_bool(out, "relu", op.relu);
-      break;
-    case OpKind::ResBlock:
-      append_int(out, "in_channels", op.in_channels);
-      append_int(out, "out_channels", op.out_channels);
-      append_int(out, "stride", op.stride_h);
-      break;
-    case OpKind::Relu:
-    case OpKind::Flatten: break;
+  out += ", \"attrs\": {";
+  bool first = true;
+  for (size_t i = 0; i < op.ints.size(); ++i) {
+    out += first ? "" : ", ";
+    first = false;
+    json::append_string(out, op.def->ints[i]);
+    out += ": " + std::to_string(op.ints[i]);
   }
-  out += ", \"tensors\": [";
-  for (size_t i = 0; i < op.tensors.size(); ++i) {
-    out += (i ? ", " : "") + std::to_string(op.tensors[i].count);
-    weights += op.tensors[i].count;
+  for (size_t i = 0; i < op.floats.size(); ++i) {
+    out += first ? "" : ", ";
+    first = false;
+    json::append_string(out, op.def->floats[i]);
+    out += ": ";
+    json::append_float(out, op.floats[i]);
   }
-  out += "]}";
+  out += "}, \"tensors\": ";
+  append_list(out, op.tensors, [&](const TensorView& t) { out += std::to_string(t.count); });
+  out += ", \"tensor_ids\": ";
+  append_list(out, op.tensor_ids, [&](uint32_t t) { out += std::to_string(t); });
+  out += "}";
 }
 
-void append_ops(std::string& out, const std::vector<Op>& ops, int64_t& weights) {
+void append_ops(std::string& out, const Model& m, int32_t first, int32_t count) {
   out += "[";
-  for (size_t i = 0; i < ops.size(); ++i) {
-    if (i) out += ", ";
-    append_op(out, ops[i], weights);
+  for (int32_t i = first; i < first + count; ++i) {
+    if (i > first) out += ", ";
+    append_op(out, m.ops[i]);
   }
   out += "]";
 }
@@ -87,34 +68,31 @@ void append_ops(std::string& out, const std::vector<Op>& ops, int64_t& weights) 
 std::string summarize(const Model& model) {
   std::string out = "{\"version\": " + std::to_string(model.version) + ", \"input\": ";
   append_shape(out, model.input);
-  append_int(out, "num_classes", model.num_classes);
+  out += ", \"num_classes\": " + std::to_string(model.num_classes);
   out += ", \"criterion\": ";
   out += model.criterion == Criterion::Entropy ? "\"entropy\"" : "\"maxprob\"";
-  out += ", \"thresholds\": [";
-  for (size_t i = 0; i < model.thresholds.size(); ++i) {
-    if (i) out += ", ";
-    json::append_float(out, model.thresholds[i]);
-  }
-  out += "], \"class_names\": [";
-  for (size_t i = 0; i < model.class_names.size(); ++i) {
-    if (i) out += ", ";
-    json::append_string(out, model.class_names[i]);
-  }
-  int64_t weights = 0;
-  out += "], \"stages\": [";
-  for (size_t s = 0; s < model.stages.size(); ++s) {
-    if (s) out += ", ";
-    append_ops(out, model.stages[s], weights);
-  }
-  out += "], \"exits\": [";
-  for (size_t e = 0; e < model.exits.size(); ++e) {
-    out += (e ? ", " : "") + std::string("{\"stage\": ") + std::to_string(model.exits[e].stage) +
-           ", \"head\": ";
-    append_ops(out, model.exits[e].head, weights);
+  out += ", \"thresholds\": ";
+  append_list(out, model.thresholds, [&](float t) { json::append_float(out, t); });
+  out += ", \"class_names\": ";
+  append_list(out, model.class_names, [&](const std::string& s) { json::append_string(out, s); });
+  out += ", \"stages\": ";
+  append_list(out, model.stages, [&](const Stage& s) {
+    out += "{\"ops\": ";
+    append_ops(out, model, s.first_op, s.num_ops);
+    out += ", \"outputs\": ";
+    append_list(out, s.outputs, [&](int32_t v) { out += std::to_string(v); });
     out += "}";
-  }
-  out += "]";
-  append_int(out, "weights", weights);
+  });
+  out += ", \"exits\": ";
+  append_list(out, model.exits, [&](const Exit& e) {
+    out += "{\"stage\": " + std::to_string(e.stage) + ", \"input\": " + std::to_string(e.input) +
+           ", \"logits\": " + std::to_string(e.logits) + ", \"head\": ";
+    append_ops(out, model, e.first_op, e.num_ops);
+    out += "}";
+  });
+  out += ", \"tensors\": ";
+  append_list(out, model.tensors, [&](const TensorView& t) { out += std::to_string(t.count); });
+  out += ", \"weights\": " + std::to_string(model.weight_count());
   out += ", \"metadata\": " +
          (model.metadata_json.empty() ? std::string("null") : model.metadata_json) + "}";
   return out;

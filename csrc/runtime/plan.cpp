@@ -1,7 +1,15 @@
+// The plan: per op an implementation (own kernel or oneDNN, measured), layout changes where they
+// cost least, and every value a place in memory, fixed once; then runs that only call layers.
+//
+// Memory. A stage reads the values the stage before passes on from one slot ("in") and writes the
+// values it passes on into another ("out"); everything else it computes lives in the arena, at
+// offsets assigned by liveness (a value's buffer is free again after its last reader), so a graph
+// with skips needs no more than its widest point. An exit head reads its stage's out slot and
+// writes the logits. Batched runs keep one slot per sample in flight; survivors' slots are written
+// packed, stage by stage.
 #include "plan.h"
 
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -13,34 +21,58 @@
 
 #include "buffer.h"
 #include "exit_decision.h"
+#include "ops/registry.h"
 
 namespace branchy {
 
-// The layers of one stage or one exit head, in order.
-struct Sequence {
-  std::vector<std::unique_ptr<Layer>> layers;
-  std::vector<double> micros;  // measured time of each layer, or 0
-  Layout out_layout = Layout::NCHW;
-  size_t in_count = 0;  // floats of the input (what an empty sequence copies through)
+namespace {
+
+enum Region : uint8_t { kIn = 0, kOut = 1, kArena = 2, kLogits = 3, kRegions = 4 };
+
+struct Slot {
+  uint8_t region = kArena;
+  size_t offset = 0;
+};
+
+}  // namespace
+
+// One call: a layer reading value buffers and writing one, or (no layer) a copy of `copy_floats`.
+struct Step {
+  std::unique_ptr<Layer> layer;
+  std::vector<Slot> ins;
+  Slot out;
+  size_t copy_floats = 0;
+  double micros = 0.0;  // measured time, or 0
+  std::string what;     // describe() of a copy
+};
+
+// A stage or an exit head.
+struct Program {
+  std::vector<Step> steps;
+  size_t arena = 0;  // floats of arena it needs
 };
 
 struct Plan::Impl {
   Model model;
   PlanOptions options;
-  std::vector<Sequence> stages;
-  std::vector<Sequence> heads;           // one per exit
+  std::vector<Program> stages;
+  std::vector<Program> heads;            // one per exit
   std::vector<int> exit_after_stage;     // stage -> exit index, or -1
   std::vector<float> thresholds;
   std::string choices;                   // Plan::choices()
-  size_t max_activation = 0;             // floats of the largest activation
+  size_t slot = 0;                       // floats of one in/out slot (the widest stage boundary)
+  size_t arena = 0;                      // floats of the arena (the widest program)
+  size_t max_inputs = 1;                 // most inputs of one step
+  size_t packed = 0, scratch = 0;        // floats of packed weights and per-context scratch
 };
 
 struct Context::State {
   State(const Plan::Impl& plan, int max_batch);
   std::vector<std::vector<std::unique_ptr<LayerState>>> stage_states, head_states;
-  Buffer stage_out[2], temp[2], head_temp[2];
-  Buffer batch_in, batch_out;            // max_batch stage outputs each
+  Buffer slot[2], arena;
+  Buffer batch_in, batch_out;            // max_batch slots each
   std::vector<float> logits;
+  std::vector<const float*> ptrs;        // a step's input pointers
   std::vector<int64_t> alive, still;
   int max_batch;
 };
@@ -49,56 +81,52 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+constexpr size_t kAlignFloats = 16;  // 64 bytes
+size_t aligned(size_t floats) { return (floats + kAlignFloats - 1) / kAlignFloats * kAlignFloats; }
+
 bool spatial(const Shape& s) { return s.h * s.w > 1; }
 
-// Ops as the plan runs them: a flatten right before a linear layer folds into it (the linear
-// layer reads the [C, H, W] input in flattening order).
-std::vector<Op> fold_flatten(const std::vector<Op>& ops) {
-  std::vector<Op> out;
-  for (size_t i = 0; i < ops.size(); ++i) {
-    if (ops[i].kind == OpKind::Flatten && i + 1 < ops.size() && ops[i + 1].kind == OpKind::Linear) {
-      Op linear = ops[i + 1];
-      linear.in = ops[i].in;
-      out.push_back(linear);
-      ++i;
-    } else {
-      out.push_back(ops[i]);
-    }
-  }
-  return out;
-}
-
-// Median time of one forward() in microseconds, on pseudo-random input.
+// Median time of one forward_n() in microseconds, on pseudo-random inputs.
 double measure(const Layer& layer) {
   auto state = layer.make_state();
-  Buffer in(layer.in_shape().numel()), out(layer.out_shape().numel());
+  std::vector<Buffer> ins;
+  std::vector<const float*> ptrs;
   uint32_t seed = 12345;
-  for (size_t i = 0; i < in.size(); ++i) {
-    seed = seed * 1664525u + 1013904223u;
-    in.data()[i] = float(seed >> 8) / float(1u << 24) * 2.0f - 1.0f;
+  for (const Shape& s : layer.in_shapes()) {
+    ins.emplace_back(size_t(s.numel()));
+    for (size_t i = 0; i < ins.back().size(); ++i) {
+      seed = seed * 1664525u + 1013904223u;
+      ins.back().data()[i] = float(seed >> 8) / float(1u << 24) * 2.0f - 1.0f;
+    }
   }
+  for (const Buffer& b : ins) ptrs.push_back(b.data());
+  Buffer out(size_t(layer.out_shape().numel()));
   // Warm up by time, not by count: the core takes milliseconds to reach its steady clock, and a
   // layer measured cold loses to one measured warm.
   const auto warm = Clock::now();
   for (int i = 0; i < 3 || Clock::now() - warm < std::chrono::milliseconds(2); ++i) {
-    layer.forward(in.data(), out.data(), state.get());
+    layer.forward_n(ptrs.data(), out.data(), state.get());
   }
   const auto start = Clock::now();
-  layer.forward(in.data(), out.data(), state.get());
+  layer.forward_n(ptrs.data(), out.data(), state.get());
   const double once = std::chrono::duration<double, std::micro>(Clock::now() - start).count();
   const int reps = std::max(1, int(30.0 / std::max(once, 0.05)));  // rounds of about 30 us
   std::vector<double> rounds;
   for (int r = 0; r < 7; ++r) {
     const auto t0 = Clock::now();
-    for (int i = 0; i < reps; ++i) layer.forward(in.data(), out.data(), state.get());
+    for (int i = 0; i < reps; ++i) layer.forward_n(ptrs.data(), out.data(), state.get());
     rounds.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / reps);
   }
   std::nth_element(rounds.begin(), rounds.begin() + 3, rounds.end());
   return rounds[3];
 }
 
-std::string shape_key(const Shape& s) {
-  return std::to_string(s.c) + "x" + std::to_string(s.h) + "x" + std::to_string(s.w);
+std::string shape_key(const std::vector<Shape>& shapes) {
+  std::string key;
+  for (const Shape& s : shapes) {
+    key += std::to_string(s.c) + "x" + std::to_string(s.h) + "x" + std::to_string(s.w) + " ";
+  }
+  return key;
 }
 
 struct Candidate {
@@ -106,84 +134,144 @@ struct Candidate {
   bool dnnl;
 };
 
-// A chosen layer, the op it runs (a layout change belongs to the op it prepares for), and what
-// it measured (microseconds; 0 when the options forced the choice without measuring).
-struct Chosen {
-  size_t op;
+// The op as the plan runs it, and the chosen layer.
+struct Placed {
+  Op op;                        // inputs resolved through the folds
   std::unique_ptr<Layer> layer;
   double micros = 0.0;
 };
 
-// Chooses an implementation for each op of a chain and inserts layout changes, minimising the
-// summed cost (measured, or by preference when the options force a kind of kernel): a dynamic
-// programme over (op, layout of its output).
+// Chooses an implementation for each op and where layout changes go, minimising the summed cost
+// (measured, or by preference when the options force a kind of kernel). A dynamic programme over
+// the ops in order whose state is the layout of every value still to be read (the live values);
+// a chain has one live value, so this is the chain's programme, and a DAG's state stays small
+// (the widest DenseNet block holds a few dozen). At most kBeam states are kept per step.
 class Chooser {
  public:
   explicit Chooser(const PlanOptions& options) : options_(options) {}
 
-  std::vector<Chosen> choose(const std::vector<Op>& ops, Layout start, Layout* end) {
-    struct Node {
-      double cost = std::numeric_limits<double>::infinity();
-      int prev_layout = -1;
-      int candidate = -1;
-    };
-    const size_t first = next_op_;  // this chain's ops in the whole plan's numbering
-    next_op_ += ops.size();
+  // `layouts` maps value ids to their layout (0 NCHW, 1 NHWC) and gains the ops' outputs.
+  std::vector<Placed> choose(std::vector<Op> ops, std::map<int32_t, int>& layouts) {
+    const size_t n = ops.size();
+    const size_t first = next_op_;  // these ops' numbering in the whole plan (choices)
+    next_op_ += n;
+    std::map<int32_t, size_t> last_use;
+    for (size_t i = 0; i < n; ++i) {
+      for (int32_t v : ops[i].inputs) last_use[v] = i;
+    }
+    // live[i]: values read at or after op i and defined before it, ascending.
+    std::vector<std::vector<int32_t>> live(n + 1);
+    for (const auto& [v, use] : last_use) {
+      if (layouts.count(v)) live[0].push_back(v);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      for (int32_t v : live[i]) {
+        if (last_use[v] > i) live[i + 1].push_back(v);
+      }
+      auto it = last_use.find(ops[i].output);
+      if (it != last_use.end() && it->second > i) live[i + 1].push_back(ops[i].output);
+      std::sort(live[i + 1].begin(), live[i + 1].end());
+    }
     std::vector<std::vector<Candidate>> candidates;
     for (const Op& op : ops) candidates.push_back(candidates_for(op));
-    // best[i][layout]: the cheapest way to have run ops [0, i) with the result in `layout`.
-    std::vector<std::array<Node, 2>> best(ops.size() + 1);
-    best[0][int(start)].cost = 0.0;
-    for (size_t i = 0; i < ops.size(); ++i) {
-      for (int from = 0; from < 2; ++from) {
-        if (!std::isfinite(best[i][from].cost)) continue;
+
+    struct Node {
+      double cost = std::numeric_limits<double>::infinity();
+      std::string prev;
+      int candidate = -1;
+    };
+    // best[i]: per state (a layout character per value of live[i]) the cheapest way there.
+    std::vector<std::map<std::string, Node>> best(n + 1);
+    std::string start;
+    for (int32_t v : live[0]) start += char('0' + layouts.at(v));
+    best[0][start].cost = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+      const Op& op = ops[i];
+      for (const auto& [state, node] : best[i]) {
         for (size_t c = 0; c < candidates[i].size(); ++c) {
-          const Candidate& cand = candidates[i][c];
-          const double cost = best[i][from].cost +
-                              reorder_cost(ops[i].in, Layout(from), cand.layer->input_layout()) +
-                              layer_cost(cand, first + i);
-          Node& to = best[i + 1][int(cand.layer->output_layout())];
-          if (cost < to.cost) to = Node{cost, from, int(c)};
+          const Layer& layer = *candidates[i][c].layer;
+          double cost = node.cost + layer_cost(candidates[i][c], first + i);
+          for (size_t k = 0; k < op.inputs.size(); ++k) {
+            const Layout have = Layout(state[index_of(live[i], op.inputs[k])] - '0');
+            cost += reorder_cost(op.ins[k], have, layer.input_layout());
+          }
+          std::string next;
+          for (int32_t v : live[i + 1]) {
+            next += v == op.output ? char('0' + int(layer.output_layout()))
+                                   : state[index_of(live[i], v)];
+          }
+          Node& to = best[i + 1][next];
+          if (cost < to.cost) to = Node{cost, state, int(c)};
         }
       }
+      prune(best[i + 1]);
     }
-    int layout = ops.empty() ? int(start) : (best[ops.size()][0].cost <= best[ops.size()][1].cost ? 0 : 1);
-    *end = Layout(layout);
-    std::vector<Chosen> reversed;
-    std::string kinds(ops.size(), 'o');
-    for (size_t i = ops.size(); i-- > 0;) {
-      const Node& node = best[i + 1][layout];
-      Candidate& cand = candidates[i][node.candidate];
+    // Back from the end (no value is live after the last op: one state).
+    std::vector<int> picked(n);
+    std::string state = best[n].begin()->first;
+    for (size_t i = n; i-- > 0;) {
+      const Node& node = best[i + 1].at(state);
+      picked[i] = node.candidate;
+      state = node.prev;
+    }
+    std::vector<Placed> out;
+    std::string kinds;
+    for (size_t i = 0; i < n; ++i) {
+      Candidate& cand = candidates[i][picked[i]];
+      kinds += cand.dnnl ? 'd' : 'o';
       const double micros = measuring() ? layer_cost(cand, first + i) : 0.0;
-      kinds[i] = cand.dnnl ? 'd' : 'o';
-      const Layout wants = cand.layer->input_layout();
-      reversed.push_back(Chosen{i, std::move(cand.layer), micros});
-      if (Layout(node.prev_layout) != wants && spatial(ops[i].in)) {
-        const Layout from = Layout(node.prev_layout);
-        reversed.push_back(Chosen{i, make_reorder(ops[i].in, from, wants),
-                                  measuring() ? reorder_cost(ops[i].in, from, wants) : 0.0});
-      }
-      layout = node.prev_layout;
+      layouts[ops[i].output] = int(cand.layer->output_layout());
+      out.push_back(Placed{std::move(ops[i]), std::move(cand.layer), micros});
     }
     choices_ += kinds;
-    return std::vector<Chosen>(std::make_move_iterator(reversed.rbegin()),
-                               std::make_move_iterator(reversed.rend()));
+    return out;
   }
 
-  std::vector<Candidate> candidates_for(const Op& op) {
-    std::vector<Candidate> all;
-    for (auto& layer : own_candidates(op)) all.push_back(Candidate{std::move(layer), false});
-    if (options_.kernels != PlanOptions::Kernels::Own) {
-      for (auto& layer : dnnl_candidates(op)) all.push_back(Candidate{std::move(layer), true});
-    }
-    return all;
+  double reorder_cost(const Shape& shape, Layout from, Layout to) {
+    if (from == to || !spatial(shape)) return 0.0;
+    if (options_.kernels != PlanOptions::Kernels::Measure) return 1.0;
+    return measured(*make_reorder(shape, from, to));
   }
+
+  bool measuring() const { return options_.kernels == PlanOptions::Kernels::Measure; }
 
   // The choices made so far, one per op: 'o' own, 'd' oneDNN.
   const std::string& choices() const { return choices_; }
 
  private:
-  bool measuring() const { return options_.kernels == PlanOptions::Kernels::Measure; }
+  static constexpr size_t kBeam = 64;
+
+  static size_t index_of(const std::vector<int32_t>& values, int32_t v) {
+    return size_t(std::lower_bound(values.begin(), values.end(), v) - values.begin());
+  }
+
+  template <class M>
+  static void prune(M& states) {
+    if (states.size() <= kBeam) return;
+    std::vector<double> costs;
+    for (const auto& [key, node] : states) costs.push_back(node.cost);
+    std::nth_element(costs.begin(), costs.begin() + (kBeam - 1), costs.end());
+    const double limit = costs[kBeam - 1];
+    size_t kept = 0;
+    for (auto it = states.begin(); it != states.end();) {
+      if (it->second.cost > limit || kept == kBeam) {
+        it = states.erase(it);
+      } else {
+        ++kept;
+        ++it;
+      }
+    }
+  }
+
+  std::vector<Candidate> candidates_for(const Op& op) {
+    std::vector<Candidate> all;
+    for (auto& layer : op.def->own(op)) all.push_back(Candidate{std::move(layer), false});
+    if (options_.kernels != PlanOptions::Kernels::Own) {
+      for (auto& layer : op.def->dnnl(op)) all.push_back(Candidate{std::move(layer), true});
+    }
+    if (all.empty()) throw std::runtime_error(std::string("no kernel in this build runs ") + op.name());
+    return all;
+  }
 
   double layer_cost(const Candidate& c, size_t op) {
     switch (options_.kernels) {
@@ -195,15 +283,9 @@ class Chooser {
     return measured(*c.layer);
   }
 
-  double reorder_cost(const Shape& shape, Layout from, Layout to) {
-    if (from == to || !spatial(shape)) return 0.0;
-    if (options_.kernels != PlanOptions::Kernels::Measure) return 1.0;
-    return measured(*make_reorder(shape, from, to));
-  }
-
-  // Identical layers (ResNet repeats its blocks) are measured once.
+  // Identical layers (ResNets repeat their blocks) are measured once.
   double measured(const Layer& layer) {
-    const std::string key = layer.describe() + " " + shape_key(layer.in_shape());
+    const std::string key = layer.describe() + " " + shape_key(layer.in_shapes());
     auto it = measured_.find(key);
     if (it == measured_.end()) it = measured_.emplace(key, measure(layer)).first;
     return it->second;
@@ -215,32 +297,154 @@ class Chooser {
   std::string choices_;
 };
 
-Sequence sequence(std::vector<Chosen>::iterator begin, std::vector<Chosen>::iterator end,
-                  Layout out_layout, const Shape& in) {
-  Sequence seq;
-  for (auto it = begin; it != end; ++it) {
-    seq.layers.push_back(std::move(it->layer));
-    seq.micros.push_back(it->micros);
+// The model's ops as the plan runs them: a flatten read only by linear ops (which read any
+// [C, H, W] in flattening order) and not passed on is dropped, its readers reading its input.
+std::vector<Op> folded(const Model& m, int32_t first, int32_t count, const std::vector<bool>& kept_values,
+                       std::vector<int32_t>& alias) {
+  std::vector<Op> out;
+  for (int32_t i = first; i < first + count; ++i) {
+    Op op = m.ops[i];
+    for (size_t k = 0; k < op.inputs.size(); ++k) {
+      op.inputs[k] = alias[op.inputs[k]];
+      op.ins[k] = m.values[op.inputs[k]];
+    }
+    op.in = op.ins[0];
+    if (std::string(op.name()) == "flatten" && !kept_values[op.output]) {
+      bool only_linear = true;
+      for (const Op& reader : m.ops) {
+        for (int32_t v : reader.inputs) {
+          if (v == op.output && std::string(reader.name()) != "linear") only_linear = false;
+        }
+      }
+      if (only_linear) {
+        alias[op.output] = op.inputs[0];
+        continue;
+      }
+    }
+    out.push_back(std::move(op));
   }
-  seq.out_layout = out_layout;
-  seq.in_count = size_t(in.numel());
-  return seq;
+  return out;
 }
 
-// Runs a sequence on one sample: `in` -> `out`, intermediate results in the two temporaries.
-void run_sequence(const Sequence& seq, std::vector<std::unique_ptr<LayerState>>& states,
-                  const float* in, float* out, float* temp0, float* temp1) {
-  const size_t n = seq.layers.size();
-  if (n == 0) {
-    std::memcpy(out, in, seq.in_count * sizeof(float));
-    return;
+// Assigns the arena values of a program offsets by liveness: largest first, each at the lowest
+// offset that overlaps no value alive at the same time. Returns the arena's size.
+struct Interval {
+  int32_t value;
+  size_t floats, from, to;  // steps [from, to]
+  size_t offset = 0;
+};
+
+size_t assign_offsets(std::vector<Interval>& values) {
+  std::vector<Interval*> order;
+  for (auto& v : values) order.push_back(&v);
+  std::stable_sort(order.begin(), order.end(),
+                   [](const Interval* a, const Interval* b) { return a->floats > b->floats; });
+  std::vector<const Interval*> placed;
+  size_t size = 0;
+  for (Interval* v : order) {
+    std::vector<std::pair<size_t, size_t>> busy;
+    for (const Interval* p : placed) {
+      if (p->from <= v->to && v->from <= p->to) busy.emplace_back(p->offset, p->offset + aligned(p->floats));
+    }
+    std::sort(busy.begin(), busy.end());
+    size_t offset = 0;
+    for (const auto& [lo, hi] : busy) {
+      if (offset + aligned(v->floats) <= lo) break;
+      offset = std::max(offset, hi);
+    }
+    v->offset = offset;
+    size = std::max(size, offset + aligned(v->floats));
+    placed.push_back(v);
   }
-  const float* src = in;
-  for (size_t i = 0; i < n; ++i) {
-    float* dst = i + 1 == n ? out : (i % 2 == 0 ? temp0 : temp1);
-    seq.layers[i]->forward(src, dst, states[i].get());
-    src = dst;
+  return size;
+}
+
+// Builds a program from placed ops: layout changes before the ops that need them, a copy for each
+// value passed on unchanged, and every value's slot. `in` gives the values read from the in slot
+// (with offsets), `out` those written to the out (or logits) region.
+Program build(std::vector<Placed> placed, const std::map<int32_t, size_t>& in,
+              const std::map<int32_t, size_t>& out, uint8_t out_region, const Model& m,
+              const std::map<int32_t, int>& layouts, Chooser& chooser) {
+  Program program;
+  struct Pending {
+    Step step;
+    std::vector<int32_t> ins;  // value ids (temps: negative)
+    int32_t out;
+  };
+  std::vector<Pending> pending;
+  std::map<int32_t, Shape> temps;
+  int32_t next_temp = -1;
+  for (Placed& p : placed) {
+    Pending step;
+    for (size_t k = 0; k < p.op.inputs.size(); ++k) {
+      const int32_t v = p.op.inputs[k];
+      const Layout have = Layout(layouts.at(v)), want = p.layer->input_layout();
+      if (have != want && spatial(p.op.ins[k])) {
+        Pending reorder;
+        reorder.step.layer = make_reorder(p.op.ins[k], have, want);
+        if (chooser.measuring()) reorder.step.micros = chooser.reorder_cost(p.op.ins[k], have, want);
+        reorder.ins = {v};
+        reorder.out = next_temp;
+        temps[next_temp] = p.op.ins[k];
+        step.ins.push_back(next_temp--);
+        pending.push_back(std::move(reorder));
+      } else {
+        step.ins.push_back(v);
+      }
+    }
+    step.out = p.op.output;
+    step.step.layer = std::move(p.layer);
+    step.step.micros = p.micros;
+    pending.push_back(std::move(step));
   }
+  // Values passed on unchanged (read from the in slot, written to the out region).
+  for (const auto& [v, offset] : out) {
+    if (!in.count(v)) continue;
+    Pending copy;
+    copy.ins = {v};
+    copy.out = v;
+    copy.step.copy_floats = size_t(m.values[v].numel());
+    copy.step.what = "pass value " + std::to_string(v) + " on [copy]";
+    pending.push_back(std::move(copy));
+  }
+  // Liveness of the arena values.
+  std::map<int32_t, Interval> arena;
+  for (size_t s = 0; s < pending.size(); ++s) {
+    const int32_t o = pending[s].out;
+    if (!out.count(o) && !in.count(o)) {
+      const Shape shape = o < 0 ? temps.at(o) : m.values[o];
+      arena[o] = Interval{o, size_t(shape.numel()), s, s};
+    }
+    for (int32_t v : pending[s].ins) {
+      auto it = arena.find(v);
+      if (it != arena.end()) it->second.to = s;
+    }
+  }
+  std::vector<Interval> intervals;
+  for (auto& [v, interval] : arena) intervals.push_back(interval);
+  program.arena = assign_offsets(intervals);
+  std::map<int32_t, size_t> arena_offset;
+  for (const Interval& i : intervals) arena_offset[i.value] = i.offset;
+  for (size_t s = 0; s < pending.size(); ++s) {
+    Pending& p = pending[s];
+    const bool copy = !p.step.layer;
+    for (int32_t v : p.ins) {
+      if (in.count(v)) {
+        p.step.ins.push_back(Slot{kIn, in.at(v)});
+      } else if (out.count(v)) {
+        p.step.ins.push_back(Slot{out_region, out.at(v)});
+      } else {
+        p.step.ins.push_back(Slot{kArena, arena_offset.at(v)});
+      }
+    }
+    if (out.count(p.out) && (copy || !in.count(p.out))) {
+      p.step.out = Slot{out_region, out.at(p.out)};
+    } else {
+      p.step.out = Slot{kArena, arena_offset.at(p.out)};
+    }
+    program.steps.push_back(std::move(p.step));
+  }
+  return program;
 }
 
 void check_thresholds(const std::vector<float>& thresholds, size_t expected) {
@@ -261,59 +465,90 @@ Plan::Plan(Model model, PlanOptions options) : impl_(std::make_unique<Impl>()) {
   Impl& p = *impl_;
   p.model = std::move(model);
   p.options = std::move(options);
+  const Model& m = p.model;
   if (p.options.threads < 1) throw std::invalid_argument("threads must be >= 1");
-  p.thresholds = p.options.thresholds.empty() ? p.model.thresholds : p.options.thresholds;
-  check_thresholds(p.thresholds, p.model.exits.size() - 1);
+  p.thresholds = p.options.thresholds.empty() ? m.thresholds : p.options.thresholds;
+  check_thresholds(p.thresholds, m.exits.size() - 1);
   set_dnnl_threads(p.options.threads);
 
-  Chooser chooser(p.options);
-  p.exit_after_stage.assign(p.model.stages.size(), -1);
-  for (size_t e = 0; e < p.model.exits.size(); ++e) p.exit_after_stage[p.model.exits[e].stage] = int(e);
+  p.exit_after_stage.assign(m.stages.size(), -1);
+  for (size_t e = 0; e < m.exits.size(); ++e) p.exit_after_stage[m.exits[e].stage] = int(e);
 
-  // The trunk as one chain, so layout changes are placed where they cost least; then split back
-  // into stages (a layout change before a stage's first op opens that stage).
+  // Values that must exist as themselves: passed on by a stage, read by an exit, logits.
+  std::vector<bool> kept(m.values.size(), false);
+  kept[0] = true;
+  for (const Stage& s : m.stages) {
+    for (int32_t v : s.outputs) kept[v] = true;
+  }
+  for (const Exit& e : m.exits) kept[e.input] = kept[e.logits] = true;
+  std::vector<int32_t> alias(m.values.size());
+  for (size_t v = 0; v < alias.size(); ++v) alias[v] = int32_t(v);
+
+  // The trunk as one list, so layout changes are placed where they cost least; then split back
+  // into stages.
+  std::vector<std::vector<Op>> stage_ops, head_ops;
+  size_t count = 0;
+  for (const Stage& s : m.stages) {
+    stage_ops.push_back(folded(m, s.first_op, s.num_ops, kept, alias));
+    count += stage_ops.back().size();
+  }
+  for (const Exit& e : m.exits) {
+    head_ops.push_back(folded(m, e.first_op, e.num_ops, kept, alias));
+    count += head_ops.back().size();
+  }
+  if (p.options.kernels == PlanOptions::Kernels::Pinned && p.options.pinned.size() != count) {
+    throw std::invalid_argument("kernels pin: this model has " + std::to_string(count) +
+                                " ops, so 'pin:' takes " + std::to_string(count) +
+                                " choices ('o' or 'd'), got " + std::to_string(p.options.pinned.size()));
+  }
+
+  Chooser chooser(p.options);
+  std::map<int32_t, int> layouts{{0, int(Layout::NCHW)}};
   std::vector<Op> trunk;
-  std::vector<size_t> stage_begin;
-  for (const auto& ops : p.model.stages) {
-    stage_begin.push_back(trunk.size());
-    for (const Op& op : fold_flatten(ops)) trunk.push_back(op);
+  std::vector<size_t> stage_end;
+  for (auto& ops : stage_ops) {
+    for (Op& op : ops) trunk.push_back(std::move(op));
+    stage_end.push_back(trunk.size());
   }
-  stage_begin.push_back(trunk.size());
-  if (p.options.kernels == PlanOptions::Kernels::Pinned) {
-    size_t ops = trunk.size();
-    for (const Exit& exit : p.model.exits) ops += fold_flatten(exit.head).size();
-    if (p.options.pinned.size() != ops) {
-      throw std::invalid_argument("kernels pin: this model has " + std::to_string(ops) +
-                                  " ops, so 'pin:' takes " + std::to_string(ops) +
-                                  " choices ('o' or 'd'), got " + std::to_string(p.options.pinned.size()));
+  std::vector<Placed> placed = chooser.choose(std::move(trunk), layouts);
+
+  // Where each stage's passed-on values sit in its slot.
+  std::vector<std::map<int32_t, size_t>> carry(m.stages.size());
+  p.slot = aligned(size_t(m.input.numel()));
+  for (size_t s = 0; s < m.stages.size(); ++s) {
+    size_t at = 0;
+    for (int32_t v : m.stages[s].outputs) {
+      carry[s][v] = at;
+      at += aligned(size_t(m.values[v].numel()));
     }
+    p.slot = std::max(p.slot, at);
   }
-  Layout layout = Layout::NCHW;
-  std::vector<Chosen> chosen = chooser.choose(trunk, Layout::NCHW, &layout);
-  auto it = chosen.begin();
-  Shape in = p.model.input;
-  for (size_t s = 0; s < p.model.stages.size(); ++s) {
-    auto stage_end = std::find_if(it, chosen.end(), [&](const Chosen& c) { return c.op >= stage_begin[s + 1]; });
-    const Layout out_layout = stage_end == it ? (s == 0 ? Layout::NCHW : p.stages.back().out_layout)
-                                              : std::prev(stage_end)->layer->output_layout();
-    p.stages.push_back(sequence(it, stage_end, out_layout, in));
-    if (!p.model.stages[s].empty()) in = p.model.stages[s].back().out;
-    it = stage_end;
+  size_t begin = 0;
+  for (size_t s = 0; s < m.stages.size(); ++s) {
+    std::vector<Placed> part(std::make_move_iterator(placed.begin() + begin),
+                             std::make_move_iterator(placed.begin() + stage_end[s]));
+    begin = stage_end[s];
+    const std::map<int32_t, size_t> in = s == 0 ? std::map<int32_t, size_t>{{0, 0}} : carry[s - 1];
+    p.stages.push_back(build(std::move(part), in, carry[s], kOut, m, layouts, chooser));
   }
-  for (const Exit& exit : p.model.exits) {
-    const Layout start = p.stages[exit.stage].out_layout;
-    std::vector<Chosen> head = chooser.choose(fold_flatten(exit.head), start, &layout);
-    const Shape head_in = exit.head.empty() ? Shape{p.model.num_classes, 1, 1} : exit.head.front().in;
-    p.heads.push_back(sequence(head.begin(), head.end(), layout, head_in));
+  for (size_t e = 0; e < m.exits.size(); ++e) {
+    const Exit& exit = m.exits[e];
+    std::map<int32_t, int> head_layouts{{exit.input, layouts.at(exit.input)}};
+    std::vector<Placed> head = chooser.choose(std::move(head_ops[e]), head_layouts);
+    const std::map<int32_t, size_t> in{{exit.input, carry[exit.stage].at(exit.input)}};
+    p.heads.push_back(build(std::move(head), in, {{exit.logits, 0}}, kLogits, m, head_layouts, chooser));
   }
 
   p.choices = chooser.choices();
-  p.max_activation = size_t(p.model.input.numel());
-  for (const auto* seqs : {&p.stages, &p.heads}) {
-    for (const Sequence& seq : *seqs) {
-      for (const auto& l : seq.layers) {
-        p.max_activation = std::max({p.max_activation, size_t(l->in_shape().numel()),
-                                     size_t(l->out_shape().numel())});
+  for (const auto* programs : {&p.stages, &p.heads}) {
+    for (const Program& program : *programs) {
+      p.arena = std::max(p.arena, program.arena);
+      for (const Step& step : program.steps) {
+        p.max_inputs = std::max(p.max_inputs, step.ins.size());
+        if (step.layer) {
+          p.packed += step.layer->packed_floats();
+          p.scratch += step.layer->scratch_floats();
+        }
       }
     }
   }
@@ -326,20 +561,20 @@ Context::Context(std::unique_ptr<State> state) : state_(std::move(state)) {}
 Context::~Context() = default;
 
 Context::State::State(const Plan::Impl& plan, int max_batch)
-    : logits(plan.model.num_classes), max_batch(max_batch) {
+    : logits(plan.model.num_classes), ptrs(plan.max_inputs), max_batch(max_batch) {
   if (max_batch < 1) throw std::invalid_argument("max_batch must be >= 1");
-  auto states = [](const Sequence& seq) {
+  auto states = [](const Program& program) {
     std::vector<std::unique_ptr<LayerState>> out;
-    for (const auto& layer : seq.layers) out.push_back(layer->make_state());
+    for (const Step& step : program.steps) out.push_back(step.layer ? step.layer->make_state() : nullptr);
     return out;
   };
   for (const auto& s : plan.stages) stage_states.push_back(states(s));
   for (const auto& h : plan.heads) head_states.push_back(states(h));
-  for (auto* b : {&stage_out[0], &stage_out[1], &temp[0], &temp[1], &head_temp[0], &head_temp[1]}) {
-    *b = Buffer(plan.max_activation);
-  }
-  batch_in = Buffer(plan.max_activation * max_batch);
-  batch_out = Buffer(plan.max_activation * max_batch);
+  slot[0] = Buffer(plan.slot);
+  slot[1] = Buffer(plan.slot);
+  arena = Buffer(plan.arena);
+  batch_in = Buffer(plan.slot * max_batch);
+  batch_out = Buffer(plan.slot * max_batch);
   alive.reserve(max_batch);
   still.reserve(max_batch);
 }
@@ -350,10 +585,36 @@ std::unique_ptr<Context> Plan::make_context(int max_batch) const {
 
 namespace {
 
-// Runs exit e's head on a stage output and decides: true if the sample leaves there.
-bool decide(const Plan::Impl& p, Context::State& ctx, int e, const float* stage_output, Result& result) {
-  run_sequence(p.heads[e], ctx.head_states[e], stage_output, ctx.logits.data(),
-               ctx.head_temp[0].data(), ctx.head_temp[1].data());
+// Runs a program with its regions at `base`.
+void run_program(const Program& program, std::vector<std::unique_ptr<LayerState>>& states,
+                 float* const* base, const float** ptrs) {
+  for (size_t i = 0; i < program.steps.size(); ++i) {
+    const Step& step = program.steps[i];
+    float* out = base[step.out.region] + step.out.offset;
+    if (!step.layer) {
+      std::memcpy(out, base[step.ins[0].region] + step.ins[0].offset, step.copy_floats * sizeof(float));
+      continue;
+    }
+    for (size_t k = 0; k < step.ins.size(); ++k) ptrs[k] = base[step.ins[k].region] + step.ins[k].offset;
+    step.layer->forward_n(ptrs, out, states[i].get());
+  }
+}
+
+// Runs stage s from `in` (its in slot; the sample for stage 0) into `out`.
+void run_stage(const Plan::Impl& p, Context::State& ctx, size_t s, const float* in, float* out) {
+  float* base[kRegions] = {const_cast<float*>(in), out, ctx.arena.data(), ctx.logits.data()};
+  run_program(p.stages[s], ctx.stage_states[s], base, ctx.ptrs.data());
+}
+
+// Runs exit e's head on its stage's out slot, leaving the logits in ctx.logits.
+void run_head(const Plan::Impl& p, Context::State& ctx, int e, const float* stage_out) {
+  float* base[kRegions] = {const_cast<float*>(stage_out), nullptr, ctx.arena.data(), ctx.logits.data()};
+  run_program(p.heads[e], ctx.head_states[e], base, ctx.ptrs.data());
+}
+
+// Runs exit e's head and decides: true if the sample leaves there.
+bool decide(const Plan::Impl& p, Context::State& ctx, int e, const float* stage_out, Result& result) {
+  run_head(p, ctx, e, stage_out);
   const bool last = size_t(e) + 1 == p.heads.size();
   DecisionArgs args;
   args.logits = ctx.logits.data();
@@ -371,10 +632,6 @@ bool decide(const Plan::Impl& p, Context::State& ctx, int e, const float* stage_
   return last || leave;
 }
 
-}  // namespace
-
-namespace {
-
 // A probe that does nothing, inlined away: run() pays nothing for instrumentation.
 struct NoProbe {
   void begin(Probe::Part, int) {}
@@ -386,9 +643,9 @@ Result run_with(const Plan::Impl& p, Context::State& ctx, const float* input, P&
   Result result;
   const float* x = input;
   for (size_t s = 0; s < p.stages.size(); ++s) {
-    float* out = ctx.stage_out[s % 2].data();
+    float* out = ctx.slot[s % 2].data();
     probe.begin(Probe::Part::Stage, int(s));
-    run_sequence(p.stages[s], ctx.stage_states[s], x, out, ctx.temp[0].data(), ctx.temp[1].data());
+    run_stage(p, ctx, s, x, out);
     probe.end(Probe::Part::Stage, int(s));
     x = out;
     const int e = p.exit_after_stage[s];
@@ -415,10 +672,10 @@ Result Plan::run_instrumented(Context& context, const float* input, Probe& probe
 void Plan::run_batch(Context& context, const float* inputs, int64_t batch, Result* results) const {
   const Impl& p = *impl_;
   Context::State& ctx = context.state();
-  const size_t in_size = p.model.input.numel(), slot = p.max_activation;
+  const size_t in_size = size_t(p.model.input.numel()), slot = p.slot;
   for (int64_t first = 0; first < batch; first += ctx.max_batch) {
     const int64_t n = std::min<int64_t>(ctx.max_batch, batch - first);
-    // alive[j]: the sample whose activation is in slot j. Slots stay put; the list is compacted.
+    // alive[j]: the sample whose values are in slot j. Slots stay put; the list is compacted.
     ctx.alive.clear();
     for (int64_t i = 0; i < n; ++i) ctx.alive.push_back(first + i);
     float* cur = ctx.batch_in.data();
@@ -430,10 +687,9 @@ void Plan::run_batch(Context& context, const float* inputs, int64_t batch, Resul
         const int64_t i = ctx.alive[j];
         const float* src = s == 0 ? inputs + i * in_size : cur + j * slot;
         float* dst = next + ctx.still.size() * slot;
-        run_sequence(p.stages[s], ctx.stage_states[s], src, dst, ctx.temp[0].data(),
-                     ctx.temp[1].data());
+        run_stage(p, ctx, s, src, dst);
         if (e >= 0 && decide(p, ctx, e, dst, results[i])) continue;
-        ctx.still.push_back(i);  // survives: its output stays in slot still.size() - 1
+        ctx.still.push_back(i);  // survives: its values stay in slot still.size() - 1
       }
       std::swap(ctx.alive, ctx.still);
       std::swap(cur, next);
@@ -447,25 +703,36 @@ std::vector<std::vector<float>> Plan::all_exit_logits(Context& context, const fl
   std::vector<std::vector<float>> logits;
   const float* x = input;
   for (size_t s = 0; s < p.stages.size(); ++s) {
-    float* out = ctx.stage_out[s % 2].data();
-    run_sequence(p.stages[s], ctx.stage_states[s], x, out, ctx.temp[0].data(), ctx.temp[1].data());
+    float* out = ctx.slot[s % 2].data();
+    run_stage(p, ctx, s, x, out);
     x = out;
     const int e = p.exit_after_stage[s];
     if (e < 0) continue;
-    run_sequence(p.heads[e], ctx.head_states[e], x, ctx.logits.data(), ctx.head_temp[0].data(),
-                 ctx.head_temp[1].data());
+    run_head(p, ctx, e, x);
     logits.push_back(ctx.logits);
   }
   return logits;
 }
 
+Footprint Plan::footprint(int max_batch) const {
+  const Impl& p = *impl_;
+  Footprint f;
+  f.weight_bytes = size_t(p.model.weight_count()) * sizeof(float);
+  f.packed_bytes = p.packed * sizeof(float);
+  f.arena_bytes = p.arena * sizeof(float);
+  f.slot_bytes = p.slot * sizeof(float);
+  f.batch_bytes = 2 * p.slot * size_t(std::max(max_batch, 1)) * sizeof(float);
+  f.scratch_bytes = p.scratch * sizeof(float);
+  return f;
+}
+
 std::string Plan::describe() const {
   const Impl& p = *impl_;
   std::ostringstream s;
-  auto lines = [&s](const Sequence& seq, const std::string& label) {
-    for (size_t l = 0; l < seq.layers.size(); ++l) {
-      s << label << seq.layers[l]->describe();
-      if (seq.micros[l] > 0) s << "  " << std::fixed << std::setprecision(2) << seq.micros[l] << " us";
+  auto lines = [&s](const Program& program, const std::string& label) {
+    for (const Step& step : program.steps) {
+      s << label << (step.layer ? step.layer->describe() : step.what);
+      if (step.micros > 0) s << "  " << std::fixed << std::setprecision(2) << step.micros << " us";
       s << "\n";
     }
   };
@@ -474,6 +741,16 @@ std::string Plan::describe() const {
     const int e = p.exit_after_stage[i];
     if (e >= 0) lines(p.heads[e], "exit " + std::to_string(e) + ":  ");
   }
+  const Footprint f = footprint(64);
+  auto kib = [](size_t bytes) {
+    std::ostringstream k;
+    k << std::fixed << std::setprecision(1) << double(bytes) / 1024.0 << " KiB";
+    return k.str();
+  };
+  s << "memory: weights " << kib(f.weight_bytes) << " (file) + " << kib(f.packed_bytes)
+    << " packed; activations: arena " << kib(f.arena_bytes) << " + 2 slots of "
+    << kib(f.slot_bytes) << " (batch: 2 x 64 slots, " << kib(f.batch_bytes)
+    << "); scratch " << kib(f.scratch_bytes) << " per context\n";
   return s.str();
 }
 

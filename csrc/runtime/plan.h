@@ -52,6 +52,14 @@ struct Result {
 
 class Plan;
 
+// What a plan keeps in memory (bytes): the model's weights as the file holds them, weights packed
+// for the kernels, the activation arena (values inside a stage or head, placed by liveness), one
+// stage-boundary slot (run() holds two; a batch of n holds 2n) and the layers' scratch.
+struct Footprint {
+  size_t weight_bytes = 0, packed_bytes = 0, arena_bytes = 0, slot_bytes = 0, batch_bytes = 0,
+         scratch_bytes = 0;
+};
+
 // Everything one thread needs to run a plan: activation buffers, layer scratch, library handles.
 // Made by Plan::make_context; used by one thread at a time.
 class Context {
@@ -90,8 +98,11 @@ class Plan {
   std::vector<std::vector<float>> all_exit_logits(Context& context, const float* input) const;
 
   // The layers of every stage and exit head with their implementation, layout and (when the plan
-  // measured them) time, one per line.
+  // measured them) time, one per line; then the memory footprint.
   std::string describe() const;
+
+  // The memory it needs, with contexts of `max_batch`.
+  Footprint footprint(int max_batch = 64) const;
 
   // Per op, trunk then exit heads in order, the kind of kernel chosen: 'o' own, 'd' oneDNN.
   // "pin:" + choices() rebuilds this plan's choices without measuring (parse_kernels).

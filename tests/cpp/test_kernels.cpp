@@ -14,11 +14,11 @@
 #include "runtime/exit_decision.h"
 #include "runtime/kernels/conv_direct.h"
 #include "runtime/kernels/simple_ops.h"
+#include "runtime/ops/registry.h"
 
 using branchy::ConvGeometry;
 using branchy::Isa;
 using branchy::Op;
-using branchy::OpKind;
 using branchy::Shape;
 
 namespace {
@@ -111,13 +111,16 @@ Op pool_op(bool max, int c, int h, int w, int k, int stride, int pad, bool ceil,
     return out;
   };
   Op op;
-  op.kind = max ? OpKind::MaxPool2d : OpKind::AvgPool2d;
+  op.def = branchy::find_op(max ? "max_pool2d" : "avg_pool2d");
+  op.max_pool = max;
   op.kernel_h = op.kernel_w = k;
   op.stride_h = op.stride_w = stride;
   op.pad_h = op.pad_w = pad;
   op.ceil_mode = ceil;
   op.relu = relu;
+  op.act = relu ? branchy::Act::Relu : branchy::Act::None;
   op.in = Shape{c, h, w};
+  op.ins = {op.in};
   op.out = Shape{c, size(h), size(w)};
   return op;
 }
@@ -135,10 +138,10 @@ void check_pool(const Op& op) {
     CHECK(branchy::pool_isa(op, isa) == (k2s2 ? isa : Isa::Portable));
     std::vector<float> got = with_canaries(out_n);
     branchy::pool_nchw(op, isa, in.data(), got.data());
-    const float tol = op.kind == OpKind::MaxPool2d ? 0.0f : 1e-6f;
+    const float tol = op.max_pool ? 0.0f : 1e-6f;
     const long bad = first_mismatch(got, want, scale, out_n, tol);
     CHECK_MSG(bad < 0, "%s %s %dx%dx%d k%d s%d p%d ceil %d relu %d: [%ld] %.9g want %.9g",
-              branchy::isa_name(isa), branchy::op_name(op.kind), op.in.c, op.in.h, op.in.w,
+              branchy::isa_name(isa), op.name(), op.in.c, op.in.h, op.in.w,
               op.kernel_h, op.stride_h, op.pad_h, op.ceil_mode, op.relu, bad,
               got[std::max(bad, 0L)], want[std::max(bad, 0L)]);
     CHECK_MSG(canaries_intact(got, out_n), "%s pool %dx%dx%d: wrote past the output",

@@ -1,10 +1,14 @@
-// Tests of the CPU runtime's Plan on the tiny model (every op kind): kernel choices agree, threads
-// sharing a plan agree with a serial run, batches agree with single samples, and a run allocates
-// nothing.
+// Tests of the CPU runtime's Plan on the tiny chain (conv, pools, lrn, res_block, activation,
+// flatten, linear) and on the graph with skips (branchy_dag: add, mul, concat, mean,
+// channel_shuffle, layer_norm, channel_affine, grouped and dilated convs, values passed on across
+// stages): every kernel choice computes what the ops' references compute, threads sharing a plan
+// agree with a serial run, batches agree with single samples, and a run allocates nothing.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <new>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -12,8 +16,8 @@
 #include "count_allocations.h"
 #include "model_builder.h"
 #include "runtime/exit_decision.h"
+#include "runtime/ops/registry.h"
 #include "runtime/plan.h"
-
 
 using branchy::Plan;
 using branchy::PlanOptions;
@@ -21,14 +25,34 @@ using branchy::Result;
 
 namespace {
 
-branchy::Model tiny_model() {
-  const std::vector<uint8_t> file = model_builder::tiny();
-  return branchy::parse_model(file.data(), file.size());
+// A test model and thresholds at which samples leave at every exit.
+struct Net {
+  const char* name;
+  std::vector<uint8_t> file;
+  std::vector<float> mixed;
+};
+
+const std::vector<Net>& nets() {
+  static const std::vector<Net> all = {
+      {"tiny", model_builder::tiny(), {0.1f}},
+      {"dag", model_builder::branchy_dag(), {0.6f, 1.088f}},
+  };
+  return all;
 }
 
-// Samples [n, 2, 6, 6] spread around zero.
-std::vector<float> samples(int n, uint32_t seed) {
-  std::vector<float> x(size_t(n) * 2 * 6 * 6);
+const Net& tiny_net() { return nets()[0]; }
+
+branchy::Model model_of(const Net& net) {
+  return branchy::parse_model(net.file.data(), net.file.size());
+}
+
+branchy::Model tiny_model() { return model_of(tiny_net()); }
+
+size_t input_size(const Net& net) { return size_t(model_of(net).input.numel()); }
+
+// n samples of the net's input, spread around zero.
+std::vector<float> samples(const Net& net, int n, uint32_t seed) {
+  std::vector<float> x(size_t(n) * input_size(net));
   for (auto& v : x) {
     seed = seed * 1664525u + 1013904223u;
     v = float(seed >> 8) / float(1u << 24) * 4.0f - 2.0f;
@@ -36,62 +60,141 @@ std::vector<float> samples(int n, uint32_t seed) {
   return x;
 }
 
-Plan plan_with(PlanOptions::Kernels kernels, std::vector<float> thresholds = {}) {
+Plan plan_with(const Net& net, PlanOptions::Kernels kernels, std::vector<float> thresholds = {}) {
   PlanOptions options;
   options.kernels = kernels;
   options.thresholds = std::move(thresholds);
-  return Plan(tiny_model(), options);
+  return Plan(model_of(net), options);
 }
 
 bool same(const Result& a, const Result& b) {
   return a.prediction == b.prediction && a.exit == b.exit && a.score == b.score;
 }
 
-}  // namespace
+// Every exit's logits, computed value by value with the ops' references (plain loops): the model
+// run as the file describes it, with none of the plan's folding, layouts or memory reuse.
+std::vector<std::vector<float>> reference_logits(const branchy::Model& m, const float* input) {
+  std::vector<std::vector<float>> values(m.values.size());
+  values[0].assign(input, input + m.input.numel());
+  for (const branchy::Op& op : m.ops) {
+    std::vector<const float*> ins;
+    for (int32_t v : op.inputs) ins.push_back(values[v].data());
+    values[op.output].assign(size_t(op.out.numel()), NAN);
+    op.def->reference(op, ins.data(), values[op.output].data());
+  }
+  std::vector<std::vector<float>> logits;
+  for (const branchy::Exit& e : m.exits) logits.push_back(values[e.logits]);
+  return logits;
+}
 
-TEST(kernel_choices_give_the_same_logits) {
-  const std::vector<float> x = samples(1, 7);
-  Plan own = plan_with(PlanOptions::Kernels::Own);
-  auto reference = own.all_exit_logits(*own.make_context(), x.data());
-  CHECK(reference.size() == 2 && reference[0].size() == 3);
-  for (auto kernels : {PlanOptions::Kernels::Dnnl, PlanOptions::Kernels::Measure}) {
-    Plan plan = plan_with(kernels);
-    auto logits = plan.all_exit_logits(*plan.make_context(), x.data());
-    for (size_t e = 0; e < logits.size(); ++e) {
-      float scale = 0;
-      for (float v : reference[e]) scale = std::max(scale, std::fabs(v));
-      for (size_t c = 0; c < logits[e].size(); ++c) {
-        CHECK_MSG(std::fabs(logits[e][c] - reference[e][c]) <= 1e-4f * scale + 1e-6f,
-                  "exit %zu class %zu: %g vs own %g\n%s", e, c, logits[e][c], reference[e][c],
-                  plan.describe().c_str());
-      }
+const char* kernels_name(PlanOptions::Kernels k) {
+  switch (k) {
+    case PlanOptions::Kernels::Own: return "own";
+    case PlanOptions::Kernels::Dnnl: return "dnnl";
+    case PlanOptions::Kernels::Measure: return "measure";
+    case PlanOptions::Kernels::Pinned: return "pinned";
+  }
+  return "?";
+}
+
+// got within 1e-4 of want relative to want's largest magnitude, per exit.
+void check_close(const std::vector<std::vector<float>>& got,
+                 const std::vector<std::vector<float>>& want, const std::string& what,
+                 const Plan& plan) {
+  CHECK_MSG(got.size() == want.size(), "%s: %zu exits, want %zu", what.c_str(), got.size(),
+            want.size());
+  for (size_t e = 0; e < std::min(got.size(), want.size()); ++e) {
+    CHECK(got[e].size() == want[e].size());
+    float scale = 0;
+    for (float v : want[e]) scale = std::max(scale, std::fabs(v));
+    for (size_t c = 0; c < std::min(got[e].size(), want[e].size()); ++c) {
+      CHECK_MSG(std::fabs(got[e][c] - want[e][c]) <= 1e-4f * scale + 1e-6f,
+                "%s: exit %zu class %zu: %g vs %g\n%s", what.c_str(), e, c, got[e][c], want[e][c],
+                plan.describe().c_str());
     }
   }
 }
 
-TEST(pinned_choices_rebuild_a_plan_unmeasured) {
-  // oneDNN wherever it has the op (own kernels elsewhere), and own kernels throughout.
-  Plan dnnl = plan_with(PlanOptions::Kernels::Dnnl);
-  Plan own = plan_with(PlanOptions::Kernels::Own);
-  CHECK(dnnl.choices().find('d') != std::string::npos);
-  CHECK(own.choices().find_first_not_of('o') == std::string::npos);
-  CHECK(dnnl.choices().size() == own.choices().size());
-  for (const Plan* source : {&dnnl, &own}) {
-    PlanOptions options;
-    branchy::parse_kernels("pin:" + source->choices(), options);
-    CHECK(options.kernels == PlanOptions::Kernels::Pinned);
-    Plan pinned(tiny_model(), options);
-    CHECK_MSG(pinned.choices() == source->choices(), "%s vs %s", pinned.choices().c_str(),
-              source->choices().c_str());
-    CHECK_MSG(pinned.describe() == source->describe(), "%s\nvs\n%s", pinned.describe().c_str(),
-              source->describe().c_str());
+}  // namespace
+
+TEST(kernel_choices_give_the_same_logits) {
+  for (const Net& net : nets()) {
+    const std::vector<float> x = samples(net, 1, 7);
+    Plan own = plan_with(net, PlanOptions::Kernels::Own);
+    auto reference = own.all_exit_logits(*own.make_context(), x.data());
+    CHECK(reference.size() == size_t(own.num_exits()) && reference[0].size() == 3);
+    for (auto kernels : {PlanOptions::Kernels::Dnnl, PlanOptions::Kernels::Measure}) {
+      Plan plan = plan_with(net, kernels);
+      check_close(plan.all_exit_logits(*plan.make_context(), x.data()), reference,
+                  std::string(net.name) + " " + kernels_name(kernels) + " vs own", plan);
+    }
   }
-  // Mixed: the first op pinned to oneDNN, the rest own.
-  std::string mixed = own.choices();
-  mixed[0] = 'd';
-  PlanOptions options;
-  branchy::parse_kernels("pin:" + mixed, options);
-  CHECK(Plan(tiny_model(), options).choices() == mixed);
+}
+
+// The plan against the ops' references run value by value: what the kernels, the choice of
+// layouts, the flatten folding and the arena's reuse of memory must not change.
+TEST(plans_compute_what_the_ops_references_compute) {
+  for (const Net& net : nets()) {
+    const branchy::Model model = model_of(net);
+    for (auto kernels : {PlanOptions::Kernels::Own, PlanOptions::Kernels::Dnnl,
+                         PlanOptions::Kernels::Measure}) {
+      Plan plan = plan_with(net, kernels);
+      auto context = plan.make_context();
+      const std::vector<float> x = samples(net, 3, 21);
+      for (int i = 0; i < 3; ++i) {
+        const float* sample = x.data() + i * input_size(net);
+        check_close(plan.all_exit_logits(*context, sample), reference_logits(model, sample),
+                    std::string(net.name) + " " + kernels_name(kernels) + " sample " +
+                        std::to_string(i) + " vs references",
+                    plan);
+      }
+      CHECK(plan.footprint().arena_bytes > 0);
+      const std::string d = plan.describe();
+      const size_t last = d.rfind('\n', d.size() - 2);
+      CHECK_MSG(!d.empty() && d.back() == '\n' && last != std::string::npos &&
+                    d.compare(last + 1, 7, "memory:") == 0,
+                "describe() does not end with a memory line:\n%s", d.c_str());
+    }
+  }
+}
+
+TEST(the_dag_passes_a_value_on_through_a_stage) {
+  Plan plan = plan_with(nets()[1], PlanOptions::Kernels::Own);
+  const std::string d = plan.describe();
+  CHECK_MSG(d.find("stage 1: pass value 5 on [copy]") != std::string::npos, "%s", d.c_str());
+  CHECK_MSG(d.find("stage 1: concat 2 -> 6 channels") != std::string::npos, "%s", d.c_str());
+  CHECK_MSG(d.find("stage 0: add +relu") != std::string::npos, "%s", d.c_str());
+  CHECK_MSG(d.find("stage 1: mul per channel") != std::string::npos, "%s", d.c_str());
+  // Two slots of the widest boundary: stage 1 passes on [6, 4, 4] and [2, 4, 4].
+  CHECK(plan.footprint().slot_bytes >= (96 + 32) * sizeof(float));
+}
+
+TEST(pinned_choices_rebuild_a_plan_unmeasured) {
+  for (const Net& net : nets()) {
+    // oneDNN wherever it has the op (own kernels elsewhere), and own kernels throughout.
+    Plan dnnl = plan_with(net, PlanOptions::Kernels::Dnnl);
+    Plan own = plan_with(net, PlanOptions::Kernels::Own);
+    if (branchy::have_dnnl()) CHECK(dnnl.choices().find('d') != std::string::npos);
+    CHECK(own.choices().find_first_not_of('o') == std::string::npos);
+    CHECK(dnnl.choices().size() == own.choices().size());
+    for (const Plan* source : {&dnnl, &own}) {
+      PlanOptions options;
+      branchy::parse_kernels("pin:" + source->choices(), options);
+      CHECK(options.kernels == PlanOptions::Kernels::Pinned);
+      Plan pinned(model_of(net), options);
+      CHECK_MSG(pinned.choices() == source->choices(), "%s: %s vs %s", net.name,
+                pinned.choices().c_str(), source->choices().c_str());
+      CHECK_MSG(pinned.describe() == source->describe(), "%s\nvs\n%s", pinned.describe().c_str(),
+                source->describe().c_str());
+    }
+    // Mixed: the first op (a conv2d) pinned to oneDNN, the rest own; a build without oneDNN has
+    // only its own kernels to give.
+    std::string mixed = own.choices();
+    mixed[0] = 'd';
+    PlanOptions options;
+    branchy::parse_kernels("pin:" + mixed, options);
+    CHECK(Plan(model_of(net), options).choices() == (branchy::have_dnnl() ? mixed : own.choices()));
+  }
 }
 
 TEST(bad_kernel_options_are_refused_by_name) {
@@ -109,78 +212,117 @@ TEST(bad_kernel_options_are_refused_by_name) {
   refused("fastest", "kernels must be");
   refused("pin:oxo", "kernels must be");
   refused("pin:o", "choices ('o' or 'd'), got 1");
+  const std::string ops = std::to_string(plan_with(tiny_net(), PlanOptions::Kernels::Own).choices().size());
+  refused("pin:oo", "this model has " + ops + " ops");
+  bool threw = false;
+  try {
+    PlanOptions options;
+    options.threads = 0;
+    Plan plan(tiny_model(), options);
+  } catch (const std::invalid_argument& e) {
+    threw = std::string(e.what()).find("threads") != std::string::npos;
+  }
+  CHECK(threw);
 }
 
 TEST(four_threads_sharing_a_plan_match_a_serial_run) {
-  for (auto kernels : {PlanOptions::Kernels::Own, PlanOptions::Kernels::Dnnl}) {
-    const Plan plan = plan_with(kernels, {1.05f});
-    const int n = 200;
-    const std::vector<float> x = samples(n, 11);
-    std::vector<Result> serial(n);
-    auto context = plan.make_context();
-    for (int i = 0; i < n; ++i) serial[i] = plan.run(*context, x.data() + i * 72);
-    int exits[2] = {0, 0};
-    for (const auto& r : serial) ++exits[r.exit];
-    CHECK_MSG(exits[0] > 0 && exits[1] > 0, "want mixed exits, got %d / %d", exits[0], exits[1]);
+  for (const Net& net : nets()) {
+    const size_t size = input_size(net);
+    for (auto kernels : {PlanOptions::Kernels::Own, PlanOptions::Kernels::Dnnl}) {
+      const Plan plan = plan_with(net, kernels, net.mixed);
+      const int n = 200;
+      const std::vector<float> x = samples(net, n, 11);
+      std::vector<Result> serial(n);
+      auto context = plan.make_context();
+      for (int i = 0; i < n; ++i) serial[i] = plan.run(*context, x.data() + i * size);
+      std::vector<int> exits(plan.num_exits(), 0);
+      for (const auto& r : serial) ++exits[r.exit];
+      for (int e = 0; e < plan.num_exits(); ++e) {
+        CHECK_MSG(exits[e] > 0, "%s: want samples at every exit, exit %d has none", net.name, e);
+      }
 
-    std::vector<std::vector<Result>> got(4, std::vector<Result>(n));
-    std::vector<std::thread> threads;
-    for (int t = 0; t < 4; ++t) {
-      threads.emplace_back([&, t] {
-        auto own_context = plan.make_context();
-        for (int round = 0; round < 5; ++round) {
-          for (int i = 0; i < n; ++i) got[t][i] = plan.run(*own_context, x.data() + i * 72);
-        }
-      });
-    }
-    for (auto& thread : threads) thread.join();
-    for (int t = 0; t < 4; ++t) {
-      for (int i = 0; i < n; ++i) CHECK(same(got[t][i], serial[i]));
+      std::vector<std::vector<Result>> got(4, std::vector<Result>(n));
+      std::vector<std::thread> threads;
+      for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&, t] {
+          auto own_context = plan.make_context();
+          for (int round = 0; round < 5; ++round) {
+            for (int i = 0; i < n; ++i) got[t][i] = plan.run(*own_context, x.data() + i * size);
+          }
+        });
+      }
+      for (auto& thread : threads) thread.join();
+      for (int t = 0; t < 4; ++t) {
+        for (int i = 0; i < n; ++i) CHECK(same(got[t][i], serial[i]));
+      }
     }
   }
 }
 
 TEST(a_batch_equals_its_samples_one_by_one) {
-  const Plan plan = plan_with(PlanOptions::Kernels::Own, {1.05f});
-  const int n = 37;
-  const std::vector<float> x = samples(n, 5);
-  auto context = plan.make_context(8);  // five chunks
-  std::vector<Result> batch(n);
-  plan.run_batch(*context, x.data(), n, batch.data());
-  for (int i = 0; i < n; ++i) CHECK(same(batch[i], plan.run(*context, x.data() + i * 72)));
+  for (const Net& net : nets()) {
+    const size_t size = input_size(net);
+    for (auto kernels : {PlanOptions::Kernels::Own, PlanOptions::Kernels::Dnnl}) {
+      const Plan plan = plan_with(net, kernels, net.mixed);
+      const int n = 37;
+      const std::vector<float> x = samples(net, n, 5);
+      auto context = plan.make_context(8);  // five chunks
+      std::vector<Result> batch(n);
+      plan.run_batch(*context, x.data(), n, batch.data());
+      std::vector<int> exits(plan.num_exits(), 0);
+      for (int i = 0; i < n; ++i) {
+        const Result one = plan.run(*context, x.data() + i * size);
+        CHECK_MSG(same(batch[i], one), "%s sample %d: batch exit %d class %lld, alone exit %d class %lld",
+                  net.name, i, batch[i].exit, (long long)batch[i].prediction, one.exit,
+                  (long long)one.prediction);
+        ++exits[one.exit];
+      }
+      // Survivors are compacted between stages only when some leave early and some do not.
+      CHECK_MSG(exits.front() > 0 && exits.back() > 0, "%s: exits %d .. %d", net.name,
+                exits.front(), exits.back());
+    }
+  }
 }
 
 TEST(thresholds_decide_where_samples_leave) {
-  const std::vector<float> x = samples(20, 3);
-  const Plan everyone_first = plan_with(PlanOptions::Kernels::Own, {INFINITY});
-  const Plan nobody_early = plan_with(PlanOptions::Kernels::Own, {0.0f});
-  auto a = everyone_first.make_context(), b = nobody_early.make_context();
-  for (int i = 0; i < 20; ++i) {
-    CHECK(everyone_first.run(*a, x.data() + i * 72).exit == 0);
-    CHECK(nobody_early.run(*b, x.data() + i * 72).exit == 1);
+  for (const Net& net : nets()) {
+    const size_t size = input_size(net);
+    const size_t early = net.mixed.size();
+    const std::vector<float> x = samples(net, 20, 3);
+    const Plan everyone_first =
+        plan_with(net, PlanOptions::Kernels::Own, std::vector<float>(early, INFINITY));
+    const Plan nobody_early = plan_with(net, PlanOptions::Kernels::Own, std::vector<float>(early, 0.0f));
+    auto a = everyone_first.make_context(), b = nobody_early.make_context();
+    for (int i = 0; i < 20; ++i) {
+      CHECK(everyone_first.run(*a, x.data() + i * size).exit == 0);
+      CHECK(nobody_early.run(*b, x.data() + i * size).exit == int32_t(early));
+    }
+    bool threw = false;
+    try {
+      plan_with(net, PlanOptions::Kernels::Own, std::vector<float>(early + 1, 0.1f));
+    } catch (const std::invalid_argument&) {
+      threw = true;
+    }
+    CHECK(threw);
   }
-  bool threw = false;
-  try {
-    plan_with(PlanOptions::Kernels::Own, {0.1f, 0.2f});
-  } catch (const std::invalid_argument&) {
-    threw = true;
-  }
-  CHECK(threw);
 }
 
 // The runtime's own code allocates nothing per run. (oneDNN 2.6's primitive execution allocates
 // its argument bookkeeping internally, 6 small blocks per primitive call, so a plan with oneDNN
 // layers is not allocation-free; kernels=own is.)
 TEST(a_run_with_own_kernels_allocates_nothing) {
-  const Plan plan = plan_with(PlanOptions::Kernels::Own, {1.05f});
-  const std::vector<float> x = samples(16, 9);
-  auto context = plan.make_context();
-  std::vector<Result> out(16);
-  const long before = allocations.load();
-  for (int i = 0; i < 16; ++i) out[i] = plan.run(*context, x.data() + i * 72);
-  plan.run_batch(*context, x.data(), 16, out.data());
-  CHECK_MSG(allocations.load() == before, "%ld allocations in 32 runs",
-            allocations.load() - before);
+  for (const Net& net : nets()) {
+    const size_t size = input_size(net);
+    const Plan plan = plan_with(net, PlanOptions::Kernels::Own, net.mixed);
+    const std::vector<float> x = samples(net, 16, 9);
+    auto context = plan.make_context();
+    std::vector<Result> out(16);
+    const long before = allocations.load();
+    for (int i = 0; i < 16; ++i) out[i] = plan.run(*context, x.data() + i * size);
+    plan.run_batch(*context, x.data(), 16, out.data());
+    CHECK_MSG(allocations.load() == before, "%s: %ld allocations in 32 runs", net.name,
+              allocations.load() - before);
+  }
 }
 
 int main() { return check::run_all(); }

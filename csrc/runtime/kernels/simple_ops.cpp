@@ -34,7 +34,7 @@ Isa pool_isa(const Op& op, Isa isa) {
 }
 
 void pool_nchw(const Op& op, Isa isa, const float* in, float* out) {
-  const bool max = op.kind == OpKind::MaxPool2d;
+  const bool max = op.max_pool;
 #if BRANCHY_X86
   switch (pool_isa(op, isa)) {
     case Isa::Avx512:

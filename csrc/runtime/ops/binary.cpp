@@ -1,0 +1,94 @@
+// add and mul: two inputs elementwise, then the fused activation. add: a residual (equal
+// shapes). mul: equal shapes, or a [C, 1, 1] second input scaling each channel (squeeze-and-
+// excitation). Either layout.
+#include "registry.h"
+
+namespace branchy {
+namespace {
+
+bool is_mul(const Op& op) { return op.def->code == 10; }
+
+std::vector<Expected> check(const OpCheck& c, Op& op) {
+  c.activation(op, 0, 0);
+  const Shape& b = op.ins[1];
+  const bool per_channel = is_mul(op) && b == Shape{op.in.c, 1, 1};
+  if (!per_channel) c.same_shapes(op);
+  op.out = op.in;
+  return {};
+}
+
+// out = a (op) b; b per channel when it is [C, 1, 1] and a is not, in `layout`.
+void combine(const Op& op, Layout layout, const float* a, const float* b, float* out) {
+  const Shape& s = op.in;
+  const size_t n = size_t(s.numel());
+  const bool mul = is_mul(op);
+  if (op.ins[1] == s) {
+    for (size_t i = 0; i < n; ++i) {
+      out[i] = act_value(op.act, op.act_lo, op.act_hi, mul ? a[i] * b[i] : a[i] + b[i]);
+    }
+    return;
+  }
+  const size_t plane = size_t(s.h) * s.w;
+  if (layout == Layout::NCHW) {
+    for (int ch = 0; ch < s.c; ++ch) {
+      for (size_t i = ch * plane; i < (ch + 1) * plane; ++i) {
+        out[i] = act_value(op.act, op.act_lo, op.act_hi, a[i] * b[ch]);
+      }
+    }
+  } else {
+    for (size_t p = 0; p < plane; ++p) {
+      for (int ch = 0; ch < s.c; ++ch) {
+        const size_t i = p * s.c + ch;
+        out[i] = act_value(op.act, op.act_lo, op.act_hi, a[i] * b[ch]);
+      }
+    }
+  }
+}
+
+void reference(const Op& op, const float* const* ins, float* out) {
+  combine(op, Layout::NCHW, ins[0], ins[1], out);
+}
+
+class BinaryLayer : public Layer {
+ public:
+  BinaryLayer(const Op& op, Layout layout) : Layer(op.ins, op.out), op_(op), layout_(layout) {}
+  void forward(const float*, float*, LayerState*) const override {}
+  void forward_n(const float* const* ins, float* out, LayerState*) const override {
+    combine(op_, layout_, ins[0], ins[1], out);
+  }
+  Layout input_layout() const override { return layout_; }
+  Layout output_layout() const override { return layout_; }
+  std::string describe() const override {
+    std::string s = std::string(op_.name()) + (op_.ins[1] == op_.in ? "" : " per channel");
+    if (op_.act != Act::None) s += std::string(" +") + act_name(op_.act);
+    return s + " [own, " + layout_name(layout_) + "]";
+  }
+
+ private:
+  Op op_;
+  Layout layout_;
+};
+
+Layers own(const Op& op) {
+  Layers out;
+  out.push_back(std::make_unique<BinaryLayer>(op, Layout::NCHW));
+  out.push_back(std::make_unique<BinaryLayer>(op, Layout::NHWC));
+  return out;
+}
+
+}  // namespace
+
+extern const OpDef kAdd{
+    "add", 9, {"activation"}, {"activation_lo", "activation_hi"}, {}, 2, 2,
+    "a + b for inputs of equal shape (a residual), then the activation; [C, H, W]",
+    check, reference, own, no_dnnl,
+};
+
+extern const OpDef kMul{
+    "mul", 10, {"activation"}, {"activation_lo", "activation_hi"}, {}, 2, 2,
+    "a * b for inputs of equal shape, or a [C, H, W] times b [C, 1, 1] per channel "
+    "(squeeze-and-excitation), then the activation; [C, H, W]",
+    check, reference, own, no_dnnl,
+};
+
+}  // namespace branchy

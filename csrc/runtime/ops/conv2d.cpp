@@ -1,0 +1,179 @@
+// conv2d: cross-correlation with zero padding (any side), stride, dilation and groups, then bias,
+// then the fused activation. BatchNorm after it is folded in by the writer.
+#include <sstream>
+
+#include "../kernels/conv_direct.h"
+#include "registry.h"
+
+namespace branchy {
+namespace {
+
+std::vector<Expected> check(const OpCheck& c, Op& op) {
+  const auto& v = op.ints;
+  op.in_channels = c.at_least(v[0], 1, "in_channels");
+  op.out_channels = c.at_least(v[1], 1, "out_channels");
+  op.kernel_h = c.at_least(v[2], 1, "kernel_h");
+  op.kernel_w = c.at_least(v[3], 1, "kernel_w");
+  op.stride_h = c.at_least(v[4], 1, "stride_h");
+  op.stride_w = c.at_least(v[5], 1, "stride_w");
+  op.pad_h = c.at_least(v[6], 0, "pad_top");
+  op.pad_w = c.at_least(v[7], 0, "pad_left");
+  op.pad_bottom = c.at_least(v[8], 0, "pad_bottom");
+  op.pad_right = c.at_least(v[9], 0, "pad_right");
+  op.dilation_h = c.at_least(v[10], 1, "dilation_h");
+  op.dilation_w = c.at_least(v[11], 1, "dilation_w");
+  op.groups = c.at_least(v[12], 1, "groups");
+  c.activation(op, 13, 0);
+  if (op.in_channels % op.groups || op.out_channels % op.groups) {
+    c.fail("groups ", op.groups, " does not divide in_channels ", op.in_channels,
+           " and out_channels ", op.out_channels);
+  }
+  if (op.in.c != op.in_channels) {
+    c.fail("in_channels is ", op.in_channels, " but the input ", OpCheck::str(op.in), " has ",
+           op.in.c, " channels");
+  }
+  // The span of the kernel with dilation; every padding is smaller, so every window overlaps
+  // the input.
+  const int64_t span_h = int64_t(op.kernel_h - 1) * op.dilation_h + 1;
+  const int64_t span_w = int64_t(op.kernel_w - 1) * op.dilation_w + 1;
+  for (auto [pad, span, field] : {std::tuple{op.pad_h, span_h, "pad_top"},
+                                  std::tuple{op.pad_bottom, span_h, "pad_bottom"},
+                                  std::tuple{op.pad_w, span_w, "pad_left"},
+                                  std::tuple{op.pad_right, span_w, "pad_right"}}) {
+    if (pad >= span) c.fail(field, " ", pad, " is not smaller than the dilated kernel ", span);
+  }
+  const int64_t h = int64_t(op.in.h) + op.pad_h + op.pad_bottom - span_h;
+  const int64_t w = int64_t(op.in.w) + op.pad_w + op.pad_right - span_w;
+  if (h < 0 || w < 0) {
+    c.fail("the dilated kernel ", span_h, "x", span_w, " is larger than the padded input ",
+           h + span_h, "x", w + span_w);  // the padded sizes, in 64 bits
+  }
+  op.out = c.shape(op.out_channels, h / op.stride_h + 1, w / op.stride_w + 1, "output");
+  return {OpCheck::product({{"out", op.out_channels},
+                            {"in / groups", op.in_channels / op.groups},
+                            {"", op.kernel_h},
+                            {"", op.kernel_w}}),
+          OpCheck::product({{"out", op.out_channels}})};
+}
+
+void reference(const Op& op, const float* const* ins, float* out) {
+  const float* x = ins[0];
+  const float* weight = op.tensors[0].data;
+  const float* bias = op.tensors[1].data;
+  const int icg = op.in.c / op.groups, ocg = op.out.c / op.groups;
+  for (int oc = 0; oc < op.out.c; ++oc) {
+    const int first_ic = oc / ocg * icg;
+    for (int oy = 0; oy < op.out.h; ++oy) {
+      for (int ox = 0; ox < op.out.w; ++ox) {
+        float acc = bias[oc];
+        for (int ic = 0; ic < icg; ++ic) {
+          const float* plane = x + size_t(first_ic + ic) * op.in.h * op.in.w;
+          const float* w = weight + (size_t(oc) * icg + ic) * op.kernel_h * op.kernel_w;
+          for (int ky = 0; ky < op.kernel_h; ++ky) {
+            const int iy = oy * op.stride_h - op.pad_h + ky * op.dilation_h;
+            if (iy < 0 || iy >= op.in.h) continue;
+            for (int kx = 0; kx < op.kernel_w; ++kx) {
+              const int ix = ox * op.stride_w - op.pad_w + kx * op.dilation_w;
+              if (ix < 0 || ix >= op.in.w) continue;
+              acc += w[ky * op.kernel_w + kx] * plane[size_t(iy) * op.in.w + ix];
+            }
+          }
+        }
+        out[(size_t(oc) * op.out.h + oy) * op.out.w + ox] = act_value(op.act, op.act_lo, op.act_hi, acc);
+      }
+    }
+  }
+}
+
+ConvGeometry geometry(const Op& op) {
+  return ConvGeometry{op.in.c,     op.in.h,     op.in.w,     op.out.c,    op.out.h,
+                      op.out.w,    op.kernel_h, op.kernel_w, op.stride_h, op.stride_w,
+                      op.pad_h,    op.pad_w,    op.relu};
+}
+
+struct ScratchState : LayerState {
+  explicit ScratchState(size_t floats) : buffer(floats) {}
+  Buffer buffer;
+};
+
+// Direct convolution for groups 1, dilation 1 and padding the same on both sides: the SIMD tier
+// of the active instruction set (fixed when the layer is built, so that the packing, the plan's
+// measurement and describe() agree with what runs) where the geometry has one, else plain loops.
+// An activation other than ReLU runs after it.
+class DirectConv : public Layer {
+ public:
+  explicit DirectConv(const Op& op)
+      : Layer(op.in, op.out), g_(geometry(op)), act_(op.act), lo_(op.act_lo), hi_(op.act_hi),
+        weight_(op.tensors[0].data), bias_(op.tensors[1].data),
+        packed_(pack_conv(g_, active_isa(), weight_, bias_)) {}
+
+  void forward(const float* in, float* out, LayerState* state) const override {
+    if (packed_.isa == Isa::Portable) {
+      conv_direct_portable(g_, weight_, bias_, in, out);
+    } else {
+      conv_direct(g_, packed_, in, out, static_cast<ScratchState*>(state)->buffer.data());
+    }
+    if (act_ != Act::Relu) apply_act(act_, lo_, hi_, out, size_t(out_.numel()));
+  }
+
+  // Buffer starts zeroed, which is what conv_direct needs of its scratch.
+  std::unique_ptr<LayerState> make_state() const override {
+    return std::make_unique<ScratchState>(packed_.scratch);
+  }
+  size_t scratch_floats() const override { return packed_.scratch; }
+  size_t packed_floats() const override { return packed_.weights.size() + packed_.bias.size(); }
+
+  Layout input_layout() const override { return Layout::NCHW; }
+  Layout output_layout() const override { return Layout::NCHW; }
+
+  std::string describe() const override {
+    std::ostringstream s;
+    s << "conv2d " << g_.in_c << "->" << g_.out_c << " k" << g_.kernel_h << "x" << g_.kernel_w
+      << " s" << g_.stride_h << " p" << g_.pad_h;
+    if (act_ != Act::None) s << " +" << act_name(act_);
+    s << " [own " << isa_name(packed_.isa) << " direct, NCHW]";
+    return s.str();
+  }
+
+ private:
+  ConvGeometry g_;
+  Act act_;
+  float lo_, hi_;
+  const float* weight_;
+  const float* bias_;
+  PackedConv packed_;
+};
+
+Layers own(const Op& op) {
+  Layers out;
+  const bool direct = op.groups == 1 && op.dilation_h == 1 && op.dilation_w == 1 &&
+                      op.pad_bottom == op.pad_h && op.pad_right == op.pad_w;
+  if (direct) {
+    out.push_back(std::make_unique<DirectConv>(op));
+  } else {
+    out.push_back(reference_layer(op, op.groups == op.in.c ? "portable depthwise" : "portable"));
+  }
+  return out;
+}
+
+}  // namespace
+
+extern const OpDef kConv2d{
+    "conv2d",
+    1,
+    {"in_channels", "out_channels", "kernel_h", "kernel_w", "stride_h", "stride_w", "pad_top",
+     "pad_left", "pad_bottom", "pad_right", "dilation_h", "dilation_w", "groups", "activation"},
+    {"activation_lo", "activation_hi"},
+    {"weight [out, in / groups, kernel_h, kernel_w]", "bias [out]"},
+    1,
+    1,
+    "cross-correlation with zero padding, stride, dilation and groups, plus bias, then the "
+    "activation; [out, floor((H + pad_top + pad_bottom - (kernel_h - 1) * dilation_h - 1) / "
+    "stride_h) + 1, same for W]",
+    check,
+    reference,
+    own,
+    dnnl_conv2d,
+};
+
+}  // namespace branchy

@@ -1,0 +1,222 @@
+"""The graph format (version 2) end to end: a hand-built graph with every op kind, skip connections
+and a stage that passes on two values, written by the Python writer, read by the C++ reader, run by
+the CPU engine in every kernel mode and instruction set and by the GPU engine's torch table, all
+against the same network written directly in PyTorch. Also: the op registry is the one list of
+kinds (docs and the torch table follow it), and the plan reports its memory."""
+import os
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from branchy_engine import Engine, model_file
+from branchy_engine._extension import load
+from branchy_engine.gpu.layers import TORCH_OPS, LoadedNet
+from branchy_engine.model_file import Exit, Graph, Op, Stage, Value
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INPUT = (4, 9, 9)
+CLASSES = 5
+
+
+def _conv_attrs(cin, cout, k, stride=1, pads=(0, 0, 0, 0), dilation=1, groups=1, act=0, lo=0.0, hi=0.0):
+    top, left, bottom, right = pads
+    return dict(in_channels=cin, out_channels=cout, kernel_h=k, kernel_w=k, stride_h=stride,
+                stride_w=stride, pad_top=top, pad_left=left, pad_bottom=bottom, pad_right=right,
+                dilation_h=dilation, dilation_w=dilation, groups=groups, activation=act,
+                activation_lo=lo, activation_hi=hi)
+
+
+class Weights:
+    def __init__(self, seed):
+        self.rng = np.random.RandomState(seed)
+
+    def __call__(self, *shape, scale=0.3):
+        return self.rng.standard_normal(shape) * scale
+
+
+def every_op_graph(seed=0):
+    """(Graph, reference) where reference(x [B, 4, 9, 9] float64) -> [logits exit 0, exit 1] is the
+    same network in plain PyTorch."""
+    w = Weights(seed)
+    x = Value()
+    P = {name: w(*shape) for name, shape in {
+        "a_w": (8, 4, 3, 3), "a_b": (8,), "b_w": (8, 1, 3, 3), "b_b": (8,), "c_w": (8, 8, 1, 1),
+        "c_b": (8,), "h0_w": (5, 8), "h0_b": (5,), "e_s": (8,), "e_t": (8,), "f_w": (8, 8, 3, 3),
+        "f_b": (8,), "s1_w": (4, 8, 1, 1), "s1_b": (4,), "s2_w": (8, 4, 1, 1), "s2_b": (8,),
+        "n_w": (8,), "n_b": (8,), "h1_w": (5, 24 * 16), "h1_b": (5,)}.items()}
+    # Stage 0: conv + relu, a dilated depthwise conv + hardswish, a pointwise conv, a residual add.
+    a = Op("conv2d", [x], _conv_attrs(4, 8, 3, pads=(1, 1, 1, 1), act=1), [P["a_w"], P["a_b"]])
+    b = Op("conv2d", [a.output], _conv_attrs(8, 8, 3, pads=(2, 2, 2, 2), dilation=2, groups=8, act=3),
+           [P["b_w"], P["b_b"]])
+    c = Op("conv2d", [b.output], _conv_attrs(8, 8, 1), [P["c_w"], P["c_b"]])
+    d = Op("add", [a.output, c.output], dict(activation=1))
+    stage0 = Stage([a, b, c, d], [d.output, a.output])  # the skip `a` crosses the cut
+    # Exit 0: global average, linear.
+    m0 = Op("mean", [d.output])
+    h0 = Op("linear", [m0.output], dict(in_features=8, out_features=5), [P["h0_w"], P["h0_b"]])
+    # Stage 1: BN-like affine + silu, strided conv with asymmetric padding + ReLU6, squeeze-and-
+    # excitation, channel shuffle, layer norm, two GELUs, a max pool of the skip + sigmoid, concat.
+    e = Op("channel_affine", [d.output], dict(activation=5), [P["e_s"], P["e_t"]])
+    f = Op("conv2d", [e.output], _conv_attrs(8, 8, 3, stride=2, pads=(0, 0, 1, 1), act=2, hi=6.0),
+           [P["f_w"], P["f_b"]])
+    sq = Op("mean", [f.output])
+    s1 = Op("conv2d", [sq.output], _conv_attrs(8, 4, 1, act=1), [P["s1_w"], P["s1_b"]])
+    s2 = Op("conv2d", [s1.output], _conv_attrs(4, 8, 1, act=4), [P["s2_w"], P["s2_b"]])
+    se = Op("mul", [f.output, s2.output])
+    g = Op("channel_shuffle", [se.output], dict(groups=2))
+    n = Op("layer_norm", [g.output], dict(eps=1e-5), [P["n_w"], P["n_b"]])
+    i = Op("activation", [n.output], dict(activation=7))
+    j = Op("activation", [n.output], dict(activation=8))
+    k = Op("max_pool2d", [a.output], dict(kernel_h=3, kernel_w=3, stride_h=2, stride_w=2, pad_h=0,
+                                           pad_w=0, ceil_mode=0, activation=6))
+    cat = Op("concat", [i.output, j.output, k.output])
+    stage1 = Stage([e, f, sq, s1, s2, se, g, n, i, j, k, cat], [cat.output])
+    fl = Op("flatten", [cat.output])
+    h1 = Op("linear", [fl.output], dict(in_features=384, out_features=5), [P["h1_w"], P["h1_b"]])
+    graph = Graph(INPUT, CLASSES, "entropy", [0.5], [], x, [stage0, stage1],
+                  [Exit(0, d.output, [m0, h0]), Exit(1, cat.output, [fl, h1])])
+
+    def t(name):
+        return torch.from_numpy(P[name])
+
+    def reference(x):
+        a = F.relu(F.conv2d(x, t("a_w"), t("a_b"), padding=1))
+        b = F.hardswish(F.conv2d(a, t("b_w"), t("b_b"), padding=2, dilation=2, groups=8))
+        d = F.relu(a + F.conv2d(b, t("c_w"), t("c_b")))
+        exit0 = F.linear(d.mean((2, 3)), t("h0_w"), t("h0_b"))
+        e = F.silu(d * t("e_s").view(1, -1, 1, 1) + t("e_t").view(1, -1, 1, 1))
+        f = torch.clamp(F.conv2d(F.pad(e, (0, 1, 0, 1)), t("f_w"), t("f_b"), stride=2), 0, 6)
+        s = F.hardsigmoid(F.conv2d(F.relu(F.conv2d(f.mean((2, 3), keepdim=True), t("s1_w"), t("s1_b"))),
+                                   t("s2_w"), t("s2_b")))
+        g = f * s
+        g = g.view(g.shape[0], 2, 4, 4, 4).transpose(1, 2).reshape(g.shape[0], 8, 4, 4)
+        n = F.layer_norm(g.permute(0, 2, 3, 1), (8,), t("n_w"), t("n_b"), 1e-5).permute(0, 3, 1, 2)
+        k = torch.sigmoid(F.max_pool2d(a, 3, 2))
+        cat = torch.cat([F.gelu(n), F.gelu(n, approximate="tanh"), k], 1)
+        exit1 = F.linear(cat.flatten(1), t("h1_w"), t("h1_b"))
+        return [exit0, exit1]
+
+    return graph, reference
+
+
+@pytest.fixture(scope="module")
+def every_op(tmp_path_factory):
+    graph, reference = every_op_graph()
+    path = tmp_path_factory.mktemp("graph") / "every-op.branchy"
+    path.write_bytes(model_file.serialize(graph, "{}"))
+    return str(path), reference
+
+
+def _inputs(n, seed=1):
+    return torch.from_numpy(np.random.RandomState(seed).standard_normal((n, *INPUT)))
+
+
+def test_the_graph_uses_every_op_kind(every_op):
+    summary = model_file.summary(every_op[0])
+    kinds = {op["kind"] for stage in summary["stages"] for op in stage["ops"]}
+    kinds |= {op["kind"] for e in summary["exits"] for op in e["head"]}
+    assert kinds | {"lrn", "res_block", "avg_pool2d"} == set(model_file.registry())
+    assert summary["stages"][0]["outputs"] == [4, 1]  # d, then the skip a
+    assert summary["exits"][0]["input"] == 4 and summary["exits"][1]["logits"] == 20
+    assert summary["stages"][1]["ops"][-1]["out"] == [24, 4, 4]
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("kernels", ["own", "dnnl", "measure"])
+def test_engine_matches_pytorch_at_every_exit(every_op, kernels, isa):
+    path, reference = every_op
+    previous = load().cpu_isa()
+    try:
+        if load().set_cpu_isa(isa) != isa:
+            pytest.skip(f"this CPU has no {isa}")
+        engine = Engine(path, kernels=kernels)
+    finally:
+        load().set_cpu_isa(previous)
+    x = _inputs(4)
+    with torch.no_grad():
+        want = reference(x)
+    for n in range(x.shape[0]):
+        got = engine.all_exit_logits(x[n].float())
+        for e, (g, r) in enumerate(zip(got, want)):
+            scale = r[n].abs().max().item()
+            torch.testing.assert_close(g.double(), r[n], rtol=0, atol=1e-4 * scale + 1e-6,
+                                       msg=lambda m: f"exit {e}, sample {n}, {kernels}/{isa}: {m}\n"
+                                                     f"{engine.describe()}")
+
+
+def test_a_batch_leaves_per_sample_as_one_by_one(every_op):
+    path, reference = every_op
+    x = _inputs(16, seed=2).float()
+    with torch.no_grad():
+        logits0 = reference(x.double())[0]
+    entropy = -(logits0.softmax(1) * logits0.log_softmax(1)).sum(1)
+    threshold = float(entropy.median())  # about half leave at exit 0
+    engine = Engine(path, thresholds=[threshold], max_batch=5)  # chunks of 5: 5, 5, 5, 1
+    batch = engine(x)
+    for n in range(x.shape[0]):
+        one = engine(x[n])
+        assert (one.prediction, one.exit) == (int(batch.prediction[n]), int(batch.exit[n]))
+        assert one.score == pytest.approx(float(batch.score[n]), rel=1e-6)
+        if abs(entropy[n].item() - threshold) > 1e-4:
+            assert one.exit == int(entropy[n].item() >= threshold)
+    assert 0 < int(batch.exit.sum()) < x.shape[0]
+
+
+def test_the_gpu_engines_torch_table_runs_the_graph(every_op):
+    path, reference = every_op
+    net = LoadedNet(load().load_model_ops(path)).double().eval()
+    x = _inputs(3)
+    with torch.no_grad():
+        for got, want in zip(net(x), reference(x)):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_registry_is_the_one_list_of_kinds():
+    kinds = model_file.registry()
+    assert set(TORCH_OPS) == set(kinds)
+    assert sorted(d["code"] for d in kinds.values()) == list(range(1, len(kinds) + 1))
+    doc = open(os.path.join(ROOT, "docs", "model-format.md")).read()
+    table = re.search(r"<!-- op table begin -->\n(.*)\n<!-- op table end -->", doc, re.S).group(1)
+    assert table == model_file.op_table(), \
+        "docs/model-format.md's op table is stale: python -m branchy_engine.model_file --op-table"
+
+
+def test_writer_refuses_unknown_kinds_and_attributes():
+    x = Value()
+    for op, message in [(Op("softmax", [x]), "op kind 'softmax' is not in the runtime's registry"),
+                        (Op("mean", [x], dict(axis=1)), "mean has no attributes ['axis']"),
+                        (Op("channel_shuffle", [x]), "channel_shuffle needs attributes ['groups']"),
+                        (Op("linear", [x], dict(in_features=1, out_features=1)), "linear takes 2 tensors")]:
+        graph = Graph((1, 1, 1), 1, "entropy", [], [], x, [Stage([op], [op.output])],
+                      [Exit(0, op.output, [])])
+        with pytest.raises(ValueError, match=re.escape(message)):
+            model_file.serialize(graph, "{}")
+
+
+def test_equal_tensors_are_stored_once(tmp_path):
+    x = Value()
+    w, b = np.ones((2, 2, 1, 1)), np.zeros(2)
+    a = Op("conv2d", [x], _conv_attrs(2, 2, 1), [w, b])
+    c = Op("conv2d", [a.output], _conv_attrs(2, 2, 1), [w.copy(), b])
+    graph = Graph((2, 1, 1), 2, "entropy", [], [], x, [Stage([a, c], [c.output])], [Exit(0, c.output, [])])
+    path = tmp_path / "shared.branchy"
+    path.write_bytes(model_file.serialize(graph, "{}"))
+    s = model_file.summary(path)
+    assert s["tensors"] == [4, 2] and s["weights"] == 6
+    assert [op["tensor_ids"] for op in s["stages"][0]["ops"]] == [[0, 1], [0, 1]]
+
+
+def test_the_plan_reports_its_memory(every_op):
+    engine = Engine(every_op[0], kernels="own")
+    f = engine.footprint()
+    assert f["weight_bytes"] == model_file.summary(every_op[0])["weights"] * 4
+    # Values are placed 64-byte aligned: [8, 9, 9] takes 656 floats. The arena's widest moment is
+    # stage 0's pointwise conv, reading b and writing c (a and d are in the out slot); stage 1
+    # peaks lower (e and f: 656 + 128), its other values reusing the space as they die.
+    assert f["arena_bytes"] == 2 * 656 * 4
+    # A slot holds what stage 0 passes on: d and a.
+    assert f["slot_bytes"] == 2 * 656 * 4
+    assert engine.describe().rstrip().splitlines()[-1].startswith("memory: weights")
