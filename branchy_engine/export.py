@@ -13,7 +13,7 @@ import torch
 import branchy_engine
 from branchy_engine import checkpoint, model_file
 from branchy_engine.fileio import atomic_path
-from branchy_engine import lowering
+from branchy_engine import lower_aten, lowering
 from branchy_engine.models import BranchyNet
 
 
@@ -89,8 +89,12 @@ def lower(net: BranchyNet, input_shape: Sequence[int]):
     module it came from) that neither can lower.
     """
     x = model_file.Value()
-    stages, exits = lowering.lower_network(net, x)
-    return stages, exits, x
+    try:
+        return (*lowering.lower_network(net, x), x)
+    except ValueError:
+        pass  # not a chain of the paper's modules
+    x = model_file.Value()
+    return (*lower_aten.lower_network(net, input_shape, x), x)
 
 
 def write_model(net: BranchyNet, output, input_shape: Sequence[int], criterion: str = "entropy",

@@ -215,33 +215,67 @@ def _net(*modules, features):
     return BranchyNet([nn.Sequential(*modules)], {0: head})
 
 
+@pytest.mark.parametrize("net", [
+    _net(nn.Conv2d(3, 4, 3), nn.Hardswish(), features=4 * 30 * 30),
+    _net(nn.Conv2d(3, 4, 3, dilation=2, groups=1), nn.SiLU(), features=4 * 28 * 28),
+    _net(nn.Conv2d(3, 6, 3, groups=3, padding=1), nn.ReLU6(), features=6 * 32 * 32),
+    _net(nn.AvgPool2d(2, count_include_pad=False), nn.GELU(), features=3 * 16 * 16),
+    _net(nn.MaxPool2d(2), nn.BatchNorm2d(3), nn.Sigmoid(), features=3 * 16 * 16),
+    _net(nn.AdaptiveAvgPool2d(2), features=3 * 4),
+], ids=["hardswish", "dilation", "depthwise-relu6", "avgpool-gelu", "lone-batchnorm", "adaptive-pool"])
+def test_modules_beyond_the_papers_lower_from_their_aten_ops(tmp_path, net):
+    randomize_batch_norm(net)
+    net.eval()
+    summary = write_model(net, tmp_path / "m.branchy", (3, 32, 32))
+    from branchy_engine import Engine
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = net(x)[0]
+    engine = Engine(str(tmp_path / "m.branchy"), kernels="own")
+    for n in range(2):
+        torch.testing.assert_close(engine.all_exit_logits(x[n])[0], want[n], rtol=1e-4, atol=1e-5)
+    assert summary["stages"][0]["ops"]
+
+
+class _Scaled(nn.Module):
+    def forward(self, x):
+        return x * 0.5
+
+
 @pytest.mark.parametrize("net, message", [
-    (_net(nn.Conv2d(3, 4, 3), nn.Hardswish(), features=4 * 30 * 30),
-     "stages.0.1 (Hardswish) is not supported"),
-    (_net(nn.Conv2d(3, 4, 3, dilation=2), features=4 * 28 * 28),
-     "stages.0.0 (Conv2d): groups 1, dilation (2, 2)"),
     (_net(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), features=4 * 32 * 32),
-     "padding_mode 'reflect'"),
-    (_net(nn.Conv2d(3, 4, 3, padding=3), features=4 * 36 * 36), "padding (3, 3) not smaller than the kernel"),
-    (_net(nn.AvgPool2d(2, count_include_pad=False), features=3 * 16 * 16), "count_include_pad False"),
-    (_net(nn.MaxPool2d(2), nn.BatchNorm2d(3), features=3 * 16 * 16),
-     "stages.0.1 (BatchNorm2d): not right after a Conv2d"),
-    (_net(nn.AdaptiveAvgPool2d(2), features=3 * 4),
-     "stages.0.0 (AdaptiveAvgPool2d) is not supported by the engine; it runs: Conv2d"),
+     r"stages\.0: node \w+ \(aten\.\w*pad\w*\.\w+, from module 0 \(Conv2d\)\): this ATen op has no lowering"),
+    (_net(nn.Conv2d(3, 4, 3, padding=3), features=4 * 36 * 36),
+     r"padding 3 is not smaller than the dilated kernel 3 \(height\)"),
+    (_net(nn.AvgPool2d(3, 1, 1, count_include_pad=False), features=3 * 32 * 32),
+     "count_include_pad=False with padding or ceil_mode"),
+    (_net(_Scaled(), features=3 * 32 * 32), r"mul with a Python number"),
+    (_net(nn.Upsample(scale_factor=2), features=3 * 64 * 64),
+     r"\(aten\.upsample_nearest2d\.vec, from module 0 \(Upsample\)\): this ATen op has no lowering; "
+     r"the engine lowers convolutions"),
 ])
-def test_unsupported_modules_name_path_and_type(tmp_path, net, message):
-    with pytest.raises(ValueError) as e:
-        write_model(net, tmp_path / "m.branchy", (3, 32, 32))
-    assert message in str(e.value)
+def test_unsupported_ops_name_the_node_op_and_module(tmp_path, net, message):
+    with pytest.raises(ValueError, match=message):
+        write_model(net.eval(), tmp_path / "m.branchy", (3, 32, 32))
     assert not os.listdir(tmp_path)
 
 
-def test_a_traced_backbone_is_refused_until_the_graph_format(tmp_path):
-    # attach_exits cuts on the fx graph; the chain format (version 1) cannot hold its stages.
+def test_a_traced_backbone_exports_and_runs(tmp_path):
+    # attach_exits cuts on the fx graph; its stages lower from their ATen ops.
     torchvision = pytest.importorskip("torchvision")
     net = models.attach_exits(torchvision.models.mobilenet_v3_small(num_classes=10), ["features.3"])
-    with pytest.raises(ValueError, match=r"stages\.0 \(MobileNetV3Stage0\) is not supported by the engine"):
-        write_model(net, tmp_path / "m.branchy", (3, 32, 32), thresholds=[0.5])
+    randomize_batch_norm(net)
+    net.eval()
+    summary = write_model(net, tmp_path / "m.branchy", (3, 32, 32), thresholds=[0.5])
+    kinds = {op["kind"] for stage in summary["stages"] for op in stage["ops"]}
+    assert {"conv2d", "add", "mul", "mean"} <= kinds and "channel_affine" not in kinds  # BN folded
+    from branchy_engine import Engine
+    engine = Engine(str(tmp_path / "m.branchy"))
+    x = torch.randn(3, 32, 32)
+    with torch.no_grad():
+        want = net(x[None])
+    for got, ref in zip(engine.all_exit_logits(x), want):
+        torch.testing.assert_close(got, ref[0], rtol=1e-4, atol=1e-4 * ref.abs().max().item())
 
 
 def test_a_failed_export_leaves_the_existing_file(tmp_path, monkeypatch):
