@@ -224,8 +224,12 @@ def model_samples(metadata: dict, input_shape, name: str | None = None, data_dir
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
     rule = metadata.get("split") or {}  # the training run's validation split, to rebuild it
     fraction, seed = rule.get("val_fraction"), rule.get("seed")
+    # Resized and given channels as in training (recorded since 2026-12; before, from the shape).
+    c, h, w = input_shape
+    size = record.get("input_size", h if h == w and name == "imagefolder" else None)
+    channels = record.get("channels", c if name == "imagefolder" else None)
     d = load(name, data_dir=data_dir, val_fraction=0.1 if fraction is None else fraction,
-             seed=0 if seed is None else seed, limit=limit)
+             seed=0 if seed is None else seed, limit=limit, input_size=size, channels=channels)
     if tuple(d.input_shape) != tuple(input_shape):
         raise ValueError(f"{name} gives inputs {list(d.input_shape)}, the model takes {list(input_shape)}")
     if record.get("mean") is not None:  # exactly the training run's normalisation

@@ -78,6 +78,25 @@ def test_torchvision_model_on_an_image_folder(folder, tmp_path, capsys):
     assert branchy(args) == 2
     assert "exists: pass --resume" in capsys.readouterr().err
     assert branchy(args + ["--resume"]) == 0
+    capsys.readouterr()
+
+    # Calibrated, exported and served like the paper's networks: `branchy run` prepares the
+    # folder's images as training did (resized to 32x32), the engine agrees with PyTorch.
+    path = str(tmp_path / "b_mobilenet_v3_small.pt")
+    model = str(tmp_path / "m.branchy")
+    assert branchy(["calibrate", path, "--data-dir", folder]) == 0
+    assert branchy(["export", path, "-o", model]) == 0
+    assert "exit 2 after stage 2" in capsys.readouterr().out
+    assert branchy(["run", model, "--data-dir", folder]) == 0
+    out = capsys.readouterr().out
+    assert "test samples of imagefolder" in out and "accuracy:" in out
+    from branchy_engine import Engine
+    engine = Engine(model)
+    with torch.no_grad():
+        want = net(x)
+    for n in range(x.shape[0]):
+        for got, ref in zip(engine.all_exit_logits(x[n]), want):
+            torch.testing.assert_close(got, ref[n], rtol=1e-4, atol=1e-4 * ref[n].abs().max().item())
 
 
 def backbone(state: dict) -> dict:

@@ -48,10 +48,13 @@ def exit_weights(cfg: TrainConfig, num_exits: int) -> List[float]:
     return list(cfg.exit_weights)
 
 
-def dataset_record(data) -> dict:
+def dataset_record(data, input_size=None) -> dict:
+    """What the checkpoint (and the model file's metadata) records of the data: enough to prepare
+    a split exactly as training did (resize, channels, normalisation; data.model_samples)."""
     return {"name": data.name, "description": data.description, "stand_in": data.stand_in,
             "num_classes": data.num_classes, "class_names": list(data.class_names),
-            "input_shape": list(data.input_shape), "mean": list(data.mean), "std": list(data.std),
+            "input_shape": list(data.input_shape), "input_size": input_size,
+            "channels": data.input_shape[0], "mean": list(data.mean), "std": list(data.std),
             "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)}}
 
 
@@ -244,7 +247,7 @@ def _save(phase: Phase, state: PhaseState, cfg: TrainConfig, data):
                         "optimizer": None if state.done else state.optimizer,
                         "rng": None if state.done else state.rng},
         "config": cfg.to_dict(),
-        "dataset": dataset_record(data),
+        "dataset": dataset_record(data, cfg.input_size),
         "metrics": _final_metrics(state),
         "exit_weights": phase.weights,
         "thresholds": None,
