@@ -212,16 +212,27 @@ class DnnlResBlock : public DnnlLayer {
   Primitive conv1_, conv2_;
 };
 
-// The fused activation as a post-op where oneDNN computes it as the own kernels do (ReLU, clamp);
-// any other runs after the primitive with the own code, so no library choice changes an answer.
+// The fused activation as a oneDNN post-op (its eltwise algorithms are the same functions; the
+// transcendental ones within a few ulp of the own code's, far inside the engine's tolerance),
+// but hardsigmoid, which oneDNN 2.x lacks (epilogue_after: the own code after the primitive).
 dnnl::post_ops epilogue(const Op& op) {
+  using a = dnnl::algorithm;
   dnnl::post_ops ops;
-  if (op.act == Act::Relu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
-  if (op.act == Act::Clamp) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_clip, op.act_lo, op.act_hi);
+  switch (op.act) {
+    case Act::None: break;
+    case Act::Relu: ops.append_eltwise(1.0f, a::eltwise_relu, 0.0f, 0.0f); break;
+    case Act::Clamp: ops.append_eltwise(1.0f, a::eltwise_clip, op.act_lo, op.act_hi); break;
+    case Act::Hardswish: ops.append_eltwise(1.0f, a::eltwise_hardswish, 0.0f, 0.0f); break;
+    case Act::Hardsigmoid: break;  // not in oneDNN 2.x: the own code runs it after
+    case Act::Silu: ops.append_eltwise(1.0f, a::eltwise_swish, 1.0f, 0.0f); break;
+    case Act::Sigmoid: ops.append_eltwise(1.0f, a::eltwise_logistic, 0.0f, 0.0f); break;
+    case Act::GeluErf: ops.append_eltwise(1.0f, a::eltwise_gelu_erf, 0.0f, 0.0f); break;
+    case Act::GeluTanh: ops.append_eltwise(1.0f, a::eltwise_gelu_tanh, 0.0f, 0.0f); break;
+  }
   return ops;
 }
 
-bool epilogue_after(const Op& op) { return op.act != Act::None && op.act != Act::Relu && op.act != Act::Clamp; }
+bool epilogue_after(const Op& op) { return op.act == Act::Hardsigmoid; }
 
 std::unique_ptr<Layer> conv_layer(const Op& op) {
   std::ostringstream what;

@@ -22,12 +22,7 @@ class ActLayer : public Layer {
   ActLayer(const Op& op, Layout layout)
       : Layer(op.in, op.out), act_(op.act), lo_(op.act_lo), hi_(op.act_hi), layout_(layout) {}
   void forward(const float* in, float* out, LayerState*) const override {
-    const size_t n = size_t(in_.numel());
-    if (act_ == Act::Relu) {
-      for (size_t i = 0; i < n; ++i) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
-    } else {
-      for (size_t i = 0; i < n; ++i) out[i] = act_value(act_, lo_, hi_, in[i]);
-    }
+    apply_act(act_, lo_, hi_, in, out, size_t(in_.numel()));
   }
   Layout input_layout() const override { return layout_; }
   Layout output_layout() const override { return layout_; }

@@ -48,12 +48,17 @@ void affine(const Op& op, Layout layout, const float* in, float* out) {
   const float* scale = op.tensors[0].data;
   const float* shift = op.tensors[1].data;
   const size_t plane = size_t(op.in.h) * op.in.w, channels = size_t(op.in.c);
-  for (size_t c = 0; c < channels; ++c) {
+  if (layout == Layout::NCHW) {
+    for (size_t c = 0; c < channels; ++c) {
+      const float s = scale[c], t = shift[c];
+      for (size_t p = 0; p < plane; ++p) out[c * plane + p] = in[c * plane + p] * s + t;
+    }
+  } else {
     for (size_t p = 0; p < plane; ++p) {
-      const size_t i = layout == Layout::NCHW ? c * plane + p : p * channels + c;
-      out[i] = act_value(op.act, op.act_lo, op.act_hi, in[i] * scale[c] + shift[c]);
+      for (size_t c = 0; c < channels; ++c) out[p * channels + c] = in[p * channels + c] * scale[c] + shift[c];
     }
   }
+  apply_act(op.act, op.act_lo, op.act_hi, out, plane * channels);
 }
 
 void affine_reference(const Op& op, const float* const* ins, float* out) { affine(op, Layout::NCHW, ins[0], out); }

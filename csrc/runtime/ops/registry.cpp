@@ -136,14 +136,33 @@ float act_value(Act act, float lo, float hi, float x) {
   return x;
 }
 
-void apply_act(Act act, float lo, float hi, float* x, size_t n) {
-  if (act == Act::None) return;
-  if (act == Act::Relu) {
-    for (size_t i = 0; i < n; ++i) x[i] = std::max(x[i], 0.0f);
-    return;
-  }
-  for (size_t i = 0; i < n; ++i) x[i] = act_value(act, lo, hi, x[i]);
+namespace {
+
+// out[i] = f(in[i]) with `in` and `out` equal or apart: one loop per function and no branch in
+// it, so that the compiler vectorises the arithmetic ones (and inlines the calls of the others).
+template <class F>
+void each(const float* in, float* out, size_t n, F f) {
+  for (size_t i = 0; i < n; ++i) out[i] = f(in[i]);
 }
+
+}  // namespace
+
+void apply_act(Act act, float lo, float hi, const float* in, float* out, size_t n) {
+  switch (act) {
+    case Act::None:
+      if (in != out) std::copy(in, in + n, out);
+      return;
+    case Act::Relu: return each(in, out, n, [](float x) { return x > 0.0f ? x : 0.0f; });
+    case Act::Clamp: return each(in, out, n, [lo, hi](float x) { return std::min(std::max(x, lo), hi); });
+    case Act::Hardswish:
+      return each(in, out, n, [](float x) { return x * std::min(std::max(x + 3.0f, 0.0f), 6.0f) / 6.0f; });
+    case Act::Hardsigmoid:
+      return each(in, out, n, [](float x) { return std::min(std::max(x + 3.0f, 0.0f), 6.0f) / 6.0f; });
+    default: return each(in, out, n, [act, lo, hi](float x) { return act_value(act, lo, hi, x); });
+  }
+}
+
+void apply_act(Act act, float lo, float hi, float* x, size_t n) { apply_act(act, lo, hi, x, x, n); }
 
 // ---- the reference as a layer ----
 

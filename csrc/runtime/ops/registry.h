@@ -85,8 +85,9 @@ const OpDef* find_op(const std::string& name);
 // No oneDNN primitive for this kind.
 inline Layers no_dnnl(const Op&) { return {}; }
 
-// The fused epilogue on n floats in place (any layout: elementwise).
+// The fused epilogue on n floats, in place or from `in` to `out` (any layout: elementwise).
 void apply_act(Act act, float lo, float hi, float* x, size_t n);
+void apply_act(Act act, float lo, float hi, const float* in, float* out, size_t n);
 float act_value(Act act, float lo, float hi, float x);
 
 // A layer that runs the kind's reference on NCHW samples: the own kernel of kinds whose work is
