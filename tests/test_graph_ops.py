@@ -44,7 +44,7 @@ def every_op_graph(seed=0):
     x = Value()
     P = {name: w(*shape) for name, shape in {
         "a_w": (8, 4, 3, 3), "a_b": (8,), "b_w": (8, 1, 3, 3), "b_b": (8,), "c_w": (8, 8, 1, 1),
-        "c_b": (8,), "h0_w": (5, 8), "h0_b": (5,), "e_s": (8,), "e_t": (8,), "f_w": (8, 8, 3, 3),
+        "c_b": (8,), "h0_w": (5, 6), "h0_b": (5,), "e_s": (8,), "e_t": (8,), "f_w": (8, 8, 3, 3),
         "f_b": (8,), "s1_w": (4, 8, 1, 1), "s1_b": (4,), "s2_w": (8, 4, 1, 1), "s2_b": (8,),
         "n_w": (8,), "n_b": (8,), "h1_w": (5, 24 * 16), "h1_b": (5,)}.items()}
     # Stage 0: conv + relu, a dilated depthwise conv + hardswish, a pointwise conv, a residual add.
@@ -54,9 +54,10 @@ def every_op_graph(seed=0):
     c = Op("conv2d", [b.output], _conv_attrs(8, 8, 1), [P["c_w"], P["c_b"]])
     d = Op("add", [a.output, c.output], dict(activation=1))
     stage0 = Stage([a, b, c, d], [d.output, a.output])  # the skip `a` crosses the cut
-    # Exit 0: global average, linear.
+    # Exit 0: global average, six of its channels, linear.
     m0 = Op("mean", [d.output])
-    h0 = Op("linear", [m0.output], dict(in_features=8, out_features=5), [P["h0_w"], P["h0_b"]])
+    s0 = Op("channel_slice", [m0.output], dict(start=2, count=6))
+    h0 = Op("linear", [s0.output], dict(in_features=6, out_features=5), [P["h0_w"], P["h0_b"]])
     # Stage 1: BN-like affine + silu, strided conv with asymmetric padding + ReLU6, squeeze-and-
     # excitation, channel shuffle, layer norm, two GELUs, a max pool of the skip + sigmoid, concat.
     e = Op("channel_affine", [d.output], dict(activation=5), [P["e_s"], P["e_t"]])
@@ -77,7 +78,7 @@ def every_op_graph(seed=0):
     fl = Op("flatten", [cat.output])
     h1 = Op("linear", [fl.output], dict(in_features=384, out_features=5), [P["h1_w"], P["h1_b"]])
     graph = Graph(INPUT, CLASSES, "entropy", [0.5], [], x, [stage0, stage1],
-                  [Exit(0, d.output, [m0, h0]), Exit(1, cat.output, [fl, h1])])
+                  [Exit(0, d.output, [m0, s0, h0]), Exit(1, cat.output, [fl, h1])])
 
     def t(name):
         return torch.from_numpy(P[name])
@@ -86,7 +87,7 @@ def every_op_graph(seed=0):
         a = F.relu(F.conv2d(x, t("a_w"), t("a_b"), padding=1))
         b = F.hardswish(F.conv2d(a, t("b_w"), t("b_b"), padding=2, dilation=2, groups=8))
         d = F.relu(a + F.conv2d(b, t("c_w"), t("c_b")))
-        exit0 = F.linear(d.mean((2, 3)), t("h0_w"), t("h0_b"))
+        exit0 = F.linear(d.mean((2, 3))[:, 2:8], t("h0_w"), t("h0_b"))
         e = F.silu(d * t("e_s").view(1, -1, 1, 1) + t("e_t").view(1, -1, 1, 1))
         f = torch.clamp(F.conv2d(F.pad(e, (0, 1, 0, 1)), t("f_w"), t("f_b"), stride=2), 0, 6)
         s = F.hardsigmoid(F.conv2d(F.relu(F.conv2d(f.mean((2, 3), keepdim=True), t("s1_w"), t("s1_b"))),
@@ -120,7 +121,7 @@ def test_the_graph_uses_every_op_kind(every_op):
     kinds |= {op["kind"] for e in summary["exits"] for op in e["head"]}
     assert kinds | {"lrn", "res_block", "avg_pool2d"} == set(model_file.registry())
     assert summary["stages"][0]["outputs"] == [4, 1]  # d, then the skip a
-    assert summary["exits"][0]["input"] == 4 and summary["exits"][1]["logits"] == 20
+    assert summary["exits"][0]["input"] == 4 and summary["exits"][1]["logits"] == 21
     assert summary["stages"][1]["ops"][-1]["out"] == [24, 4, 4]
 
 
