@@ -452,6 +452,18 @@ def _binary(kind: str):
         if sa != sb and not (kind == "mul" and sb == (sa[0], 1, 1)):
             raise L.refuse(node, f"{kind} of {sa} and {sb} (the engine broadcasts only a [C, 1, 1] "
                                  f"multiplier)")
+        if kind == "add" and not channels_last:
+            # A residual: into the convolution that made one side, as its second input (added
+            # before its activation), where nothing else reads that convolution's output.
+            position = {id(op.output): i for i, op in enumerate(L.ops)}
+            for conv_side, other in ((a, b), (b, a)):
+                conv = L.fusable(conv_side, ("conv2d",))
+                # The residual must exist before the convolution runs.
+                ready = position.get(id(other), -1) < position.get(id(conv_side), -1)
+                if conv is not None and len(conv.inputs) == 1 and other is not conv_side and ready:
+                    conv.inputs.append(other)
+                    L.maker[id(conv_side)] = (conv, node)
+                    return conv_side
         out = L.emit(node, kind, [a, b], {}, shape=sa)
         return ChannelsLast(out) if channels_last else out
     return lower

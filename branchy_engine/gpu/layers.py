@@ -34,7 +34,7 @@ def _conv2d(xs, a, t):
     w = t[0].view(a["out_channels"], a["in_channels"] // a["groups"], a["kernel_h"], a["kernel_w"])
     y = F.conv2d(x, w, t[1], (a["stride_h"], a["stride_w"]), 0, (a["dilation_h"], a["dilation_w"]),
                  a["groups"])
-    return _act(y, a)
+    return _act(y + xs[1] if len(xs) > 1 else y, a)
 
 
 def _pool(maximum: bool):

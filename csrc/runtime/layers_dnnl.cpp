@@ -55,27 +55,34 @@ memory reordered(const float* data, const memory::desc& user, const memory::desc
 // One primitive with its argument memories; per thread, since memory handles are set per call.
 // Executes through the C API with an argument array built once: the C++ execute() builds a
 // vector of arguments on every call.
+// `residual`: a binary-add post-op's second tensor (zero dims: none), set per call too.
 struct Call {
   Call(const dnnl::primitive& p, const memory::desc& src, const memory::desc& dst,
-       const memory::desc& scratchpad, const std::unordered_map<int, memory>& constants)
+       const memory::desc& scratchpad, const std::unordered_map<int, memory>& constants,
+       const memory::desc& residual)
       : primitive(p), stream(cpu_engine()),
         src(src, cpu_engine(), DNNL_MEMORY_NONE), dst(dst, cpu_engine(), DNNL_MEMORY_NONE),
-        scratchpad(scratchpad, cpu_engine()), constants(constants) {
+        scratchpad(scratchpad, cpu_engine()), residual(residual, cpu_engine(), DNNL_MEMORY_NONE),
+        constants(constants) {
     args.push_back({DNNL_ARG_SRC, this->src.get()});
     args.push_back({DNNL_ARG_DST, this->dst.get()});
     args.push_back({DNNL_ARG_SCRATCHPAD, this->scratchpad.get()});
+    if (!residual.is_zero()) {
+      args.push_back({DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, this->residual.get()});
+    }
     for (const auto& [key, value] : this->constants) args.push_back({key, value.get()});
   }
-  void run(const float* in, float* out) {
+  void run(const float* in, float* out, const float* add = nullptr) {
     src.set_data_handle(const_cast<float*>(in));
     dst.set_data_handle(out);
+    if (add) residual.set_data_handle(const_cast<float*>(add));
     dnnl::error::wrap_c_api(
         dnnl_primitive_execute(primitive.get(), stream.get(), int(args.size()), args.data()),
         "oneDNN primitive execution");
   }
   dnnl::primitive primitive;
   dnnl::stream stream;
-  memory src, dst, scratchpad;
+  memory src, dst, scratchpad, residual;
   std::unordered_map<int, memory> constants;  // keeps the shared weights alive
   std::vector<dnnl_exec_arg_t> args;
 };
@@ -90,8 +97,9 @@ struct Primitive {
   dnnl::primitive primitive;
   memory::desc src, dst, scratchpad;
   std::unordered_map<int, memory> constants;
+  memory::desc residual;  // the binary-add post-op's tensor, or zero dims
   std::unique_ptr<Call> call() const {
-    return std::make_unique<Call>(primitive, src, dst, scratchpad, constants);
+    return std::make_unique<Call>(primitive, src, dst, scratchpad, constants, residual);
   }
 };
 
@@ -127,7 +135,8 @@ Primitive convolution(const Op& op, const dnnl::post_ops& ops) {
                                        {op.stride_h, op.stride_w}, {op.dilation_h - 1, op.dilation_w - 1},
                                        {op.pad_h, op.pad_w}, {prh, prw});
   dnnl::convolution_forward::primitive_desc pd(desc, attributes(ops), cpu_engine());
-  Primitive p{dnnl::convolution_forward(pd), src, dst, pd.scratchpad_desc(), {}};
+  Primitive p{dnnl::convolution_forward(pd), src, dst, pd.scratchpad_desc(), {},
+              op.ins.size() == 2 ? dst : memory::desc()};
   p.constants.emplace(DNNL_ARG_WEIGHTS, reordered(op.tensors[0].data, user_w, pd.weights_desc()));
   p.constants.emplace(DNNL_ARG_BIAS, memory(b, cpu_engine(), const_cast<float*>(op.tensors[1].data)));
   impl_names().push_back(pd.impl_info_str());
@@ -148,7 +157,7 @@ Op block_conv(const Op& block, int index) {
 
 class DnnlLayer : public Layer {
  public:
-  DnnlLayer(const Op& op, std::string what) : Layer(op.in, op.out), what_(std::move(what)) {}
+  DnnlLayer(const Op& op, std::string what) : Layer(op.ins, op.out), what_(std::move(what)) {}
   Layout input_layout() const override { return Layout::NHWC; }
   Layout output_layout() const override { return Layout::NHWC; }
   std::string describe() const override { return what_ + " [oneDNN " + impl_ + ", NHWC]"; }
@@ -167,6 +176,11 @@ class DnnlSingle : public DnnlLayer {
   }
   void forward(const float* in, float* out, LayerState* state) const override {
     static_cast<CallState*>(state)->calls[0]->run(in, out);
+    apply_act(act_, lo_, hi_, out, size_t(out_.numel()));
+  }
+  // A convolution with a residual: the second input is the binary-add post-op's tensor.
+  void forward_n(const float* const* ins, float* out, LayerState* state) const override {
+    static_cast<CallState*>(state)->calls[0]->run(ins[0], out, ins_.size() > 1 ? ins[1] : nullptr);
     apply_act(act_, lo_, hi_, out, size_t(out_.numel()));
   }
   std::unique_ptr<LayerState> make_state() const override {
@@ -218,6 +232,8 @@ class DnnlResBlock : public DnnlLayer {
 dnnl::post_ops epilogue(const Op& op) {
   using a = dnnl::algorithm;
   dnnl::post_ops ops;
+  // conv2d's second input: a residual added before the activation.
+  if (op.ins.size() == 2) ops.append_binary(a::binary_add, activation(op.out));
   switch (op.act) {
     case Act::None: break;
     case Act::Relu: ops.append_eltwise(1.0f, a::eltwise_relu, 0.0f, 0.0f); break;
@@ -240,6 +256,7 @@ std::unique_ptr<Layer> conv_layer(const Op& op) {
        << " s" << op.stride_h << " p" << op.pad_h;
   if (op.groups > 1) what << " g" << op.groups;
   if (op.dilation_h > 1 || op.dilation_w > 1) what << " d" << op.dilation_h;
+  if (op.ins.size() == 2) what << " +residual";
   if (op.act != Act::None) what << " +" << act_name(op.act);
   return std::make_unique<DnnlSingle>(op, what.str(), convolution(op, epilogue(op)), epilogue_after(op));
 }

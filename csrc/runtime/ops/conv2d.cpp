@@ -49,6 +49,12 @@ std::vector<Expected> check(const OpCheck& c, Op& op) {
            h + span_h, "x", w + span_w);  // the padded sizes, in 64 bits
   }
   op.out = c.shape(op.out_channels, h / op.stride_h + 1, w / op.stride_w + 1, "output");
+  if (op.ins.size() == 2 && op.ins[1] != op.out) {
+    c.fail("the residual (input 1) is ", OpCheck::str(op.ins[1]), ", expected the output's ",
+           OpCheck::str(op.out));
+  }
+  // With a residual the kernels add it before the activation, never fuse ReLU into the sum.
+  if (op.ins.size() == 2) op.relu = false;
   return {OpCheck::product({{"out", op.out_channels},
                             {"in / groups", op.in_channels / op.groups},
                             {"", op.kernel_h},
@@ -79,7 +85,9 @@ void reference(const Op& op, const float* const* ins, float* out) {
             }
           }
         }
-        out[(size_t(oc) * op.out.h + oy) * op.out.w + ox] = act_value(op.act, op.act_lo, op.act_hi, acc);
+        const size_t at = (size_t(oc) * op.out.h + oy) * op.out.w + ox;
+        if (op.ins.size() == 2) acc += ins[1][at];
+        out[at] = act_value(op.act, op.act_lo, op.act_hi, acc);
       }
     }
   }
@@ -103,7 +111,7 @@ struct ScratchState : LayerState {
 class DirectConv : public Layer {
  public:
   explicit DirectConv(const Op& op)
-      : Layer(op.in, op.out), g_(geometry(op)), act_(op.act), lo_(op.act_lo), hi_(op.act_hi),
+      : Layer(op.ins, op.out), g_(geometry(op)), act_(op.act), lo_(op.act_lo), hi_(op.act_hi),
         weight_(op.tensors[0].data), bias_(op.tensors[1].data),
         packed_(pack_conv(g_, active_isa(), weight_, bias_)) {}
 
@@ -113,7 +121,20 @@ class DirectConv : public Layer {
     } else {
       conv_direct(g_, packed_, in, out, static_cast<ScratchState*>(state)->buffer.data());
     }
-    if (act_ != Act::Relu) apply_act(act_, lo_, hi_, out, size_t(out_.numel()));
+    if (!g_.relu) apply_act(act_, lo_, hi_, out, size_t(out_.numel()));
+  }
+
+  // With a residual: the convolution, the residual added, then the activation.
+  void forward_n(const float* const* ins, float* out, LayerState* state) const override {
+    if (ins_.size() == 1) return forward(ins[0], out, state);
+    if (packed_.isa == Isa::Portable) {
+      conv_direct_portable(g_, weight_, bias_, ins[0], out);
+    } else {
+      conv_direct(g_, packed_, ins[0], out, static_cast<ScratchState*>(state)->buffer.data());
+    }
+    const size_t n = size_t(out_.numel());
+    for (size_t i = 0; i < n; ++i) out[i] += ins[1][i];
+    apply_act(act_, lo_, hi_, out, n);
   }
 
   // Buffer starts zeroed, which is what conv_direct needs of its scratch.
@@ -130,6 +151,7 @@ class DirectConv : public Layer {
     std::ostringstream s;
     s << "conv2d " << g_.in_c << "->" << g_.out_c << " k" << g_.kernel_h << "x" << g_.kernel_w
       << " s" << g_.stride_h << " p" << g_.pad_h;
+    if (ins_.size() == 2) s << " +residual";
     if (act_ != Act::None) s << " +" << act_name(act_);
     s << " [own " << isa_name(packed_.isa) << " direct, NCHW]";
     return s.str();
@@ -166,9 +188,9 @@ extern const OpDef kConv2d{
     {"activation_lo", "activation_hi"},
     {"weight [out, in / groups, kernel_h, kernel_w]", "bias [out]"},
     1,
-    1,
-    "cross-correlation with zero padding, stride, dilation and groups, plus bias, then the "
-    "activation; [out, floor((H + pad_top + pad_bottom - (kernel_h - 1) * dilation_h - 1) / "
+    2,
+    "cross-correlation with zero padding, stride, dilation and groups, plus bias, plus input 1 "
+    "when given (a residual of the output's shape), then the activation; [out, floor((H + pad_top + pad_bottom - (kernel_h - 1) * dilation_h - 1) / "
     "stride_h) + 1, same for W]",
     check,
     reference,
