@@ -32,6 +32,9 @@ def exit_stats(counts: Tensor) -> dict:
             "percent": [100.0 * c / total if total else 0.0 for c in per_exit]}
 
 
+_output = tuple.__new__  # EngineOutput from the runtime's (prediction, exit, score), unchecked
+
+
 class EngineOutput(NamedTuple):
     """For one sample: Python numbers; for a batch: tensors [B]."""
     prediction: Union[int, Tensor]   # class index
@@ -81,6 +84,7 @@ class Engine:
         self._local = threading.local()
         self._counts = torch.zeros(self.plan.num_exits, dtype=torch.int64)  # the runtime adds to it
         self._counts_address = self._counts.data_ptr()
+        self._run = self.plan.run_tensor  # bound once: __call__ is the batch-1 hot path
 
     @property
     def num_exits(self) -> int:
@@ -129,9 +133,13 @@ class Engine:
         """One sample [C, H, W] (float32, CPU) -> (prediction, exit, score) as Python numbers;
         a batch [B, C, H, W] -> three tensors [B]: int64, int64, float32. A numpy array works too.
         Errors name the problem (type, dtype, device, shape, NaN)."""
-        if isinstance(x, np.ndarray):
+        if type(x) is not torch.Tensor and isinstance(x, np.ndarray):
             x = torch.from_numpy(x)
-        return EngineOutput(*self.plan.run_tensor(self._context(), x, self._counts_address))
+        try:
+            context = self._local.context
+        except AttributeError:
+            context = self._context()
+        return _output(EngineOutput, self._run(context, x, self._counts_address))
 
     def all_exit_logits(self, x) -> List[Tensor]:
         """Every exit's logits [num_classes] for one sample [C, H, W], no early exit."""

@@ -44,6 +44,9 @@ class Layer {
   // Floats of per-thread scratch (make_state) and of weights packed at build (for the footprint).
   virtual size_t scratch_floats() const { return 0; }
   virtual size_t packed_floats() const { return 0; }
+  // Plain loops (no SIMD tier): what a plan forced to own kernels takes only when nothing else
+  // runs the op.
+  virtual bool portable() const { return false; }
 
   Shape in_shape() const { return in_; }
   Shape out_shape() const { return out_; }

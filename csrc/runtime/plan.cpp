@@ -275,9 +275,11 @@ class Chooser {
 
   double layer_cost(const Candidate& c, size_t op) {
     switch (options_.kernels) {
-      case PlanOptions::Kernels::Own: return 1.0;
-      case PlanOptions::Kernels::Dnnl: return c.dnnl ? 1.0 : 1000.0;  // own only where no oneDNN
-      case PlanOptions::Kernels::Pinned: return c.dnnl == (options_.pinned.at(op) == 'd') ? 1.0 : 1000.0;
+      // Unmeasured: any SIMD kernel (with two layout changes) before plain loops.
+      case PlanOptions::Kernels::Own: return c.layer->portable() ? 10.0 : 1.0;
+      case PlanOptions::Kernels::Dnnl: return c.dnnl ? 1.0 : (c.layer->portable() ? 1010.0 : 1000.0);
+      case PlanOptions::Kernels::Pinned:
+        return (c.dnnl == (options_.pinned.at(op) == 'd') ? 1.0 : 1000.0) + (c.layer->portable() ? 10.0 : 0.0);
       case PlanOptions::Kernels::Measure: break;
     }
     return measured(*c.layer);

@@ -39,6 +39,8 @@ BRANCHY_AVX2 inline Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, 
 BRANCHY_AVX2 inline Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
 BRANCHY_AVX2 inline Vec mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
 BRANCHY_AVX2 inline Vec max(Vec a, Vec b) { return _mm256_max_ps(a, b); }
+BRANCHY_AVX2 inline Vec min(Vec a, Vec b) { return _mm256_min_ps(a, b); }
+BRANCHY_AVX2 inline Vec div(Vec a, Vec b) { return _mm256_div_ps(a, b); }
 
 // All lanes set below n (any n; <= 0 none, >= kLanes all).
 BRANCHY_AVX2 inline __m256i first(int n) {
@@ -107,6 +109,8 @@ BRANCHY_AVX512 inline Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b
 BRANCHY_AVX512 inline Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
 BRANCHY_AVX512 inline Vec mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
 BRANCHY_AVX512 inline Vec max(Vec a, Vec b) { return _mm512_max_ps(a, b); }
+BRANCHY_AVX512 inline Vec min(Vec a, Vec b) { return _mm512_min_ps(a, b); }
+BRANCHY_AVX512 inline Vec div(Vec a, Vec b) { return _mm512_div_ps(a, b); }
 
 // All lanes set below n (any n; <= 0 none, >= kLanes all).
 BRANCHY_AVX512 inline __mmask16 first(int n) {

@@ -1,8 +1,10 @@
 // conv2d: cross-correlation with zero padding (any side), stride, dilation and groups, then bias,
 // then the fused activation. BatchNorm after it is folded in by the writer.
+#include <algorithm>
 #include <sstream>
 
 #include "../kernels/conv_direct.h"
+#include "../kernels/depthwise.h"
 #include "registry.h"
 
 namespace branchy {
@@ -143,6 +145,7 @@ class DirectConv : public Layer {
   }
   size_t scratch_floats() const override { return packed_.scratch; }
   size_t packed_floats() const override { return packed_.weights.size() + packed_.bias.size(); }
+  bool portable() const override { return packed_.isa == Isa::Portable; }
 
   Layout input_layout() const override { return Layout::NCHW; }
   Layout output_layout() const override { return Layout::NCHW; }
@@ -166,14 +169,59 @@ class DirectConv : public Layer {
   PackedConv packed_;
 };
 
+// Depthwise (one filter per channel) on NHWC with the SIMD tier's vectors over channels; any
+// window, stride, dilation and padding; bias, residual and activation in its epilogue.
+class DepthwiseLayer : public Layer {
+ public:
+  explicit DepthwiseLayer(const Op& op)
+      : Layer(op.ins, op.out), isa_(active_isa()),
+        g_{op.in.c,       op.in.h,     op.in.w,     op.out.h,     op.out.w,     op.kernel_h, op.kernel_w,
+           op.stride_h,   op.stride_w, op.pad_h,    op.pad_w,     op.dilation_h, op.dilation_w},
+        act_(op.act), lo_(op.act_lo), hi_(op.act_hi), bias_(op.tensors[1].data),
+        packed_(pack_depthwise(g_, op.tensors[0].data, (size_t(op.in.c) + 63) / 64 * 64)),
+        padded_bias_((size_t(op.in.c) + 63) / 64 * 64) {
+    std::copy(bias_, bias_ + op.in.c, padded_bias_.data());
+  }
+  void forward(const float* in, float* out, LayerState*) const override {
+    depthwise_nhwc(isa_, g_, packed_.data(), padded_bias_.data(), in, nullptr, act_, lo_, hi_, out);
+  }
+  void forward_n(const float* const* ins, float* out, LayerState*) const override {
+    depthwise_nhwc(isa_, g_, packed_.data(), padded_bias_.data(), ins[0], ins_.size() > 1 ? ins[1] : nullptr,
+                   act_, lo_, hi_, out);
+  }
+  size_t packed_floats() const override { return packed_.size() + padded_bias_.size(); }
+  Layout input_layout() const override { return Layout::NHWC; }
+  Layout output_layout() const override { return Layout::NHWC; }
+  std::string describe() const override {
+    std::ostringstream s;
+    s << "conv2d " << g_.c << "->" << g_.c << " k" << g_.kernel_h << "x" << g_.kernel_w << " s"
+      << g_.stride_h << " p" << g_.pad_top << " g" << g_.c;
+    if (g_.dilation_h > 1) s << " d" << g_.dilation_h;
+    if (ins_.size() == 2) s << " +residual";
+    if (act_ != Act::None) s << " +" << act_name(act_);
+    s << " [own " << isa_name(isa_) << " depthwise, NHWC]";
+    return s.str();
+  }
+
+ private:
+  Isa isa_;
+  DepthwiseGeometry g_;
+  Act act_;
+  float lo_, hi_;
+  const float* bias_;
+  Buffer packed_, padded_bias_;
+};
+
 Layers own(const Op& op) {
   Layers out;
+  const bool depthwise = op.groups == op.in.c && op.out.c == op.in.c;
+  if (depthwise && active_isa() != Isa::Portable) out.push_back(std::make_unique<DepthwiseLayer>(op));
   const bool direct = op.groups == 1 && op.dilation_h == 1 && op.dilation_w == 1 &&
                       op.pad_bottom == op.pad_h && op.pad_right == op.pad_w;
   if (direct) {
     out.push_back(std::make_unique<DirectConv>(op));
   } else {
-    out.push_back(reference_layer(op, op.groups == op.in.c ? "portable depthwise" : "portable"));
+    out.push_back(reference_layer(op, depthwise ? "portable depthwise" : "portable"));
   }
   return out;
 }

@@ -180,6 +180,7 @@ class ReferenceLayer : public Layer {
   }
   Layout input_layout() const override { return Layout::NCHW; }
   Layout output_layout() const override { return Layout::NCHW; }
+  bool portable() const override { return true; }
   std::string describe() const override {
     std::ostringstream s;
     s << op_.name();

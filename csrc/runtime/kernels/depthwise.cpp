@@ -1,0 +1,56 @@
+#include "depthwise.h"
+
+#include <algorithm>
+
+#include "../ops/registry.h"
+#include "simd.h"
+
+namespace branchy {
+
+#if BRANCHY_X86
+namespace avx2 {
+namespace {
+#define BRANCHY_TIER BRANCHY_AVX2
+#include "depthwise_tier.inl"
+#undef BRANCHY_TIER
+}  // namespace
+}  // namespace avx2
+
+namespace avx512 {
+namespace {
+#define BRANCHY_TIER BRANCHY_AVX512
+#include "depthwise_tier.inl"
+#undef BRANCHY_TIER
+}  // namespace
+}  // namespace avx512
+#endif
+
+Buffer pack_depthwise(const DepthwiseGeometry& g, const float* weight, size_t padded) {
+  Buffer packed(size_t(g.kernel_h) * g.kernel_w * padded);  // zeroed
+  for (int c = 0; c < g.c; ++c) {
+    for (int k = 0; k < g.kernel_h * g.kernel_w; ++k) {
+      packed.data()[size_t(k) * padded + c] = weight[size_t(c) * g.kernel_h * g.kernel_w + k];
+    }
+  }
+  return packed;
+}
+
+void depthwise_nhwc(Isa isa, const DepthwiseGeometry& g, const float* packed, const float* bias,
+                    const float* in, const float* residual, Act act, float lo, float hi, float* out) {
+  const size_t pitch = (size_t(g.c) + 63) / 64 * 64;  // as the layer packs: whole 4-vector blocks
+  const bool in_registers = act == Act::None || act == Act::Relu || act == Act::Clamp ||
+                            act == Act::Hardswish || act == Act::Hardsigmoid;
+  const Act inside = in_registers ? act : Act::None;
+#if BRANCHY_X86
+  if (isa == Isa::Avx512) {
+    avx512::depthwise(g, packed, bias, in, residual, inside, lo, hi, out, pitch);
+  } else {
+    avx2::depthwise(g, packed, bias, in, residual, inside, lo, hi, out, pitch);
+  }
+#else
+  (void)isa, (void)packed, (void)bias, (void)in, (void)residual, (void)out, (void)pitch;
+#endif
+  if (!in_registers) apply_act(act, lo, hi, out, size_t(g.out_h) * g.out_w * g.c);
+}
+
+}  // namespace branchy
