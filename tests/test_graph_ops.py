@@ -221,3 +221,37 @@ def test_the_plan_reports_its_memory(every_op):
     # A slot holds what stage 0 passes on: d and a.
     assert f["slot_bytes"] == 2 * 656 * 4
     assert engine.describe().rstrip().splitlines()[-1].startswith("memory: weights")
+
+
+def test_a_graph_with_many_live_values_plans_and_matches(tmp_path):
+    # 40 branches alive at once until a concat reads them all: past the layout programme's
+    # state limit, the plan places layouts greedily; the answer is the same.
+    w = Weights(3)
+    x = Value()
+    branches = [Op("conv2d", [x], _conv_attrs(2, 2, 3, pads=(1, 1, 1, 1), act=1), [w(2, 2, 3, 3), w(2)])
+                for _ in range(40)]
+    cat = Op("concat", [b.output for b in branches])
+    mean = Op("mean", [cat.output])
+    graph = Graph((2, 5, 5), 80, "entropy", [], [], x, [Stage(branches + [cat, mean], [mean.output])],
+                  [Exit(0, mean.output, [])])
+    path = tmp_path / "wide.branchy"
+    path.write_bytes(model_file.serialize(graph, "{}"))
+    sample = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    want = torch.cat([F.relu(F.conv2d(sample, torch.from_numpy(b.tensors[0]), torch.from_numpy(b.tensors[1]),
+                                      padding=1)) for b in branches], 1).mean((2, 3))[0]
+    for kernels in ("own", "dnnl", "measure"):
+        got = Engine(str(path), kernels=kernels).all_exit_logits(sample[0].float())[0]
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_file_with_too_many_ops_is_refused(tmp_path):
+    x = Value()
+    ops, v = [], x
+    for _ in range(16385):
+        ops.append(Op("activation", [v], dict(activation=1)))
+        v = ops[-1].output
+    graph = Graph((1, 1, 1), 1, "entropy", [], [], x, [Stage(ops, [v])], [Exit(0, v, [])])
+    path = tmp_path / "long.branchy"
+    path.write_bytes(model_file.serialize(graph, "{}"))
+    with pytest.raises(ValueError, match="num_ops is 16385; this reader takes at most 16384 ops"):
+        model_file.summary(path)

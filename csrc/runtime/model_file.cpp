@@ -39,6 +39,7 @@ constexpr uint8_t kMagic[8] = {'B', 'R', 'A', 'N', 'C', 'H', 'Y', 0};
 constexpr uint64_t kHeaderSize = 72;
 constexpr uint64_t kChecksumSize = 8;
 constexpr uint64_t kAlign = 64;
+constexpr uint32_t kMaxOps = 16384;
 
 uint32_t le32(const uint8_t* p) {
   return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
@@ -277,6 +278,9 @@ class Parser {
 
   void read_ops(Model& m) {
     const uint32_t n = count("num_ops", 20);
+    // A resource limit, so that no file makes the plan's work (linear or near it in the op count)
+    // unbounded: the largest torchvision classifiers have a few hundred ops.
+    if (n > kMaxOps) fail("num_ops is ", n, "; this reader takes at most ", kMaxOps, " ops");
     m.values.push_back(m.input);
     m.ops.reserve(n);
     for (uint32_t i = 0; i < n; ++i) {
@@ -365,12 +369,12 @@ class Parser {
       stage.num_ops = take_ops(m, "num_ops");
       const uint32_t outputs = count("num_outputs", 4);
       if (outputs == 0) fail("num_outputs is 0; a stage passes on at least one value");
+      std::vector<bool> listed(m.values.size(), false);
       for (uint32_t i = 0; i < outputs; ++i) {
         const uint32_t v = u32("output value");
         if (v >= m.values.size()) fail("output ", i, " is value ", v, ", past the last ", m.values.size() - 1);
-        for (int32_t seen : stage.outputs) {
-          if (seen == int32_t(v)) fail("output ", i, " repeats value ", v);
-        }
+        if (listed[v]) fail("output ", i, " repeats value ", v);
+        listed[v] = true;
         stage.outputs.push_back(int32_t(v));
       }
       m.stages.push_back(std::move(stage));
@@ -436,41 +440,43 @@ class Parser {
 
   // An op reads only what its stage or head sees: the values the stage before passes on (the
   // model's input for stage 0), or the exit's input, and values of earlier ops of its own part.
-  // A stage passes on values it sees.
+  // A stage passes on values it sees. Linear in the ops: each value carries the number of the
+  // last part that sees it.
   void check_reads(const Model& m) {
-    std::vector<int32_t> visible{0};
-    auto part = [&](const std::vector<int32_t>& seen_before, int32_t first, int32_t count,
-                    const std::string& where) {
-      std::vector<int32_t> seen = seen_before;
+    std::vector<int32_t> seen_by(m.values.size(), -1);
+    int32_t part = 0;
+    auto run = [&](const std::vector<int32_t>& visible, int32_t first, int32_t count,
+                   const std::string& where) {
+      for (int32_t v : visible) seen_by[v] = part;
       for (int32_t i = first; i < first + count; ++i) {
         const Op& op = m.ops[i];
         for (size_t k = 0; k < op.inputs.size(); ++k) {
-          if (std::find(seen.begin(), seen.end(), op.inputs[k]) == seen.end()) {
+          if (seen_by[op.inputs[k]] != part) {
             at_ = where + ", op " + std::to_string(i) + " (" + op.name() + ")";
             fail("input ", k, " is value ", op.inputs[k],
                  ", which this part of the graph does not see (a stage sees what the stage before "
                  "passes on and its own ops' values; a head its input and its own ops' values)");
           }
         }
-        seen.push_back(op.output);
+        seen_by[op.output] = part;
       }
-      return seen;
     };
-    for (size_t s = 0; s < m.stages.size(); ++s) {
+    std::vector<int32_t> visible{0};
+    for (size_t s = 0; s < m.stages.size(); ++s, ++part) {
       const Stage& stage = m.stages[s];
       const std::string where = "stage " + std::to_string(s);
-      const std::vector<int32_t> seen = part(visible, stage.first_op, stage.num_ops, where);
+      run(visible, stage.first_op, stage.num_ops, where);
       for (size_t i = 0; i < stage.outputs.size(); ++i) {
-        if (std::find(seen.begin(), seen.end(), stage.outputs[i]) == seen.end()) {
+        if (seen_by[stage.outputs[i]] != part) {
           at_ = where;
           fail("output ", i, " is value ", stage.outputs[i], ", which the stage does not see");
         }
       }
       visible = stage.outputs;
     }
-    for (size_t e = 0; e < m.exits.size(); ++e) {
+    for (size_t e = 0; e < m.exits.size(); ++e, ++part) {
       const Exit& exit = m.exits[e];
-      part({exit.input}, exit.first_op, exit.num_ops, "exit " + std::to_string(e));
+      run({exit.input}, exit.first_op, exit.num_ops, "exit " + std::to_string(e));
     }
     at_.clear();
   }

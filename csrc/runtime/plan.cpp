@@ -159,6 +159,7 @@ class Chooser {
     for (size_t i = 0; i < n; ++i) {
       for (int32_t v : ops[i].inputs) last_use[v] = i;
     }
+    if (widest_live(ops, layouts, last_use) > kMaxLive) return greedy(std::move(ops), layouts, first);
     // live[i]: values read at or after op i and defined before it, ascending.
     std::vector<std::vector<int32_t>> live(n + 1);
     for (const auto& [v, use] : last_use) {
@@ -240,6 +241,54 @@ class Chooser {
 
  private:
   static constexpr size_t kBeam = 64;
+  // Beyond this many values alive at once (a DenseNet block holds a few dozen... of which few at
+  // a time; a hostile file could hold thousands) the programme's states would grow with them:
+  // each op then takes the layout that is cheapest given its inputs' (greedy, linear).
+  static constexpr size_t kMaxLive = 24;
+
+  // The most values alive at once between the ops (defined, and read by a later op).
+  static size_t widest_live(const std::vector<Op>& ops, const std::map<int32_t, int>& layouts,
+                            const std::map<int32_t, size_t>& last_use) {
+    std::vector<int> delta(ops.size() + 2, 0);
+    std::map<int32_t, size_t> defined;
+    for (size_t i = 0; i < ops.size(); ++i) defined[ops[i].output] = i + 1;
+    for (const auto& [v, use] : last_use) {
+      auto d = defined.find(v);
+      const size_t from = d != defined.end() ? d->second : (layouts.count(v) ? 0 : use + 1);
+      if (from > use) continue;
+      delta[from] += 1;
+      delta[use + 1] -= 1;
+    }
+    size_t widest = 0;
+    long live = 0;
+    for (int d : delta) widest = std::max(widest, size_t(live += d));
+    return widest;
+  }
+
+  std::vector<Placed> greedy(std::vector<Op> ops, std::map<int32_t, int>& layouts, size_t first) {
+    std::vector<Placed> out;
+    std::string kinds;
+    for (size_t i = 0; i < ops.size(); ++i) {
+      std::vector<Candidate> candidates = candidates_for(ops[i]);
+      size_t best = 0;
+      double best_cost = std::numeric_limits<double>::infinity();
+      for (size_t c = 0; c < candidates.size(); ++c) {
+        double cost = layer_cost(candidates[c], first + i);
+        for (size_t k = 0; k < ops[i].inputs.size(); ++k) {
+          cost += reorder_cost(ops[i].ins[k], Layout(layouts.at(ops[i].inputs[k])),
+                               candidates[c].layer->input_layout());
+        }
+        if (cost < best_cost) best_cost = cost, best = c;
+      }
+      Candidate& cand = candidates[best];
+      kinds += cand.dnnl ? 'd' : 'o';
+      const double micros = measuring() ? layer_cost(cand, first + i) : 0.0;
+      layouts[ops[i].output] = int(cand.layer->output_layout());
+      out.push_back(Placed{std::move(ops[i]), std::move(cand.layer), micros});
+    }
+    choices_ += kinds;
+    return out;
+  }
 
   static size_t index_of(const std::vector<int32_t>& values, int32_t v) {
     return size_t(std::lower_bound(values.begin(), values.end(), v) - values.begin());
@@ -302,7 +351,7 @@ class Chooser {
 // The model's ops as the plan runs them: a flatten read only by linear ops (which read any
 // [C, H, W] in flattening order) and not passed on is dropped, its readers reading its input.
 std::vector<Op> folded(const Model& m, int32_t first, int32_t count, const std::vector<bool>& kept_values,
-                       std::vector<int32_t>& alias) {
+                       const std::vector<bool>& read_by_other_than_linear, std::vector<int32_t>& alias) {
   std::vector<Op> out;
   for (int32_t i = first; i < first + count; ++i) {
     Op op = m.ops[i];
@@ -311,17 +360,10 @@ std::vector<Op> folded(const Model& m, int32_t first, int32_t count, const std::
       op.ins[k] = m.values[op.inputs[k]];
     }
     op.in = op.ins[0];
-    if (std::string(op.name()) == "flatten" && !kept_values[op.output]) {
-      bool only_linear = true;
-      for (const Op& reader : m.ops) {
-        for (int32_t v : reader.inputs) {
-          if (v == op.output && std::string(reader.name()) != "linear") only_linear = false;
-        }
-      }
-      if (only_linear) {
-        alias[op.output] = op.inputs[0];
-        continue;
-      }
+    if (std::string(op.name()) == "flatten" && !kept_values[op.output] &&
+        !read_by_other_than_linear[op.output]) {
+      alias[op.output] = op.inputs[0];
+      continue;
     }
     out.push_back(std::move(op));
   }
@@ -485,17 +527,22 @@ Plan::Plan(Model model, PlanOptions options) : impl_(std::make_unique<Impl>()) {
   for (const Exit& e : m.exits) kept[e.input] = kept[e.logits] = true;
   std::vector<int32_t> alias(m.values.size());
   for (size_t v = 0; v < alias.size(); ++v) alias[v] = int32_t(v);
+  std::vector<bool> other_reader(m.values.size(), false);
+  for (const Op& op : m.ops) {
+    if (std::string(op.name()) == "linear") continue;
+    for (int32_t v : op.inputs) other_reader[v] = true;
+  }
 
   // The trunk as one list, so layout changes are placed where they cost least; then split back
   // into stages.
   std::vector<std::vector<Op>> stage_ops, head_ops;
   size_t count = 0;
   for (const Stage& s : m.stages) {
-    stage_ops.push_back(folded(m, s.first_op, s.num_ops, kept, alias));
+    stage_ops.push_back(folded(m, s.first_op, s.num_ops, kept, other_reader, alias));
     count += stage_ops.back().size();
   }
   for (const Exit& e : m.exits) {
-    head_ops.push_back(folded(m, e.first_op, e.num_ops, kept, alias));
+    head_ops.push_back(folded(m, e.first_op, e.num_ops, kept, other_reader, alias));
     count += head_ops.back().size();
   }
   if (p.options.kernels == PlanOptions::Kernels::Pinned && p.options.pinned.size() != count) {
