@@ -23,11 +23,16 @@ from branchy_engine.model_file import Exit, Op, Stage, Value
 
 aten = torch.ops.aten
 
+def _bound(args, i, keyword, missing):
+    value = args[i] if len(args) > i else keyword
+    return missing if value is None else float(value)
+
+
 # ATen activations -> (code, lo, hi) of the file's activation (docs/model-format.md).
 _ACTIVATIONS: Dict[Any, Callable[[tuple, dict], Tuple[int, float, float]]] = {
     aten.relu.default: lambda a, k: (1, 0.0, 0.0),
     aten.hardtanh.default: lambda a, k: (2, float(a[1] if len(a) > 1 else -1.0), float(a[2] if len(a) > 2 else 1.0)),
-    aten.clamp.default: lambda a, k: (2, float(a[1]), float(a[2])),
+    aten.clamp.default: lambda a, k: (2, _bound(a, 1, k.get("min"), -math.inf), _bound(a, 2, k.get("max"), math.inf)),
     aten.relu6.default: lambda a, k: (2, 0.0, 6.0),
     aten.hardswish.default: lambda a, k: (3, 0.0, 0.0),
     aten.hardsigmoid.default: lambda a, k: (4, 0.0, 0.0),
@@ -180,7 +185,10 @@ class Lowering:
         if t is operator.getitem:
             return self.getitem(node, *args)
         if t in _IDENTITIES:
-            return self.passes(args[0], node)
+            x = args[0]
+            if isinstance(x, ChannelsLast):
+                return ChannelsLast(self.passes(x.value, node))
+            return self.passes(x, node)
         if t in _ACTIVATIONS:
             return self.activation(node, args, kwargs)
         handler = _HANDLERS.get(t)
@@ -255,7 +263,7 @@ def _batch_norm(L: Lowering, node, args, kwargs):
     scale = (_f64(weight) if weight is not None else np.ones(c)) / np.sqrt(_f64(var) + eps)
     shift = (_f64(bias) if bias is not None else np.zeros(c)) - _f64(mean) * scale
     conv = L.fusable(x, ("conv2d",))
-    if conv is not None:
+    if conv is not None and len(conv.inputs) == 1:  # not past a residual fused into it
         w, b = conv.tensors
         conv.tensors = [w * scale[:, None, None, None], b * scale + shift]
         L.maker[id(x)] = (conv, node)
@@ -383,9 +391,9 @@ def _transpose(L: Lowering, node, args, kwargs):
 def _permute(L: Lowering, node, args, kwargs):
     x, dims = args[0], [int(d) % 4 for d in args[1]]
     if dims == [0, 2, 3, 1] and isinstance(x, Value) and len(L.shape[id(x)]) == 3:
-        return ChannelsLast(x)
+        return ChannelsLast(L.passes(x, node))
     if dims == [0, 3, 1, 2] and isinstance(x, ChannelsLast):
-        return x.value
+        return L.passes(x.value, node)
     raise L.refuse(node, f"permute {dims} (the engine takes NCHW <-> channels-last around per-pixel ops)")
 
 
@@ -431,10 +439,16 @@ def _binary(kind: str):
             x = x.value if isinstance(x, ChannelsLast) else L.value(node, x)
             c = L.shape[id(x)][0]
             t = _f64(const)
+            shape = tuple(const.shape)
+            # Only a scalar or a constant along the channel axis: [C, 1, 1] on NCHW, [C] (the last
+            # dimension) on a channels-last view.
+            per_channel = (shape[-1:] == (c,) and all(d == 1 for d in shape[:-1])) if channels_last else \
+                (len(shape) >= 3 and shape[-3:] == (c, 1, 1) and all(d == 1 for d in shape[:-3]))
             if t.size == 1:
                 t = np.full(c, float(t.reshape(())))
-            if t.size != c:
-                raise L.refuse(node, f"{kind} by a constant of shape {tuple(const.shape)}")
+            elif not per_channel:
+                raise L.refuse(node, f"{kind} by a constant of shape {shape} (the engine takes a "
+                                     f"scalar or one value per channel)")
             t = t.reshape(c)
             scale, shift = (t, np.zeros(c)) if kind == "mul" else (np.ones(c), t)
             v = L.emit(node, "channel_affine", [x], {}, [scale, shift], shape=L.shape[id(x)])
@@ -476,7 +490,7 @@ def _cat(L: Lowering, node, args, kwargs):
         raise L.refuse(node, f"cat along dim {dim} (the engine concatenates channels)")
     shapes = [L.shape[id(x)] for x in xs]
     if len(xs) == 1:
-        return xs[0]
+        return L.passes(xs[0], node)
     return L.emit(node, "concat", xs, {}, shape=(sum(s[0] for s in shapes), *shapes[0][1:]))
 
 

@@ -422,3 +422,70 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     (tmp_path / "junk.branchy").write_bytes(b"\0" * 100)
     assert branchy(["inspect", str(tmp_path / "junk.branchy")]) == 2
     assert "magic is not" in capsys.readouterr().err
+
+
+class _PreActivation(nn.Module):
+    """relu(bn(conv(x) + x)): a residual fused into the conv must stop BatchNorm folding into it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x) + x))
+
+
+class _PermuteFanOut(nn.Module):
+    """A channels-last view read twice: no activation may fuse into the conv behind it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        y = self.conv(x).permute(0, 2, 3, 1)
+        return (torch.relu(y) + y).permute(0, 3, 1, 2)
+
+
+class _Clamped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.register_buffer("scale", torch.arange(3.0).view(3, 1, 1) + 0.5)
+
+    def forward(self, x):
+        return torch.clamp(self.conv(x), min=0.25) * self.scale
+
+
+@pytest.mark.parametrize("block", [_PreActivation, _PermuteFanOut, _Clamped])
+def test_fusions_keep_the_networks_answer(tmp_path, block):
+    torch.manual_seed(0)
+    net = _net(block(), features=3 * 32 * 32)
+    randomize_batch_norm(net)
+    net.eval()
+    write_model(net, tmp_path / "m.branchy", (3, 32, 32))
+    from branchy_engine import Engine
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = net(x)[0]
+    for kernels in ("own", "dnnl"):
+        engine = Engine(str(tmp_path / "m.branchy"), kernels=kernels)
+        for n in range(2):
+            torch.testing.assert_close(engine.all_exit_logits(x[n])[0], want[n], rtol=1e-4, atol=1e-4)
+
+
+class _AlongWidth(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("w", torch.arange(32.0))
+
+    def forward(self, x):
+        return x * self.w
+
+
+def test_a_constant_along_width_is_refused_not_taken_per_channel(tmp_path):
+    # [32] broadcasts along W of a [B, 32, 32, 32] value; the engine's per-channel scale would be wrong.
+    net = _net(nn.Conv2d(3, 32, 1), _AlongWidth(), features=32 * 32 * 32).eval()
+    with pytest.raises(ValueError, match=r"mul by a constant of shape \(32,\) \(the engine takes a scalar "
+                                         r"or one value per channel\)"):
+        write_model(net, tmp_path / "m.branchy", (3, 32, 32))

@@ -40,6 +40,7 @@ constexpr uint64_t kHeaderSize = 72;
 constexpr uint64_t kChecksumSize = 8;
 constexpr uint64_t kAlign = 64;
 constexpr uint32_t kMaxOps = 16384;
+constexpr uint32_t kMaxStages = 1024;
 
 uint32_t le32(const uint8_t* p) {
   return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
@@ -362,6 +363,8 @@ class Parser {
   void read_stages(Model& m) {
     const uint32_t n = count("num_stages", 8);
     if (n == 0) fail("num_stages is 0; a model has at least one stage");
+    if (n > kMaxStages) fail("num_stages is ", n, "; this reader takes at most ", kMaxStages);
+    std::vector<uint32_t> listed(m.values.size(), 0);  // per value: the last stage (+1) listing it
     for (uint32_t s = 0; s < n; ++s) {
       at_ = "stage " + std::to_string(s);
       Stage stage;
@@ -369,12 +372,11 @@ class Parser {
       stage.num_ops = take_ops(m, "num_ops");
       const uint32_t outputs = count("num_outputs", 4);
       if (outputs == 0) fail("num_outputs is 0; a stage passes on at least one value");
-      std::vector<bool> listed(m.values.size(), false);
       for (uint32_t i = 0; i < outputs; ++i) {
         const uint32_t v = u32("output value");
         if (v >= m.values.size()) fail("output ", i, " is value ", v, ", past the last ", m.values.size() - 1);
-        if (listed[v]) fail("output ", i, " repeats value ", v);
-        listed[v] = true;
+        if (listed[v] == s + 1) fail("output ", i, " repeats value ", v);
+        listed[v] = s + 1;
         stage.outputs.push_back(int32_t(v));
       }
       m.stages.push_back(std::move(stage));

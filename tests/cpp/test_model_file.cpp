@@ -623,28 +623,35 @@ TEST(hostile_counts_and_offsets_are_refused_without_overflow) {
   CHECK_REFUSED(with(exits_at + 8, all, 4), "exit 0: input is value 4294967295, not one of stage 0's outputs");
   CHECK_REFUSED(with(exits_at + 12, all, 4), "exit 0: num_ops is 4294967295 but only 4 ops are left");
 
-  // A kernel whose weight count overflows 64 bits: [2^20, 1, 2^31 - 1, 2^31 - 1], on a [1, 1, 1]
-  // input padded to fit it, at a stride that leaves one output pixel.
+  // A kernel whose weight count overflows 64 bits: [2^20, 1, 2^22, 2^22], on a [1, 1, 1] input
+  // padded to fit it, at a stride that leaves one output pixel.
   Writer big;
   big.num_classes = 1 << 20;
-  const int32_t k = std::numeric_limits<int32_t>::max();
+  const int32_t k = 1 << 22;
   const uint32_t x = big.op("conv2d", {0}, {1, 1 << 20, k, k, k, k, k - 1, k - 1, k - 1, k - 1, 1, 1, 1, 0},
                             {0, 0}, {1, 1 << 20});
   big.stage({x});
   big.exit(0, x);
   CHECK_REFUSED(big.file(),
                 "op 0 (conv2d): weight [out, in / groups, kernel_h, kernel_w] (tensor 0) has 1 "
-                "elements, expected more than 2^63 = out 1048576 * in / groups 1 * 2147483647 * "
-                "2147483647");
-  // A dilated kernel past the padded input, both sizes over 2^31: the message's sizes are right.
+                "elements, expected more than 2^63 = out 1048576 * in / groups 1 * 4194304 * "
+                "4194304");
+  // A dilated kernel past the padded input: the message's sizes are right.
   Writer wide;
-  const uint32_t y = wide.op("conv2d", {0}, {1, 1, k, k, 1, 1, k - 2, k - 2, k - 2, k - 2, 2, 2, 1, 0},
+  const uint32_t y = wide.op("conv2d", {0}, {1, 1, 1000, 1000, 1, 1, 998, 998, 998, 998, 2, 2, 1, 0},
                              {0, 0}, {1, 1});
   wide.stage({y});
   wide.exit(0, y);
   CHECK_REFUSED(wide.file(),
-                "op 0 (conv2d): the dilated kernel 4294967293x4294967293 is larger than the padded "
-                "input 4294967291x4294967291");
+                "op 0 (conv2d): the dilated kernel 1999x1999 is larger than the padded input 1997x1997");
+  // A padded input past 2^31 - 1 (every index the kernels form stays within int32).
+  const int32_t m = std::numeric_limits<int32_t>::max();
+  Writer huge;
+  const uint32_t z = huge.op("conv2d", {0}, {1, 1, m, m, 1, 1, m - 2, m - 2, m - 2, m - 2, 2, 2, 1, 0},
+                             {0, 0}, {1, 1});
+  huge.stage({z});
+  huge.exit(0, z);
+  CHECK_REFUSED(huge.file(), "op 0 (conv2d): the padded input 4294967291x4294967291 is larger than 2^31-1");
 }
 
 TEST(activation_sizes_are_bounded) {

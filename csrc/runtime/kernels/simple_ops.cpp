@@ -49,12 +49,12 @@ void pool_nchw(const Op& op, Isa isa, const float* in, float* out) {
     const float* plane = in + size_t(c) * op.in.h * op.in.w;
     for (int oy = 0; oy < op.out.h; ++oy) {
       const int y0 = oy * op.stride_h - op.pad_h;
-      const int y1 = std::min(y0 + op.kernel_h, op.in.h + op.pad_h);
+      const int y1 = int(std::min<int64_t>(int64_t(y0) + op.kernel_h, int64_t(op.in.h) + op.pad_h));
       for (int ox = 0; ox < op.out.w; ++ox) {
         const int x0 = ox * op.stride_w - op.pad_w;
-        const int x1 = std::min(x0 + op.kernel_w, op.in.w + op.pad_w);
+        const int x1 = int(std::min<int64_t>(int64_t(x0) + op.kernel_w, int64_t(op.in.w) + op.pad_w));
         // PyTorch divides by the window clipped to the padded input, before clipping to the input.
-        const int divisor = (y1 - y0) * (x1 - x0);
+        const int64_t divisor = int64_t(y1 - y0) * (x1 - x0);
         float acc = max ? -std::numeric_limits<float>::infinity() : 0.0f;
         for (int y = std::max(y0, 0); y < std::min(y1, op.in.h); ++y) {
           for (int x = std::max(x0, 0); x < std::min(x1, op.in.w); ++x) {

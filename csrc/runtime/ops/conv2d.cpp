@@ -1,6 +1,7 @@
 // conv2d: cross-correlation with zero padding (any side), stride, dilation and groups, then bias,
 // then the fused activation. BatchNorm after it is folded in by the writer.
 #include <algorithm>
+#include <limits>
 #include <sstream>
 
 #include "../kernels/conv_direct.h"
@@ -44,8 +45,14 @@ std::vector<Expected> check(const OpCheck& c, Op& op) {
                                   std::tuple{op.pad_right, span_w, "pad_right"}}) {
     if (pad >= span) c.fail(field, " ", pad, " is not smaller than the dilated kernel ", span);
   }
-  const int64_t h = int64_t(op.in.h) + op.pad_h + op.pad_bottom - span_h;
-  const int64_t w = int64_t(op.in.w) + op.pad_w + op.pad_right - span_w;
+  // Every index the kernels form lies inside the padded input: keep it within int32.
+  const int64_t padded_h = int64_t(op.in.h) + op.pad_h + op.pad_bottom;
+  const int64_t padded_w = int64_t(op.in.w) + op.pad_w + op.pad_right;
+  if (padded_h > std::numeric_limits<int32_t>::max() || padded_w > std::numeric_limits<int32_t>::max()) {
+    c.fail("the padded input ", padded_h, "x", padded_w, " is larger than 2^31-1");
+  }
+  const int64_t h = padded_h - span_h;
+  const int64_t w = padded_w - span_w;
   if (h < 0 || w < 0) {
     c.fail("the dilated kernel ", span_h, "x", span_w, " is larger than the padded input ",
            h + span_h, "x", w + span_w);  // the padded sizes, in 64 bits

@@ -1,5 +1,6 @@
 // max_pool2d and avg_pool2d: PyTorch's MaxPool2d / AvgPool2d (count_include_pad=True) with
 // ceil_mode, then the fused activation.
+#include <limits>
 #include <sstream>
 
 #include "../kernels/simple_ops.h"
@@ -34,6 +35,15 @@ std::vector<Expected> check(const OpCheck& c, Op& op) {
   op.pad_bottom = op.pad_h;
   op.pad_right = op.pad_w;
   op.ceil_mode = c.flag(v[6], "ceil_mode");
+  // Window sizes and the indices the kernels form stay within int32 (the average's divisor is a
+  // window's area: at most 2^31-1 too).
+  if (int64_t(op.kernel_h) * op.kernel_w > std::numeric_limits<int32_t>::max()) {
+    c.fail("the window ", op.kernel_h, "x", op.kernel_w, " has more than 2^31-1 elements");
+  }
+  if (int64_t(op.in.h) + 2 * int64_t(op.pad_h) + op.stride_h > std::numeric_limits<int32_t>::max() ||
+      int64_t(op.in.w) + 2 * int64_t(op.pad_w) + op.stride_w > std::numeric_limits<int32_t>::max()) {
+    c.fail("the padded input is larger than 2^31-1");
+  }
   c.activation(op, 7, 0);
   op.out = c.shape(op.in.c, pool_size(c, op.in.h, op.kernel_h, op.stride_h, op.pad_h, op.ceil_mode, "height"),
                    pool_size(c, op.in.w, op.kernel_w, op.stride_w, op.pad_w, op.ceil_mode, "width"),
