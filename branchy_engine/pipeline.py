@@ -26,7 +26,8 @@ from branchy_engine.fileio import write_text
 from branchy_engine.timing import warm_up
 
 NAMES = {"lenet": ("LeNet", "B-LeNet"), "alexnet": ("AlexNet", "B-AlexNet"),
-         "resnet110": ("ResNet-110", "B-ResNet-110")}
+         "resnet110": ("ResNet-110", "B-ResNet-110"),
+         "mobilenet_v3_small": ("MobileNetV3-small", "B-MobileNetV3-small")}
 
 
 class Progress:
@@ -61,7 +62,9 @@ def _onnx_baseline(net, shape, threads):
             return self.net(x)[-1].argmax(1)
 
     buffer = io.BytesIO()
-    torch.onnx.export(Baseline(net.eval()), (torch.rand(1, *shape),), buffer, dynamo=False,
+    # The wrapper in eval mode too: the exporter restores each module's mode afterwards, and a
+    # wrapper left in training mode would put the network's BatchNorms back in training mode.
+    torch.onnx.export(Baseline(net.eval()).eval(), (torch.rand(1, *shape),), buffer, dynamo=False,
                       input_names=["x"], opset_version=17)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -139,6 +142,7 @@ def evaluate(family: str, paths: dict, baseline_ckpt: str, threads: int, data_di
     progress.step(f"{family}: the baseline in ONNX Runtime and PyTorch eager")
     baseline = checkpoint.build_model(checkpoint.load(baseline_ckpt, model=family))
     session = _onnx_baseline(baseline, tuple(d.input_shape), threads)
+    baseline.eval()
     feeds = [{"x": b.numpy()} for b in batches]
     ort_us, ort_pred = _mean_time_per_sample(lambda feed: int(session.run(None, feed)[0][0]), feeds)
 

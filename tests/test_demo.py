@@ -20,7 +20,7 @@ def test_demo_on_a_slice(tmp_path, capsys):
                  "b_lenet-calibrated.pt", "profile-b_lenet-fig6.png", "profile-b_lenet-sweep.json"):
         assert (tmp_path / name).stat().st_size > 0, name
     result = json.loads((tmp_path / "table1.json").read_text())
-    (table,) = result["networks"]
+    table = result["networks"][0]
     engine_lenet, ort, eager, branchy_row = table["rows"][:4]  # a GPU row follows where there is one
     assert "300 test samples" in table["dataset"]
     assert sum(branchy_row["exit_percent"]) == pytest.approx(100.0)
@@ -43,3 +43,15 @@ def test_demo_on_a_slice(tmp_path, capsys):
     if f6["misses"]:
         assert f6["misses"][-1] < f6["misses"][0]
     assert "Figure 6" in (tmp_path / "table1.md").read_text()
+    # The shipped B-MobileNetV3-small (a torchvision network with exits), where shipped: its rows
+    # after B-LeNet's, on the same slice, from its own calibration and export.
+    if os.path.exists(os.path.join(SHIPPED, "b_mobilenet_v3_small.pt")):
+        mobilenet = result["networks"][1]
+        assert mobilenet["family"] == "mobilenet_v3_small" and "300 test samples" in mobilenet["dataset"]
+        base, ort, eager, branchy_row = mobilenet["rows"][:4]
+        assert branchy_row["network"] == "B-MobileNetV3-small (engine)"
+        assert base["accuracy"] == ort["accuracy"] == eager["accuracy"]
+        assert sum(branchy_row["exit_percent"]) == pytest.approx(100.0)
+        assert branchy_row["gain_vs_onnxruntime"] == pytest.approx(ort["time_us"] / branchy_row["time_us"])
+        assert (tmp_path / "mobilenet_v3_small" / "b_mobilenet_v3_small.branchy").stat().st_size > 0
+        assert "B-MobileNetV3-small (engine)" in printed
