@@ -23,7 +23,8 @@ help:
 	@echo "make demo   the main job, on the embedded default data"
 	@echo "make test   the test suite: C++ (ctest), Python (pytest), benchmarks once without timing,"
 	@echo "            and the GPU check's dry run (bench/gpu_check.sh --dry-run: its wiring)"
-	@echo "make bench  the benchmarks, timed: the fused exit decision, the CPU engine vs peers;"
+	@echo "make bench  the benchmarks, timed: the fused exit decision, the CPU engine vs peers"
+	@echo "            (the paper's networks; torchvision networks vs ONNX Runtime and OpenVINO);"
 	@echo "            writes bench/results/"
 
 $(VENV)/.deps: requirements.txt
@@ -68,6 +69,7 @@ test: $(VENV)/.built ctest
 bench: $(VENV)/.built
 	$(VENV)/bin/branchy bench
 	$(PY) bench/cpu_engine.py
+	$(PY) bench/any_network.py
 
 demo: $(VENV)/.built $(BUILD)/branchy-run
 	$(VENV)/bin/branchy demo
