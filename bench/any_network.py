@@ -53,17 +53,6 @@ PEERS = ("onnxruntime", "openvino")
 PYTHON_OVERHEAD_US = 1.5
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def onnxruntime_runner(model, x):
     import onnxruntime as ort
     buffer = io.BytesIO()
@@ -299,7 +288,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": "python bench/any_network.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "machine": {"cpu": cpu_name(), "isa": _C.cpu_isa(), "threads": 1,
+              "machine": {"cpu": costs_mod.cpu_model(), "isa": _C.cpu_isa(), "threads": 1,
                           "platform": platform.platform()},
               "input_size": size,
               "timing": f"Each figure: median over {rounds} interleaved rounds of the mean of a round's "
