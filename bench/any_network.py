@@ -214,7 +214,7 @@ def measure(name: str, size: int, rounds: int, directory: str, say) -> dict:
 
 def markdown(result: dict) -> str:
     m = result["machine"]
-    lines = [f"# Networks users bring: engine vs ONNX Runtime, OpenVINO, eager",
+    lines = ["# Networks users bring: engine vs ONNX Runtime, OpenVINO, eager",
              "",
              f"{m['cpu']}, {m['isa']} kernels, {m['threads']} thread, batch 1, "
              f"{result['input_size']}x{result['input_size']}, random weights; {result['date']}; "
