@@ -7,6 +7,7 @@
 #include "cpu.h"
 
 #if BRANCHY_X86
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -188,10 +189,15 @@ BRANCHY_AVX2 Decision decide_row_avx2(const T* row, int64_t classes, Criterion c
   return finalize(merge_lanes(l), classes, criterion, threshold);
 }
 
+// F16C from CPUID directly: clang before 15 does not know "f16c" in __builtin_cpu_supports.
+bool cpu_has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+
 bool cpu_has_avx2() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
 }
 
 bool cpu_has_avx512() {
