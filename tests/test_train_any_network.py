@@ -90,6 +90,16 @@ def test_torchvision_model_on_an_image_folder(folder, tmp_path, capsys):
     assert branchy(["run", model, "--data-dir", folder]) == 0
     out = capsys.readouterr().out
     assert "test samples of imagefolder" in out and "accuracy:" in out
+    # Profiled per stage and exit, and swept for Figure 6, like the paper's networks.
+    profiled = tmp_path / "profile"
+    assert branchy(["profile", model, "--data-dir", folder, "--counters", "off", "--out", str(profiled)]) == 0
+    record = json.loads((profiled / "profile-b_mobilenet_v3_small.json").read_text())
+    assert len(record["stages"]) == 3 and len(record["exits"]) == 3
+    assert sum(e["samples"] for e in record["exits"]) == record["samples"] > 0
+    assert branchy(["profile", model, "--data-dir", folder, "--counters", "off", "--sweep",
+                    "--out", str(profiled)]) == 0
+    assert (profiled / "profile-b_mobilenet_v3_small-fig6.png").stat().st_size > 0
+    capsys.readouterr()
     from branchy_engine import Engine
     engine = Engine(model)
     with torch.no_grad():
