@@ -64,6 +64,7 @@ struct Plan::Impl {
   size_t arena = 0;                      // floats of the arena (the widest program)
   size_t max_inputs = 1;                 // most inputs of one step
   size_t packed = 0, scratch = 0;        // floats of packed weights and per-context scratch
+  bool dnnl = false;                     // some layer is oneDNN's
 };
 
 struct Context::State {
@@ -589,6 +590,7 @@ Plan::Plan(Model model, PlanOptions options) : impl_(std::make_unique<Impl>()) {
   }
 
   p.choices = chooser.choices();
+  p.dnnl = p.choices.find('d') != std::string::npos;
   for (const auto* programs : {&p.stages, &p.heads}) {
     for (const Program& program : *programs) {
       p.arena = std::max(p.arena, program.arena);
@@ -687,8 +689,15 @@ struct NoProbe {
   void end(Probe::Part, int) {}
 };
 
+// oneDNN's thread count is OpenMP's, per calling thread: set it for the thread that runs (a plan
+// built on one thread and run from a pool's would otherwise run its layers on every core).
+inline void own_threads(const Plan::Impl& p) {
+  if (p.dnnl) set_dnnl_threads(p.options.threads);
+}
+
 template <class P>
 Result run_with(const Plan::Impl& p, Context::State& ctx, const float* input, P& probe) {
+  own_threads(p);
   Result result;
   const float* x = input;
   for (size_t s = 0; s < p.stages.size(); ++s) {
@@ -721,6 +730,7 @@ Result Plan::run_instrumented(Context& context, const float* input, Probe& probe
 void Plan::run_batch(Context& context, const float* inputs, int64_t batch, Result* results) const {
   const Impl& p = *impl_;
   Context::State& ctx = context.state();
+  own_threads(p);
   const size_t in_size = size_t(p.model.input.numel()), slot = p.slot;
   for (int64_t first = 0; first < batch; first += ctx.max_batch) {
     const int64_t n = std::min<int64_t>(ctx.max_batch, batch - first);
@@ -749,6 +759,7 @@ void Plan::run_batch(Context& context, const float* inputs, int64_t batch, Resul
 std::vector<std::vector<float>> Plan::all_exit_logits(Context& context, const float* input) const {
   const Impl& p = *impl_;
   Context::State& ctx = context.state();
+  own_threads(p);
   std::vector<std::vector<float>> logits;
   const float* x = input;
   for (size_t s = 0; s < p.stages.size(); ++s) {
