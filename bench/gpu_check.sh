@@ -75,7 +75,7 @@ fi
 # The files each step uses: the dry run checks that they exist and are collected.
 # (tests/test_sanitizer.py's GPU test is phase 2's sanitizer steps, each tool within its own limit.)
 CUDA_TESTS=(tests/test_exit_decision.py tests/test_compaction.py tests/test_gpu_engine.py
-            tests/test_gpu_profile.py)
+            tests/test_gpu_profile.py tests/test_any_network.py)
 CLAIM_TESTS=(tests/test_gpu_claims.py)
 SANITIZE_WORKLOAD=tests/gpu/sanitize_kernels.py
 SANITIZER_TOOLS=(memcheck racecheck synccheck initcheck)

@@ -141,3 +141,26 @@ def test_the_gpu_engines_graph_matches_pytorch(exported, name):
     for e, (g, ref) in enumerate(zip(got, want)):
         scale = ref[:3].abs().max().item()
         assert (g.double() - ref[:3]).abs().max().item() <= 1e-4 * scale + 1e-6, (name, e)
+
+
+@pytest.mark.parametrize("mode", ["eager", "graphs", "conditional"])
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "handmade"])
+def test_the_gpu_engine_runs_the_graph_on_a_gpu(exported, cuda, name, mode):
+    # The GPU engine on graphs with skips, squeeze-excitation and concat (bench/gpu_check.sh runs
+    # this file; two networks keep its GPU-test step within its time limit, the torch table itself
+    # is checked on every network above): single samples and a batch with per-sample exits leave
+    # where PyTorch's scores say, in every mode.
+    from branchy_engine.gpu.engine import GpuEngine
+    path, _, x, want = exported(name)
+    entropy = -(want[0].softmax(1) * want[0].log_softmax(1)).sum(1)
+    threshold = float(entropy.median())
+    engine = GpuEngine(path, device=cuda, mode=mode, thresholds=[threshold, float("inf")], max_batch=8)
+    near = (entropy - threshold).abs() < 1e-3
+    expected_exit = (entropy >= threshold).long()
+    singles = [engine(s.to(cuda)) for s in x]
+    batch = engine(x.to(cuda))
+    for n, one in enumerate(singles):
+        assert (one.exit, one.prediction) == (int(batch.exit[n]), int(batch.prediction[n])), n
+        if not near[n]:
+            assert one.exit == int(expected_exit[n]), n
+            assert one.prediction == int(want[one.exit][n].argmax()), n
