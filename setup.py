@@ -99,7 +99,7 @@ setup(
     package_data={"branchy_engine": ["checkpoints/*.pt", "checkpoints/*.json"]},
     ext_modules=[ext],
     cmdclass={"build_ext": cpp_extension.BuildExtension},
-    entry_points={"console_scripts": ["branchy = branchy_engine.cli:main"],
+    entry_points={"console_scripts": ["branchy = branchy_engine.commands.cli:main"],
                   # pytest-benchmark extra_info: exit fractions and cache figures
                   "pytest11": ["branchy = branchy_engine.profiling.pytest_plugin"]},
     python_requires=">=3.10",

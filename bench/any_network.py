@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 from branchy_engine import Engine, _C  # noqa: E402
 from branchy_engine.calibrate import costs as costs_mod  # noqa: E402
-from branchy_engine.engine import thresholds_for_exit  # noqa: E402
+from branchy_engine.runtime.engine import thresholds_for_exit  # noqa: E402
 from branchy_engine.export import write_model  # noqa: E402
 from branchy_engine.fileio import write_text  # noqa: E402
 from branchy_engine.models import attach_exits, default_exits  # noqa: E402
@@ -120,8 +120,8 @@ def python_overhead(directory: str, rounds: int) -> dict:
     """The Python call's cost over the C++ loop at batch 1, on the smallest graph (input [1, 1, 1],
     one linear op), where the run itself takes well under a microsecond: Engine(x) timed from
     Python against Engine.time_run, in interleaved rounds."""
-    from branchy_engine import model_file
-    from branchy_engine.model_file import Exit, Graph, Op, Stage, Value
+    from branchy_engine.export import model_file
+    from branchy_engine.export.model_file import Exit, Graph, Op, Stage, Value
     x = Value()
     op = Op("linear", [x], dict(in_features=1, out_features=2), [np.ones((2, 1)), np.zeros(2)])
     graph = Graph((1, 1, 1), 2, "entropy", [], [], x, [Stage([op], [op.output])], [Exit(0, op.output, [])])

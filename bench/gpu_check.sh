@@ -170,7 +170,7 @@ sanitize() {  # sanitize TOOL
 }
 
 ncu_model() {  # ncu_model PATH: the shipped B-LeNet as a model file (thresholds 0.5: both exits taken)
-  "$PYTHON" -m branchy_engine.cli export "$NCU_MODEL_CHECKPOINT" --thresholds 0.5 -o "$1" > /dev/null
+  "$PYTHON" -m branchy_engine.commands.cli export "$NCU_MODEL_CHECKPOINT" --thresholds 0.5 -o "$1" > /dev/null
 }
 
 ncu_capture() {

@@ -29,12 +29,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cpu_engine import INPUT, PROFILE, network  # noqa: E402
 from branchy_engine import Engine  # noqa: E402
 from branchy_engine.calibrate import costs as costs_mod  # noqa: E402
-from branchy_engine.engine import thresholds_for_exit  # noqa: E402
+from branchy_engine.runtime.engine import thresholds_for_exit  # noqa: E402
 from branchy_engine.export import write_model  # noqa: E402
 from branchy_engine.fileio import write_text  # noqa: E402
-from branchy_engine.gpu.capture import fp32_math  # noqa: E402
-from branchy_engine.gpu.layers import LoadedNet  # noqa: E402
-from branchy_engine.ops import _C, exit_decision  # noqa: E402
+from branchy_engine.runtime.gpu.capture import fp32_math  # noqa: E402
+from branchy_engine.runtime.gpu.layers import LoadedNet  # noqa: E402
+from branchy_engine.runtime.ops import _C, exit_decision  # noqa: E402
 from branchy_engine.timing import median_us  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

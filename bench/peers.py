@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import branchy_engine as be
-from branchy_engine.engine import thresholds_for_exit
+from branchy_engine.runtime.engine import thresholds_for_exit
 
 from branchy_engine.export import write_model
 

@@ -132,8 +132,8 @@ def test_a_batch_leaves_per_sample_where_pytorch_says(exported, name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_the_gpu_engines_graph_matches_pytorch(exported, name):
-    # The GPU engine's modules (branchy_engine.gpu.layers) run the same graph; here on the CPU.
-    from branchy_engine.gpu.layers import LoadedNet
+    # The GPU engine's modules (branchy_engine.runtime.gpu.layers) run the same graph; here on the CPU.
+    from branchy_engine.runtime.gpu.layers import LoadedNet
     path, _, x, want = exported(name)
     net = LoadedNet(load().load_model_ops(path)).eval()
     with torch.no_grad():
@@ -150,7 +150,7 @@ def test_the_gpu_engine_runs_the_graph_on_a_gpu(exported, cuda, name, mode):
     # this file; two networks keep its GPU-test step within its time limit, the torch table itself
     # is checked on every network above): single samples and a batch with per-sample exits leave
     # where PyTorch's scores say, in every mode.
-    from branchy_engine.gpu.engine import GpuEngine
+    from branchy_engine.runtime.gpu.engine import GpuEngine
     path, _, x, want = exported(name)
     entropy = -(want[0].softmax(1) * want[0].log_softmax(1)).sum(1)
     threshold = float(entropy.median())

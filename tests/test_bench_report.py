@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from branchy_engine import cli
+from branchy_engine.commands import cli
 
 spec = importlib.util.spec_from_file_location(
     "bench_report", os.path.join(os.path.dirname(__file__), "..", "bench", "report.py"))

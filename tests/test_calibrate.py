@@ -12,8 +12,8 @@ from branchy_engine.calibrate import costs as costs_mod
 from branchy_engine.calibrate.outcome import Outcome
 from branchy_engine.calibrate.run import Options, load_data
 from branchy_engine.calibrate.run import calibrate as run_calibrate
-from branchy_engine.cli import main as branchy
-from branchy_engine.ops import exit_decision, exit_decision_maxprob
+from branchy_engine.commands.cli import main as branchy
+from branchy_engine.runtime.ops import exit_decision, exit_decision_maxprob
 
 from fake_data import write_fashion_mnist
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from branchy_engine.compaction import compact_survivors, scatter_exits
-from branchy_engine.reference import compact_survivors_reference, scatter_exits_reference
+from branchy_engine.runtime.compaction import compact_survivors, scatter_exits
+from branchy_engine.runtime.reference import compact_survivors_reference, scatter_exits_reference
 
 SENTINEL = -7.5
 MASKS = ["all", "none", "mixed"]

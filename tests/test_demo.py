@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from branchy_engine.cli import main as branchy
+from branchy_engine.commands.cli import main as branchy
 
 SHIPPED = os.path.join(os.path.dirname(__file__), "..", "branchy_engine", "checkpoints")
 

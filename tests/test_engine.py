@@ -9,7 +9,7 @@ import torch
 import branchy_engine as be
 from branchy_engine import _C, models
 from branchy_engine.export import write_model
-from branchy_engine.reference import exit_decision_maxprob_reference, exit_decision_reference
+from branchy_engine.runtime.reference import exit_decision_maxprob_reference, exit_decision_reference
 
 from tiny_models import INPUT_SHAPE, randomize_batch_norm, tiny_net
 
@@ -283,7 +283,7 @@ def test_run_timed_and_time_run(exported):
 @pytest.mark.parametrize("method, unit", [("engine", "us"), ("flops", "MFLOP")])
 def test_costs_command(tmp_path, capsys, method, unit):
     from branchy_engine.calibrate import costs as costs_mod
-    from branchy_engine.cli import main as branchy
+    from branchy_engine.commands.cli import main as branchy
     out = tmp_path / "costs.json"
     assert branchy(["costs", os.path.join(SHIPPED, "b_lenet.pt"), "--method", method, "-o", str(out)]) == 0
     costs = costs_mod.load(out, "b_lenet", 2)
@@ -297,7 +297,7 @@ def test_costs_command(tmp_path, capsys, method, unit):
                     or not os.path.isdir("/usr/share/datasets/fashion-mnist"),
                     reason="needs the shipped B-LeNet and the Debian Fashion-MNIST")
 def test_branchy_run_command(tmp_path, capsys):
-    from branchy_engine.cli import main as branchy
+    from branchy_engine.commands.cli import main as branchy
     model = str(tmp_path / "b_lenet.branchy")
     assert branchy(["export", os.path.join(SHIPPED, "b_lenet.pt"), "-o", model, "--thresholds", "inf"]) == 0
     capsys.readouterr()

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import branchy_engine as be
-from branchy_engine.reference import exit_decision_maxprob_reference, exit_decision_reference
+from branchy_engine.runtime.reference import exit_decision_maxprob_reference, exit_decision_reference
 
 INF, NAN = float("inf"), float("nan")
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]

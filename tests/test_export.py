@@ -13,11 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from branchy_engine import checkpoint, model_file, models
-from branchy_engine.cli import main as branchy
+from branchy_engine import checkpoint, models
+from branchy_engine.export import model_file
+from branchy_engine.commands.cli import main as branchy
 from branchy_engine.export import choose_thresholds, export, write_model
-from branchy_engine.lowering import lower, lower_network
-from branchy_engine.gpu.layers import TORCH_OPS
+from branchy_engine.export.lowering import lower, lower_network
+from branchy_engine.runtime.gpu.layers import TORCH_OPS
 from branchy_engine.models import BranchyNet
 
 from tiny_models import INPUT_SHAPE, randomize_batch_norm, tiny_net

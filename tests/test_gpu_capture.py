@@ -5,7 +5,7 @@ import contextlib
 import pytest
 import torch
 
-from branchy_engine.gpu import capture
+from branchy_engine.runtime.gpu import capture
 
 
 class FakeCuda:
@@ -109,7 +109,7 @@ def test_if_node_makers_are_probed_and_named(monkeypatch):
 
 
 def test_the_engine_refuses_an_unknown_if_node_maker(tmp_path):
-    from branchy_engine.gpu import GpuEngine
+    from branchy_engine.runtime.gpu import GpuEngine
     with pytest.raises(ValueError, match="if_nodes must be one of"):
         GpuEngine(str(tmp_path / "none.branchy"), device="cpu", mode="eager", if_nodes="fast")
 

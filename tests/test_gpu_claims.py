@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import branchy_engine as be
-from branchy_engine.gpu import GpuEngine, conditional_support
-from branchy_engine.gpu.engine import bucket
-from branchy_engine.reference import exit_decision_reference
+from branchy_engine.runtime.gpu import GpuEngine, conditional_support
+from branchy_engine.runtime.gpu.engine import bucket
+from branchy_engine.runtime.reference import exit_decision_reference
 
 from exported_models import SHAPES, export_cache
 

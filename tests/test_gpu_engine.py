@@ -9,9 +9,9 @@ import torch
 
 import branchy_engine as be
 from branchy_engine import _C
-from branchy_engine.gpu import GpuEngine, conditional_support
-from branchy_engine.gpu.layers import LoadedNet
-from branchy_engine.reference import exit_decision_reference
+from branchy_engine.runtime.gpu import GpuEngine, conditional_support
+from branchy_engine.runtime.gpu.layers import LoadedNet
+from branchy_engine.runtime.reference import exit_decision_reference
 
 from exported_models import SHAPES, export_cache
 from tiny_models import INPUT_SHAPE

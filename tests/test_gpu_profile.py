@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from branchy_engine.cli import main as branchy
+from branchy_engine.commands.cli import main as branchy
 from branchy_engine.export import write_model
-from branchy_engine.gpu import GpuEngine
-from branchy_engine.gpu.engine import MODES
+from branchy_engine.runtime.gpu import GpuEngine
+from branchy_engine.runtime.gpu.engine import MODES
 from branchy_engine.profiling import gpu, ncu, profile
-from branchy_engine.reference import exit_decision_reference
+from branchy_engine.runtime.reference import exit_decision_reference
 
 from fake_data import write_fashion_mnist
 from test_ncu import CAPTURED, DATA, fake_ncu

@@ -11,10 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from branchy_engine import Engine, model_file
+from branchy_engine import Engine
+from branchy_engine.export import model_file
 from branchy_engine._extension import load
-from branchy_engine.gpu.layers import TORCH_OPS, LoadedNet
-from branchy_engine.model_file import Exit, Graph, Op, Stage, Value
+from branchy_engine.runtime.gpu.layers import TORCH_OPS, LoadedNet
+from branchy_engine.export.model_file import Exit, Graph, Op, Stage, Value
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INPUT = (4, 9, 9)
@@ -182,7 +183,7 @@ def test_the_registry_is_the_one_list_of_kinds():
     doc = open(os.path.join(ROOT, "docs", "model-format.md")).read()
     table = re.search(r"<!-- op table begin -->\n(.*)\n<!-- op table end -->", doc, re.S).group(1)
     assert table == model_file.op_table(), \
-        "docs/model-format.md's op table is stale: python -m branchy_engine.model_file --op-table"
+        "docs/model-format.md's op table is stale: python -m branchy_engine.export.model_file --op-table"
 
 
 def test_writer_refuses_unknown_kinds_and_attributes():

@@ -1,15 +1,17 @@
-"""The package's layers, read from the source with ast: training/ depends on branchy_engine, never
-the reverse (the command layer aside), and nothing imports the command line (cli.py)."""
+"""The package's layers, read from the source with ast: the model as data (models/), training
+(training/), calibration (calibrate/), export (export/: lowering and the format), runtime
+(runtime/: CPU engine, GPU engine, ops), profiling (profiling/) and commands (commands/: cli and the
+jobs it runs). training/ depends on branchy_engine, never the reverse (the commands aside); nothing
+below the commands imports them, and nothing at all imports the command line (cli.py)."""
 import ast
 import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The command layer: the only modules of branchy_engine that may import training/. pipeline.py is
-# the shared pipeline of `branchy demo` and `branchy reproduce` (checkpoints to Table I), called by
-# nothing else, so it is a command too (the design's commands/ holds "cli, demo, reproduce, the
-# shared pipeline").
-COMMANDS = {os.path.join("branchy_engine", name) for name in ("cli.py", "demo.py", "reproduce.py",
-                                                                "pipeline.py")}
+# The command layer (branchy_engine/commands/: cli, demo, reproduce and their shared pipeline): the
+# only modules of branchy_engine that may import training/.
+COMMANDS = {os.path.join("branchy_engine", "commands", name)
+            for name in ("__init__.py", "cli.py", "demo.py", "reproduce.py", "pipeline.py")}
+LAYERS = ("models", "calibrate", "export", "runtime", "profiling", "commands")
 
 
 def modules(*folders):
@@ -75,11 +77,28 @@ def test_only_the_command_layer_imports_training():
                            "branchy_engine.checkpoint); these import training:\n" + "\n".join(offenders))
 
 
+def test_the_package_shows_its_layers():
+    here = {name for name in os.listdir(os.path.join(REPO, "branchy_engine"))
+            if os.path.isfile(os.path.join(REPO, "branchy_engine", name, "__init__.py"))}
+    assert set(LAYERS) <= here, f"missing layers: {sorted(set(LAYERS) - here)}"
+    found = {os.path.relpath(p, "branchy_engine") for p, _ in modules("branchy_engine/commands")}
+    assert {os.path.relpath(p, "branchy_engine") for p in COMMANDS} == found
+
+
+def test_nothing_below_the_commands_imports_them():
+    offenders = sorted({f"{path}:{line}"
+                        for path, module in modules("branchy_engine", "training", "bench")
+                        if path not in COMMANDS
+                        for line, name in imported(os.path.join(REPO, path), module)
+                        if within(name, "branchy_engine.commands")})
+    assert not offenders, ("the commands are the top layer; these import them:\n" + "\n".join(offenders))
+
+
 def test_nothing_imports_the_command_line():
     offenders = sorted({f"{path}:{line}"
                         for path, module in modules("branchy_engine", "training", "bench")
-                        if module != "branchy_engine.cli"
+                        if module != "branchy_engine.commands.cli"
                         for line, name in imported(os.path.join(REPO, path), module)
-                        if within(name, "branchy_engine.cli")})
+                        if within(name, "branchy_engine.commands.cli")})
     assert not offenders, ("cli.py is the top of the stack; shared helpers live below it (argparse "
                            "types: branchy_engine.argtypes); these import it:\n" + "\n".join(offenders))

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from branchy_engine import _C, models
-from branchy_engine.cli import main
-from branchy_engine.engine import Engine
+from branchy_engine.commands.cli import main
+from branchy_engine.runtime.engine import Engine
 from branchy_engine.export import export, write_model
 from branchy_engine.profiling import cachesim, cpu, profile, summary
 

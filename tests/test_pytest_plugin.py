@@ -9,7 +9,7 @@ from branchy_engine.profiling import cpu
 
 BENCH = '''
 import torch
-from branchy_engine.engine import Engine
+from branchy_engine.runtime.engine import Engine
 from branchy_engine.export import write_model
 from tiny_models import INPUT_SHAPE, tiny_net
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from branchy_engine.cli import main as branchy
+from branchy_engine.commands.cli import main as branchy
 
 from fake_data import write_fashion_mnist
 

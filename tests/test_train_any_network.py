@@ -15,7 +15,7 @@ from torch import nn
 from branchy_engine import checkpoint
 from branchy_engine import data as datasets
 from branchy_engine.checkpoint import CheckpointError
-from branchy_engine.cli import main as branchy
+from branchy_engine.commands.cli import main as branchy
 from branchy_engine.models import attach_exits, default_exits
 from training import TrainConfig, train
 from training.loop import evaluate

@@ -11,7 +11,7 @@ import torch
 
 from branchy_engine import checkpoint
 from branchy_engine.checkpoint import CheckpointError
-from branchy_engine.cli import main as branchy
+from branchy_engine.commands.cli import main as branchy
 
 from fake_data import write_fashion_mnist
 
@@ -127,7 +127,7 @@ def test_checkpoint_errors(data_dir, tmp_path):
 
 
 def _cli(*args):
-    return [sys.executable, "-m", "branchy_engine.cli", *args]
+    return [sys.executable, "-m", "branchy_engine.commands.cli", *args]
 
 
 def test_resume_after_a_kill_mid_epoch_ends_in_the_same_weights(tmp_path):
@@ -173,7 +173,7 @@ def test_two_processes_with_ddp_match_one_process(data_dir, tmp_path):
     subprocess.run(_cli("train", "--out", str(tmp_path / "one"), *common), check=True,
                    capture_output=True)
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    run = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "branchy_engine.cli",
+    run = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "branchy_engine.commands.cli",
                           "train", "--out", str(tmp_path / "two"), *common],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from branchy_engine.fileio import write_text
 from branchy_engine.timing import median_us
-from branchy_engine.ops import exit_decision
+from branchy_engine.runtime.ops import exit_decision
 
 FORMAT = "branchy-engine costs"
 

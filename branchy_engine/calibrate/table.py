@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from branchy_engine.ops import exit_decision, exit_decision_maxprob
+from branchy_engine.runtime.ops import exit_decision, exit_decision_maxprob
 
 
 @dataclass

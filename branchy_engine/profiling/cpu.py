@@ -5,8 +5,8 @@ from typing import Callable, Optional
 
 import torch
 
-from branchy_engine.engine import Engine
-from branchy_engine.ops import _C
+from branchy_engine.runtime.engine import Engine
+from branchy_engine.runtime.ops import _C
 
 PERF_BACKEND = "perf_event_open (hardware counters, user space, the calling thread)"
 CHUNK = 256  # samples per call into C++, between progress updates

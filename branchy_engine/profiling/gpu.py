@@ -24,8 +24,8 @@ from typing import Callable, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from branchy_engine.gpu import GpuEngine
-from branchy_engine.gpu.engine import MODES
+from branchy_engine.runtime.gpu import GpuEngine
+from branchy_engine.runtime.gpu.engine import MODES
 
 BACKEND = "cuda events"
 # What stage_us and exit_us hold in each mode (the mode the engine ran, after any fallback).
@@ -211,7 +211,7 @@ def read_raw(path: str, samples: int, shape: Sequence[int]) -> torch.Tensor:
 
 def main(argv=None) -> int:
     from branchy_engine.argtypes import floats, positive
-    from branchy_engine.model_file import summary
+    from branchy_engine.export.model_file import summary
 
     parser = argparse.ArgumentParser(
         prog="python -m branchy_engine.profiling.gpu",

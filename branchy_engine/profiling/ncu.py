@@ -357,7 +357,7 @@ def _noise(path: str, samples: int, shape: Sequence[int]):
 
 def main(argv=None) -> int:
     from branchy_engine.argtypes import floats
-    from branchy_engine.model_file import summary
+    from branchy_engine.export.model_file import summary
 
     parser = argparse.ArgumentParser(
         prog="python -m branchy_engine.profiling.ncu",

@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from branchy_engine import data as datasets
 from branchy_engine.calibrate.costs import machine
-from branchy_engine.engine import Engine
+from branchy_engine.runtime.engine import Engine
 from branchy_engine.fileio import write_text
-from branchy_engine.gpu.engine import MODES as GPU_MODES
-from branchy_engine.ops import _C
+from branchy_engine.runtime.gpu.engine import MODES as GPU_MODES
+from branchy_engine.runtime.ops import _C
 from branchy_engine.profiling import cachesim, cpu, plots
 from branchy_engine.profiling.summary import summarize
 

@@ -33,7 +33,7 @@ def pytest_addoption(parser):
 def profile_info(engine, x: torch.Tensor, counters: str = "perf", sim_samples: int = 10) -> dict:
     """Exit fractions of the samples x [N, C, H, W] and, for the CPU engine, cache figures per
     inference with the backend that produced them."""
-    from branchy_engine.engine import Engine
+    from branchy_engine.runtime.engine import Engine
     from branchy_engine.profiling import cachesim, cpu
     if counters not in COUNTER_MODES:
         raise ValueError(f"counters must be one of {COUNTER_MODES}, got {counters!r}")

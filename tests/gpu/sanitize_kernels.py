@@ -25,10 +25,10 @@ import warnings
 
 import torch
 
-from branchy_engine.compaction import compact_survivors, scatter_exits
-from branchy_engine.ops import exit_decision, exit_decision_maxprob
+from branchy_engine.runtime.compaction import compact_survivors, scatter_exits
+from branchy_engine.runtime.ops import exit_decision, exit_decision_maxprob
 from branchy_engine.profiling.sanitizer import CUDA_UNUSABLE
-from branchy_engine.reference import compact_survivors_reference, scatter_exits_reference
+from branchy_engine.runtime.reference import compact_survivors_reference, scatter_exits_reference
 
 BATCHES = (1, 3, 257, 1025)
 CLASSES = (1, 10, 1025, 4099)

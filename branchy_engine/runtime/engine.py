@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from branchy_engine.ops import _C
+from branchy_engine.runtime.ops import _C
 
 KERNELS = ("measure", "own", "dnnl")  # or "pin:" + Engine.choices (one o/d per op)
 
@@ -46,7 +46,7 @@ class Engine:
     """Runs an exported model (`branchy export`) with early exits, on the CPU, without PyTorch.
 
     Engine(model, device="cuda", mode=..., ...) gives the GPU engine instead
-    (branchy_engine.gpu.GpuEngine: modes eager, graphs, conditional; per-sample batches).
+    (branchy_engine.runtime.gpu.GpuEngine: modes eager, graphs, conditional; per-sample batches).
 
     Args:
         model: path of a .branchy file.
@@ -61,7 +61,7 @@ class Engine:
 
     def __new__(cls, model: str, *args, device: str = "cpu", **kwargs):
         if str(device).startswith("cuda"):
-            from branchy_engine.gpu import GpuEngine
+            from branchy_engine.runtime.gpu import GpuEngine
             return GpuEngine(model, *args, device=device, **kwargs)
         return super().__new__(cls)
 

@@ -11,7 +11,7 @@ import tempfile
 import torch
 
 from branchy_engine.calibrate.costs import Costs, machine, today
-from branchy_engine.engine import Engine, thresholds_for_exit
+from branchy_engine.runtime.engine import Engine, thresholds_for_exit
 from branchy_engine.export import write_model
 from branchy_engine.timing import warm_up
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from branchy_engine.model_file import Exit, Op, Stage, Value
+from branchy_engine.export.model_file import Exit, Op, Stage, Value
 from branchy_engine.models import BranchyNet, ResBlock
 
 SUPPORTED = ("Conv2d (zeros padding < kernel, dilation 1, groups 1; a BatchNorm2d and a ReLU right "

@@ -33,11 +33,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from branchy_engine.compaction import compact_survivors, scatter_exits
-from branchy_engine.engine import EngineOutput, exit_stats
-from branchy_engine.gpu import capture
-from branchy_engine.gpu.layers import LoadedNet
-from branchy_engine.ops import _C, exit_decision, exit_decision_maxprob
+from branchy_engine.runtime.compaction import compact_survivors, scatter_exits
+from branchy_engine.runtime.engine import EngineOutput, exit_stats
+from branchy_engine.runtime.gpu import capture
+from branchy_engine.runtime.gpu.layers import LoadedNet
+from branchy_engine.runtime.ops import _C, exit_decision, exit_decision_maxprob
 
 log = logging.getLogger(__name__)
 

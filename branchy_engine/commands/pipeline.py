@@ -19,8 +19,8 @@ from branchy_engine import data as datasets
 from branchy_engine.calibrate import costs as costs_mod
 from branchy_engine.calibrate.choose import Target
 from branchy_engine.calibrate.run import Options, calibrate
-from branchy_engine.engine import Engine
-from branchy_engine.engine_costs import measure_engine
+from branchy_engine.runtime.engine import Engine
+from branchy_engine.runtime.engine_costs import measure_engine
 from branchy_engine.export import export
 from branchy_engine.fileio import write_text
 from branchy_engine.timing import warm_up

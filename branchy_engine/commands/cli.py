@@ -7,7 +7,7 @@ import sys
 
 from branchy_engine.argtypes import floats, names
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class Defaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -47,7 +47,7 @@ def add_run_parser(sub):
 def cmd_run(args):
     import torch
     from branchy_engine import data
-    from branchy_engine.engine import Engine
+    from branchy_engine.runtime.engine import Engine
     engine = Engine(args.model, threads=args.threads, thresholds=args.thresholds, kernels=args.kernels)
     x, labels, d = data.model_samples(engine.metadata, engine.input_shape, name=args.data,
                                       data_dir=args.data_dir, split=args.split, limit=args.limit)
@@ -332,7 +332,7 @@ def add_inspect_parser(sub):
 
 
 def cmd_inspect(args):
-    from branchy_engine import model_file
+    from branchy_engine.export import model_file
     if args.json:
         print(model_file.summary_json(args.model))
     else:
@@ -361,7 +361,7 @@ def cmd_costs(args):
     net = checkpoint.build_model(ckpt)
     shape = ckpt["dataset"]["input_shape"]
     if args.method == "engine":
-        from branchy_engine.engine_costs import measure_engine
+        from branchy_engine.runtime.engine_costs import measure_engine
         costs = measure_engine(net, shape, threads=args.threads)
     elif args.method == "pytorch":
         costs = costs_mod.measure_pytorch(net, shape, threads=args.threads)
@@ -403,7 +403,7 @@ def print_tables(out, result):
 
 
 def cmd_demo(args):
-    from branchy_engine.demo import DemoOptions, run
+    from branchy_engine.commands.demo import DemoOptions, run
     result = run(DemoOptions(out=args.out, retrain=args.retrain, limit=args.limit,
                              threads=args.threads, data_dir=args.data_dir, epochs=args.epochs))
     print_tables(args.out, result)
@@ -434,7 +434,7 @@ def add_reproduce_parser(sub):
 
 
 def cmd_reproduce(args):
-    from branchy_engine.reproduce import ReproduceOptions, run
+    from branchy_engine.commands.reproduce import ReproduceOptions, run
     result = run(ReproduceOptions(networks=args.networks.split(","), dataset=args.dataset,
                                   data_dir=args.data_dir, out=args.out, epochs=args.epochs,
                                   threads=args.threads, limit=args.limit, device=args.device))

@@ -15,9 +15,9 @@ from typing import Optional
 
 import torch
 
-from branchy_engine import pipeline
+from branchy_engine.commands import pipeline
 
-SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
+SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints")
 MOBILENET = "mobilenet_v3_small"
 MOBILENET_SAMPLES = 1000  # its eager baseline takes milliseconds a sample: the demo stays short
 

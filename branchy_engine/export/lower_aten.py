@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from branchy_engine.model_file import Exit, Op, Stage, Value
+from branchy_engine.export.model_file import Exit, Op, Stage, Value
 
 aten = torch.ops.aten
 

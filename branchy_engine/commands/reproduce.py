@@ -15,7 +15,7 @@ from typing import List, Optional
 import torch
 
 from branchy_engine import data as datasets
-from branchy_engine import pipeline
+from branchy_engine.commands import pipeline
 from branchy_engine.fileio import write_text
 from training import TrainConfig, train
 

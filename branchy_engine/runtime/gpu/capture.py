@@ -14,7 +14,7 @@ from typing import Tuple
 
 import torch
 
-from branchy_engine.ops import _C
+from branchy_engine.runtime.ops import _C
 
 IF_NODE_MAKERS = ("auto", "extension", "torch")
 

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 
 import branchy_engine
-from branchy_engine import checkpoint, model_file
+from branchy_engine import checkpoint
+from branchy_engine.export import model_file
 from branchy_engine.fileio import atomic_path
-from branchy_engine import lower_aten, lowering
+from branchy_engine.export import lower_aten, lowering
 from branchy_engine.models import BranchyNet
 
 

@@ -260,6 +260,6 @@ def op_table() -> str:
 if __name__ == "__main__":
     import sys
     if sys.argv[1:] != ["--op-table"]:
-        sys.exit("usage: python -m branchy_engine.model_file --op-table  (prints the op kinds table of "
+        sys.exit("usage: python -m branchy_engine.export.model_file --op-table  (prints the op kinds table of "
                  "docs/model-format.md from the runtime's registry)")
     print(op_table())
