@@ -57,8 +57,9 @@ def _read(path: str, what: str):
         raise CheckpointError(f"{path}: no such {what} file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    # Random bytes can also fail inside the unpickler as IndexError or KeyError (seen in CI).
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError,
-            OSError) as e:
+            OSError, IndexError, KeyError) as e:
         raise CheckpointError(f"{path}: not a readable {what} (corrupt, truncated or not a torch "
                               f"file): {e}") from e
 
