@@ -10,6 +10,8 @@
 #include "plan.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -335,11 +337,15 @@ class Chooser {
     return measured(*c.layer);
   }
 
-  // Identical layers (ResNets repeat their blocks) are measured once.
+  // Identical layers (ResNets repeat their blocks) are measured once. BRANCHY_PLAN_TRACE set in
+  // the environment prints every candidate's time to stderr (for kernel work).
   double measured(const Layer& layer) {
     const std::string key = layer.describe() + " " + shape_key(layer.in_shapes());
     auto it = measured_.find(key);
-    if (it == measured_.end()) it = measured_.emplace(key, measure(layer)).first;
+    if (it == measured_.end()) {
+      it = measured_.emplace(key, measure(layer)).first;
+      if (std::getenv("BRANCHY_PLAN_TRACE")) std::fprintf(stderr, "plan: %9.2f us  %s\n", it->second, key.c_str());
+    }
     return it->second;
   }
 

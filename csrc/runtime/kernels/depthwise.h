@@ -21,8 +21,8 @@ struct DepthwiseGeometry {
 Buffer pack_depthwise(const DepthwiseGeometry& g, const float* weight, size_t padded);
 
 // out[y, x, c] = act(bias[c] + sum over the window of w[ky, kx, c] * in[iy, ix, c] (+ residual))
-// with `isa`'s vectors (Avx2 or Avx512); `act` runs in registers for none, relu, clamp, hardswish
-// and hardsigmoid, and after the loop for the others. `residual` may be null.
+// with `isa`'s vectors (Avx2 or Avx512); `act` runs in registers (GELU after the loop).
+// `residual` may be null.
 void depthwise_nhwc(Isa isa, const DepthwiseGeometry& g, const float* packed, const float* bias,
                     const float* in, const float* residual, Act act, float lo, float hi, float* out);
 

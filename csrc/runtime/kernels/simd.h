@@ -37,10 +37,20 @@ BRANCHY_AVX2 inline Vec load(const float* p) { return _mm256_loadu_ps(p); }
 BRANCHY_AVX2 inline void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
 BRANCHY_AVX2 inline Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
 BRANCHY_AVX2 inline Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+BRANCHY_AVX2 inline Vec sub(Vec a, Vec b) { return _mm256_sub_ps(a, b); }
 BRANCHY_AVX2 inline Vec mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
 BRANCHY_AVX2 inline Vec max(Vec a, Vec b) { return _mm256_max_ps(a, b); }
 BRANCHY_AVX2 inline Vec min(Vec a, Vec b) { return _mm256_min_ps(a, b); }
 BRANCHY_AVX2 inline Vec div(Vec a, Vec b) { return _mm256_div_ps(a, b); }
+// The nearest integer (ties to even), as a float.
+BRANCHY_AVX2 inline Vec round_nearest(Vec a) {
+  return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+// a * 2^n for n integer-valued in [-126, 127].
+BRANCHY_AVX2 inline Vec mul_pow2(Vec a, Vec n) {
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(a, _mm256_castsi256_ps(bits));
+}
 
 // All lanes set below n (any n; <= 0 none, >= kLanes all).
 BRANCHY_AVX2 inline __m256i first(int n) {
@@ -107,10 +117,17 @@ BRANCHY_AVX512 inline Vec load(const float* p) { return _mm512_loadu_ps(p); }
 BRANCHY_AVX512 inline void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
 BRANCHY_AVX512 inline Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
 BRANCHY_AVX512 inline Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+BRANCHY_AVX512 inline Vec sub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
 BRANCHY_AVX512 inline Vec mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
 BRANCHY_AVX512 inline Vec max(Vec a, Vec b) { return _mm512_max_ps(a, b); }
 BRANCHY_AVX512 inline Vec min(Vec a, Vec b) { return _mm512_min_ps(a, b); }
 BRANCHY_AVX512 inline Vec div(Vec a, Vec b) { return _mm512_div_ps(a, b); }
+// The nearest integer (ties to even), as a float.
+BRANCHY_AVX512 inline Vec round_nearest(Vec a) {
+  return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+// a * 2^n for n integer-valued in [-126, 127].
+BRANCHY_AVX512 inline Vec mul_pow2(Vec a, Vec n) { return _mm512_scalef_ps(a, n); }
 
 // All lanes set below n (any n; <= 0 none, >= kLanes all).
 BRANCHY_AVX512 inline __mmask16 first(int n) {

@@ -6,6 +6,7 @@
 
 #include "../kernels/conv_direct.h"
 #include "../kernels/depthwise.h"
+#include "../kernels/pointwise.h"
 #include "registry.h"
 
 namespace branchy {
@@ -219,10 +220,47 @@ class DepthwiseLayer : public Layer {
   Buffer packed_, padded_bias_;
 };
 
+// Pointwise (1x1, groups 1, no padding, any stride) on NHWC as a packed GEMM of the SIMD tier;
+// bias, residual and activation in its epilogue.
+class PointwiseLayer : public Layer {
+ public:
+  explicit PointwiseLayer(const Op& op)
+      : Layer(op.ins, op.out),
+        g_{op.in.c, op.in.h, op.in.w, op.out.c, op.out.h, op.out.w, op.stride_h, op.stride_w},
+        act_(op.act), lo_(op.act_lo), hi_(op.act_hi),
+        packed_(pack_pointwise(active_isa(), g_, op.tensors[0].data, op.tensors[1].data)) {}
+  void forward(const float* in, float* out, LayerState*) const override {
+    pointwise_nhwc(g_, packed_, in, nullptr, act_, lo_, hi_, out);
+  }
+  void forward_n(const float* const* ins, float* out, LayerState*) const override {
+    pointwise_nhwc(g_, packed_, ins[0], ins_.size() > 1 ? ins[1] : nullptr, act_, lo_, hi_, out);
+  }
+  size_t packed_floats() const override { return packed_.weights.size() + packed_.bias.size(); }
+  Layout input_layout() const override { return Layout::NHWC; }
+  Layout output_layout() const override { return Layout::NHWC; }
+  std::string describe() const override {
+    std::ostringstream s;
+    s << "conv2d " << g_.in_c << "->" << g_.out_c << " k1x1 s" << g_.stride_h << " p0";
+    if (ins_.size() == 2) s << " +residual";
+    if (act_ != Act::None) s << " +" << act_name(act_);
+    s << " [own " << isa_name(packed_.isa) << " pointwise, NHWC]";
+    return s.str();
+  }
+
+ private:
+  PointwiseGeometry g_;
+  Act act_;
+  float lo_, hi_;
+  PackedPointwise packed_;
+};
+
 Layers own(const Op& op) {
   Layers out;
   const bool depthwise = op.groups == op.in.c && op.out.c == op.in.c;
   if (depthwise && active_isa() != Isa::Portable) out.push_back(std::make_unique<DepthwiseLayer>(op));
+  const bool pointwise = op.groups == 1 && op.kernel_h == 1 && op.kernel_w == 1 && op.pad_h == 0 &&
+                         op.pad_w == 0 && op.pad_bottom == 0 && op.pad_right == 0;
+  if (pointwise && active_isa() != Isa::Portable) out.push_back(std::make_unique<PointwiseLayer>(op));
   const bool direct = op.groups == 1 && op.dilation_h == 1 && op.dilation_w == 1 &&
                       op.pad_bottom == op.pad_h && op.pad_right == op.pad_w;
   if (direct) {

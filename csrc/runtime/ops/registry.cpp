@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "../json.h"
+#include "../kernels/activation.h"
 
 namespace branchy {
 
@@ -158,7 +159,9 @@ void apply_act(Act act, float lo, float hi, const float* in, float* out, size_t 
       return each(in, out, n, [](float x) { return x * std::min(std::max(x + 3.0f, 0.0f), 6.0f) / 6.0f; });
     case Act::Hardsigmoid:
       return each(in, out, n, [](float x) { return std::min(std::max(x + 3.0f, 0.0f), 6.0f) / 6.0f; });
-    default: return each(in, out, n, [act, lo, hi](float x) { return act_value(act, lo, hi, x); });
+    default:
+      if (act_array_simd(active_isa(), act, lo, hi, in, out, n)) return;
+      return each(in, out, n, [act, lo, hi](float x) { return act_value(act, lo, hi, x); });
   }
 }
 

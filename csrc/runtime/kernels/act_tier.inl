@@ -1,0 +1,53 @@
+// Activations on a SIMD tier's vectors, for the epilogues of the tier kernels (depthwise,
+// pointwise) and for whole arrays (act_array). Included by the *_tier.inl files of a tier, inside
+// its namespace; Vec and the vector operations are that tier's (simd.h).
+
+// e^x after Cephes' single-precision method: x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two parts),
+// e^r by a degree-6 polynomial in Horner form (Cephes' coefficients but the leading one), then
+// scaled by 2^n: relative error under 3e-7 (SiLU against double precision, measured on 1.2M
+// values in [-20, 20]); 9% faster than Cephes' degree 7. The input is clamped to [-87.3, 88.3]
+// (e^x below it is under 2^-126, above it near FLT_MAX). NaN stays NaN.
+BRANCHY_TIER inline Vec exp_approx(Vec x) {
+  // max/min return their second operand when either is NaN: x goes second.
+  x = min(broadcast(88.3f), max(broadcast(-87.3f), x));
+  const Vec n = round_nearest(mul(x, broadcast(1.44269504088896341f)));
+  Vec r = fma(n, broadcast(-0.693359375f), x);
+  r = fma(n, broadcast(2.12194440e-4f), r);
+  Vec p = broadcast(1.3981999507e-3f);
+  p = fma(p, r, broadcast(8.3334519073e-3f));
+  p = fma(p, r, broadcast(4.1665795894e-2f));
+  p = fma(p, r, broadcast(1.6666665459e-1f));
+  p = fma(p, r, broadcast(5.0000001201e-1f));
+  p = fma(p, r, broadcast(1.0f));
+  p = fma(p, r, broadcast(1.0f));
+  return mul_pow2(p, n);
+}
+
+// Whether act_vec computes `act` (GELU is left to apply_act's loops).
+inline bool act_in_registers(Act act) { return act != Act::GeluErf && act != Act::GeluTanh; }
+
+// The activation of one vector, as act_value (ops/registry.h) defines it, for the kinds
+// act_in_registers admits; others pass v through.
+BRANCHY_TIER inline Vec act_vec(Vec v, Act act, Vec lo, Vec hi) {
+  const Vec one = broadcast(1.0f), three = broadcast(3.0f), six = broadcast(6.0f);
+  switch (act) {
+    case Act::Relu: return max(v, zero());
+    case Act::Clamp: return min(max(v, lo), hi);
+    case Act::Hardswish: return div(mul(v, min(max(add(v, three), zero()), six)), six);
+    case Act::Hardsigmoid: return div(min(max(add(v, three), zero()), six), six);
+    case Act::Silu: return div(v, add(one, exp_approx(sub(zero(), v))));
+    case Act::Sigmoid: return div(one, add(one, exp_approx(sub(zero(), v))));
+    default: return v;
+  }
+}
+
+// out[i] = act(in[i]) for i < n (in == out allowed), act_in_registers(act).
+BRANCHY_TIER inline void act_array(Act act, float lo_f, float hi_f, const float* in, float* out, size_t n) {
+  const Vec lo = broadcast(lo_f), hi = broadcast(hi_f);
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) store(out + i, act_vec(load(in + i), act, lo, hi));
+  if (i < n) {
+    const int left = int(n - i);
+    store_first(out + i, act_vec(load_first(in + i, left, zero()), act, lo, hi), left);
+  }
+}

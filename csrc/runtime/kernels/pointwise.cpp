@@ -1,0 +1,71 @@
+#include "pointwise.h"
+
+#include <algorithm>
+
+#include "../ops/registry.h"
+#include "simd.h"
+
+namespace branchy {
+
+#if BRANCHY_X86
+namespace avx2 {
+namespace {
+#define BRANCHY_TIER BRANCHY_AVX2
+#include "pointwise_tier.inl"
+#undef BRANCHY_TIER
+}  // namespace
+}  // namespace avx2
+
+namespace avx512 {
+namespace {
+#define BRANCHY_TIER BRANCHY_AVX512
+#include "pointwise_tier.inl"
+#undef BRANCHY_TIER
+}  // namespace
+}  // namespace avx512
+#endif
+
+namespace {
+
+// Lanes of a vector and vectors of a panel on `isa`.
+int lanes(Isa isa) { return isa == Isa::Avx512 ? 16 : 8; }
+int panel_vectors(Isa isa) { return isa == Isa::Avx512 ? 4 : 2; }
+
+}  // namespace
+
+PackedPointwise pack_pointwise(Isa isa, const PointwiseGeometry& g, const float* weight,
+                               const float* bias) {
+  PackedPointwise p;
+  p.isa = isa;
+  const int64_t padded = (int64_t(g.out_c) + lanes(isa) - 1) / lanes(isa) * lanes(isa);
+  const int64_t panel = int64_t(panel_vectors(isa)) * lanes(isa);
+  p.weights = Buffer(size_t(padded) * g.in_c);  // zeroed: the padding channels stay 0
+  p.bias = Buffer(size_t(padded));
+  std::copy(bias, bias + g.out_c, p.bias.data());
+  for (int64_t n0 = 0; n0 < padded; n0 += panel) {
+    const int64_t width = std::min(panel, padded - n0);
+    float* dst = p.weights.data() + size_t(n0) * g.in_c;
+    for (int64_t n = n0; n < std::min<int64_t>(n0 + width, g.out_c); ++n) {
+      for (int64_t k = 0; k < g.in_c; ++k) dst[k * width + (n - n0)] = weight[n * g.in_c + k];
+    }
+  }
+  return p;
+}
+
+void pointwise_nhwc(const PointwiseGeometry& g, const PackedPointwise& p, const float* in,
+                    const float* residual, Act act, float lo, float hi, float* out) {
+#if BRANCHY_X86
+  const bool in_registers = avx512::act_in_registers(act);
+  const Act inside = in_registers ? act : Act::None;
+  if (p.isa == Isa::Avx512) {
+    avx512::pointwise(g, p.weights.data(), p.bias.data(), in, residual, inside, lo, hi, out);
+  } else {
+    avx2::pointwise(g, p.weights.data(), p.bias.data(), in, residual, inside, lo, hi, out);
+  }
+  if (!in_registers) apply_act(act, lo, hi, out, size_t(g.out_h) * g.out_w * g.out_c);
+#else
+  (void)g, (void)p, (void)in, (void)residual, (void)act, (void)lo, (void)hi, (void)out;
+#endif
+}
+
+}  // namespace branchy

@@ -1,0 +1,99 @@
+// The SIMD tier of pointwise convolution. pointwise.cpp includes this file once per tier
+// namespace of simd.h, with BRANCHY_TIER set to the tier's target attribute.
+
+#include "act_tier.inl"
+
+constexpr int kPanel = kRegisters >= 32 ? 4 : 2;  // vectors of output channels in a panel
+constexpr int kRows = 6;                          // pixels in a tile
+
+// A tile of M pixels by V vectors of output channels: the accumulators (M * V, plus V weights and
+// a broadcast: 29 registers at 6 x 4 on AVX-512, 15 at 6 x 2 on AVX2) live over the whole K loop.
+// rows[m]: pixel m's K input channels; outs[m] / res[m]: its output (and residual) at the panel's
+// first channel; `left`: channels of the last vector that exist (1..kLanes).
+template <int M, int V>
+BRANCHY_TIER inline void tile(int k_size, const float* const* rows, const float* panel, int width,
+                              const float* bias, const float* const* res, Act act, Vec lo, Vec hi,
+                              float* const* outs, int left) {
+  Vec acc[M][V];
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) {
+    const Vec b = load(bias + v * kLanes);
+#pragma GCC unroll 8
+    for (int m = 0; m < M; ++m) acc[m][v] = b;
+  }
+  for (int k = 0; k < k_size; ++k) {
+    Vec w[V];
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) w[v] = load(panel + size_t(k) * width + v * kLanes);
+#pragma GCC unroll 8
+    for (int m = 0; m < M; ++m) {
+      const Vec x = broadcast(rows[m][k]);
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) acc[m][v] = fma(x, w[v], acc[m][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int m = 0; m < M; ++m) {
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      const int n = v == V - 1 ? left : kLanes;
+      Vec r = acc[m][v];
+      if (res) r = add(r, load_first(res[m] + v * kLanes, n, zero()));
+      store_first(outs[m] + v * kLanes, act_vec(r, act, lo, hi), n);
+    }
+  }
+}
+
+template <int M>
+BRANCHY_TIER void tile_m(int vectors, int k_size, const float* const* rows, const float* panel,
+                         int width, const float* bias, const float* const* res, Act act, Vec lo,
+                         Vec hi, float* const* outs, int left) {
+  switch (vectors) {
+    case 1: return tile<M, 1>(k_size, rows, panel, width, bias, res, act, lo, hi, outs, left);
+    case 2: return tile<M, 2>(k_size, rows, panel, width, bias, res, act, lo, hi, outs, left);
+    default: break;
+  }
+  if constexpr (kPanel == 4) {
+    if (vectors == 3) return tile<M, 3>(k_size, rows, panel, width, bias, res, act, lo, hi, outs, left);
+    return tile<M, 4>(k_size, rows, panel, width, bias, res, act, lo, hi, outs, left);
+  }
+}
+
+BRANCHY_TIER void pointwise(const PointwiseGeometry& g, const float* weights, const float* bias,
+                            const float* in, const float* residual, Act act, float lo_f, float hi_f,
+                            float* out) {
+  using TileFn = void (*)(int, int, const float* const*, const float*, int, const float*,
+                          const float* const*, Act, Vec, Vec, float* const*, int);
+  static constexpr TileFn kTiles[kRows] = {tile_m<1>, tile_m<2>, tile_m<3>,
+                                           tile_m<4>, tile_m<5>, tile_m<6>};
+  const Vec lo = broadcast(lo_f), hi = broadcast(hi_f);
+  const int k_size = g.in_c, n_size = g.out_c;
+  const int padded = (n_size + kLanes - 1) / kLanes * kLanes;
+  const int64_t pixels = int64_t(g.out_h) * g.out_w;
+  // Pixels per block: their input rows (64K floats at most) stay in L2 while every panel of
+  // weights passes over them; a panel (K x 64 floats) is reused by every tile of the block.
+  const int64_t block = std::max<int64_t>(kRows, 65536 / std::max(k_size, 1) / kRows * kRows);
+  const float* rows[kRows];
+  const float* res[kRows];
+  float* outs[kRows];
+  for (int64_t p0 = 0; p0 < pixels; p0 += block) {
+    const int64_t p1 = std::min(pixels, p0 + block);
+    for (int n0 = 0; n0 < padded; n0 += kPanel * kLanes) {
+      const int width = std::min(kPanel * kLanes, padded - n0);
+      const int vectors = width / kLanes;
+      const int left = std::min(kLanes, n_size - n0 - (vectors - 1) * kLanes);
+      const float* panel = weights + size_t(n0) * k_size;
+      for (int64_t p = p0; p < p1; p += kRows) {
+        const int m_size = int(std::min<int64_t>(kRows, p1 - p));
+        for (int m = 0; m < m_size; ++m) {
+          const int64_t q = p + m, oy = q / g.out_w, ox = q % g.out_w;
+          rows[m] = in + (oy * g.stride_h * g.in_w + ox * g.stride_w) * k_size;
+          outs[m] = out + q * n_size + n0;
+          res[m] = residual ? residual + q * n_size + n0 : nullptr;
+        }
+        kTiles[m_size - 1](vectors, k_size, rows, panel, width, bias + n0, residual ? res : nullptr,
+                           act, lo, hi, outs, left);
+      }
+    }
+  }
+}
