@@ -270,9 +270,13 @@ def test_a_traced_backbone_exports_and_runs(tmp_path):
     summary = write_model(net, tmp_path / "m.branchy", (3, 32, 32), thresholds=[0.5])
     ops = [op for stage in summary["stages"] for op in stage["ops"]]
     kinds = {op["kind"] for op in ops}
-    assert {"conv2d", "mul", "mean"} <= kinds and "channel_affine" not in kinds  # BN folded
-    # The inverted residuals' adds went into their projection convolutions.
-    assert "add" not in kinds and any(op["kind"] == "conv2d" and len(op["inputs"]) == 2 for op in ops)
+    assert {"conv2d", "mean"} <= kinds and "channel_affine" not in kinds  # BN folded
+    # Squeeze-excitation's multiplies went into the convolutions that read them (input_scale).
+    scaled = [op for op in ops if op["kind"] == "conv2d" and op["attrs"]["input_scale"] == 1]
+    assert "mul" not in kinds and scaled
+    assert all(op["ins"][1] == [op["attrs"]["in_channels"], 1, 1] for op in scaled)
+    # The inverted residuals' adds went into their projection convolutions, after a scale or not.
+    assert "add" not in kinds and any(len(op["inputs"]) == 3 for op in scaled)
     from branchy_engine import Engine
     engine = Engine(str(tmp_path / "m.branchy"))
     x = torch.randn(3, 32, 32)

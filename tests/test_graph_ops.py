@@ -47,7 +47,8 @@ def every_op_graph(seed=0):
         "a_w": (8, 4, 3, 3), "a_b": (8,), "b_w": (8, 1, 3, 3), "b_b": (8,), "c_w": (8, 8, 1, 1),
         "c_b": (8,), "h0_w": (5, 6), "h0_b": (5,), "e_s": (8,), "e_t": (8,), "f_w": (8, 8, 3, 3),
         "f_b": (8,), "s1_w": (4, 8, 1, 1), "s1_b": (4,), "s2_w": (8, 4, 1, 1), "s2_b": (8,),
-        "n_w": (8,), "n_b": (8,), "h1_w": (5, 24 * 16), "h1_b": (5,)}.items()}
+        "n_w": (8,), "n_b": (8,), "h1_w": (5, 24 * 16), "h1_b": (5,), "p_w": (8, 8, 1, 1),
+        "p_b": (8,), "q_w": (8, 1, 3, 3), "q_b": (8,)}.items()}
     # Stage 0: conv + relu, a dilated depthwise conv + hardswish, a pointwise conv, a residual add.
     a = Op("conv2d", [x], _conv_attrs(4, 8, 3, pads=(1, 1, 1, 1), act=1), [P["a_w"], P["a_b"]])
     b = Op("conv2d", [a.output], _conv_attrs(8, 8, 3, pads=(2, 2, 2, 2), dilation=2, groups=8, act=3),
@@ -60,7 +61,9 @@ def every_op_graph(seed=0):
     s0 = Op("channel_slice", [m0.output], dict(start=2, count=6))
     h0 = Op("linear", [s0.output], dict(in_features=6, out_features=5), [P["h0_w"], P["h0_b"]])
     # Stage 1: BN-like affine + silu, strided conv with asymmetric padding + ReLU6, squeeze-and-
-    # excitation, channel shuffle, layer norm, two GELUs, a max pool of the skip + sigmoid, concat.
+    # excitation (a mul, then two convolutions that scale their input: a pointwise one with a
+    # residual, a depthwise one), channel shuffle, layer norm, two GELUs, a max pool of the skip +
+    # sigmoid, concat.
     e = Op("channel_affine", [d.output], dict(activation=5), [P["e_s"], P["e_t"]])
     f = Op("conv2d", [e.output], _conv_attrs(8, 8, 3, stride=2, pads=(0, 0, 1, 1), act=2, hi=6.0),
            [P["f_w"], P["f_b"]])
@@ -68,14 +71,18 @@ def every_op_graph(seed=0):
     s1 = Op("conv2d", [sq.output], _conv_attrs(8, 4, 1, act=1), [P["s1_w"], P["s1_b"]])
     s2 = Op("conv2d", [s1.output], _conv_attrs(4, 8, 1, act=4), [P["s2_w"], P["s2_b"]])
     se = Op("mul", [f.output, s2.output])
-    g = Op("channel_shuffle", [se.output], dict(groups=2))
+    pc = Op("conv2d", [f.output, s2.output, se.output], dict(_conv_attrs(8, 8, 1, act=5), input_scale=1),
+            [P["p_w"], P["p_b"]])
+    qc = Op("conv2d", [pc.output, s2.output], dict(_conv_attrs(8, 8, 3, pads=(1, 1, 1, 1), groups=8),
+                                                   input_scale=1), [P["q_w"], P["q_b"]])
+    g = Op("channel_shuffle", [qc.output], dict(groups=2))
     n = Op("layer_norm", [g.output], dict(eps=1e-5), [P["n_w"], P["n_b"]])
     i = Op("activation", [n.output], dict(activation=7))
     j = Op("activation", [n.output], dict(activation=8))
     k = Op("max_pool2d", [a.output], dict(kernel_h=3, kernel_w=3, stride_h=2, stride_w=2, pad_h=0,
                                            pad_w=0, ceil_mode=0, activation=6))
     cat = Op("concat", [i.output, j.output, k.output])
-    stage1 = Stage([e, f, sq, s1, s2, se, g, n, i, j, k, cat], [cat.output])
+    stage1 = Stage([e, f, sq, s1, s2, se, pc, qc, g, n, i, j, k, cat], [cat.output])
     fl = Op("flatten", [cat.output])
     h1 = Op("linear", [fl.output], dict(in_features=384, out_features=5), [P["h1_w"], P["h1_b"]])
     graph = Graph(INPUT, CLASSES, "entropy", [0.5], [], x, [stage0, stage1],
@@ -93,7 +100,8 @@ def every_op_graph(seed=0):
         f = torch.clamp(F.conv2d(F.pad(e, (0, 1, 0, 1)), t("f_w"), t("f_b"), stride=2), 0, 6)
         s = F.hardsigmoid(F.conv2d(F.relu(F.conv2d(f.mean((2, 3), keepdim=True), t("s1_w"), t("s1_b"))),
                                    t("s2_w"), t("s2_b")))
-        g = f * s
+        p = F.silu(F.conv2d(f * s, t("p_w"), t("p_b")) + f * s)
+        g = F.conv2d(p * s, t("q_w"), t("q_b"), padding=1, groups=8)
         g = g.view(g.shape[0], 2, 4, 4, 4).transpose(1, 2).reshape(g.shape[0], 8, 4, 4)
         n = F.layer_norm(g.permute(0, 2, 3, 1), (8,), t("n_w"), t("n_b"), 1e-5).permute(0, 3, 1, 2)
         k = torch.sigmoid(F.max_pool2d(a, 3, 2))
@@ -122,7 +130,7 @@ def test_the_graph_uses_every_op_kind(every_op):
     kinds |= {op["kind"] for e in summary["exits"] for op in e["head"]}
     assert kinds | {"lrn", "res_block", "avg_pool2d"} == set(model_file.registry())
     assert summary["stages"][0]["outputs"] == [4, 1]  # d, then the skip a
-    assert summary["exits"][0]["input"] == 4 and summary["exits"][1]["logits"] == 21
+    assert summary["exits"][0]["input"] == 4 and summary["exits"][1]["logits"] == 23
     assert summary["stages"][1]["ops"][-1]["out"] == [24, 4, 4]
 
 
@@ -196,6 +204,26 @@ def test_writer_refuses_unknown_kinds_and_attributes():
                       [Exit(0, op.output, [])])
         with pytest.raises(ValueError, match=re.escape(message)):
             model_file.serialize(graph, "{}")
+
+
+@pytest.mark.parametrize("inputs, input_scale, message", [
+    ("xs", 1, r"op 1 \(conv2d\): the input scale \(input 1\) is \[2, 3, 3\], expected \[2, 1, 1\]"),
+    ("x", 1, r"op 1 \(conv2d\): input_scale is 1 but there is no input 1 \(the scale\)"),
+    ("xxx", 0, r"op 1 \(conv2d\): 3 inputs without input_scale"),
+    ("x", 2, r"op 1 \(conv2d\): input_scale is 2, expected 0 or 1"),
+])
+def test_the_reader_checks_a_convolutions_input_scale(tmp_path, inputs, input_scale, message):
+    x = Value()
+    s = Op("conv2d", [x], _conv_attrs(2, 2, 1), [np.ones((2, 2, 1, 1)), np.zeros(2)])  # [2, 3, 3]
+    ins = {"x": x, "s": s.output}
+    c = Op("conv2d", [ins[k] for k in inputs], dict(_conv_attrs(2, 2, 1), input_scale=input_scale),
+           [np.ones((2, 2, 1, 1)), np.zeros(2)])
+    m = Op("mean", [c.output])
+    graph = Graph((2, 3, 3), 2, "entropy", [], [], x, [Stage([s, c], [c.output])], [Exit(0, c.output, [m])])
+    path = tmp_path / "scaled.branchy"
+    path.write_bytes(model_file.serialize(graph, "{}"))
+    with pytest.raises(load().ModelError, match=message):
+        Engine(str(path))
 
 
 def test_equal_tensors_are_stored_once(tmp_path):

@@ -5,7 +5,7 @@ model's input size) and its ATen ops are matched one by one, with a few small pa
 module classes: a hand-written module, a torchvision model and another library's model lower alike.
 On the way: BatchNorm folded into the convolution before it (else a channel_affine), activations,
 residual adds' ReLU and the like fused into the op before them where nothing else reads its
-output, dropout and identities dropped, ConvNeXt's channels-last blocks (permute, layer_norm,
+output, squeeze-excitation's per-channel multiply into the convolution after it (its input scale), dropout and identities dropped, ConvNeXt's channels-last blocks (permute, layer_norm,
 linear, permute) as per-pixel ops, ShuffleNet's view/transpose/view as a channel_shuffle.
 
 An op it cannot lower raises ValueError naming the stage, the node, its ATen op and the module it
@@ -252,7 +252,18 @@ def _conv(L: Lowering, node, args, kwargs):
     attrs = dict(in_channels=cin_g * groups, out_channels=cout, kernel_h=kh, kernel_w=kw,
                  stride_h=stride[0], stride_w=stride[1], pad_top=ph, pad_left=pw, pad_bottom=ph,
                  pad_right=pw, dilation_h=dilation[0], dilation_w=dilation[1], groups=groups)
-    return L.emit(node, "conv2d", [x], attrs, [_f64(weight), b])
+    inputs = [x]
+    # Squeeze-excitation: x = y * s with s [C, 1, 1] read by nothing else becomes the convolution's
+    # input scale, so that the engine never writes y * s (it scales the weights instead).
+    mul = L.fusable(x, ("mul",))
+    if mul is not None and L.shape[id(mul.inputs[1])] == (cin_g * groups, 1, 1):
+        L.ops.remove(mul)
+        inputs, attrs["input_scale"] = list(mul.inputs), 1
+    return L.emit(node, "conv2d", inputs, attrs, [_f64(weight), b])
+
+
+def _has_residual(conv: Op) -> bool:
+    return len(conv.inputs) > 1 + int(conv.attrs.get("input_scale", 0))
 
 
 def _batch_norm(L: Lowering, node, args, kwargs):
@@ -263,7 +274,7 @@ def _batch_norm(L: Lowering, node, args, kwargs):
     scale = (_f64(weight) if weight is not None else np.ones(c)) / np.sqrt(_f64(var) + eps)
     shift = (_f64(bias) if bias is not None else np.zeros(c)) - _f64(mean) * scale
     conv = L.fusable(x, ("conv2d",))
-    if conv is not None and len(conv.inputs) == 1:  # not past a residual fused into it
+    if conv is not None and not _has_residual(conv):  # not past a residual fused into it
         w, b = conv.tensors
         conv.tensors = [w * scale[:, None, None, None], b * scale + shift]
         L.maker[id(x)] = (conv, node)
@@ -474,7 +485,7 @@ def _binary(kind: str):
                 conv = L.fusable(conv_side, ("conv2d",))
                 # The residual must exist before the convolution runs.
                 ready = position.get(id(other), -1) < position.get(id(conv_side), -1)
-                if conv is not None and len(conv.inputs) == 1 and other is not conv_side and ready:
+                if conv is not None and not _has_residual(conv) and other is not conv_side and ready:
                     conv.inputs.append(other)
                     L.maker[id(conv_side)] = (conv, node)
                     return conv_side

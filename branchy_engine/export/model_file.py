@@ -82,7 +82,7 @@ class Graph:
     exits: List[Exit]
 
 
-_DEFAULT_ZERO = ("activation", "activation_lo", "activation_hi")
+_DEFAULT_ZERO = ("activation", "activation_lo", "activation_hi", "input_scale")
 
 
 def fnv1a64(data: bytes) -> int:

@@ -77,6 +77,7 @@ struct Op {
   int32_t pad_bottom = 0, pad_right = 0;      // conv2d, pools
   int32_t dilation_h = 1, dilation_w = 1;     // conv2d
   int32_t groups = 1;                         // conv2d, channel_shuffle
+  bool input_scale = false;                   // conv2d: input 1 scales input 0 per channel
   bool ceil_mode = false;                     // pools
   bool max_pool = false;                      // pools: max (else average)
   Act act = Act::None;                        // fused epilogue (activation: the function)

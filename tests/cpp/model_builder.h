@@ -223,10 +223,11 @@ inline void reseal(std::vector<uint8_t>& f) {
 // The activation codes of the file.
 constexpr int32_t kNone = 0, kRelu = 1, kClamp = 2, kHardswish = 3, kSigmoid = 6;
 
-// conv2d's ints: square kernel, stride and padding on all sides, no dilation, one group.
+// conv2d's ints: square kernel, stride and padding on all sides, no dilation, one group, no input
+// scale.
 inline std::vector<int32_t> conv_ints(int32_t in, int32_t out, int32_t k, int32_t stride,
                                       int32_t pad, int32_t act) {
-  return {in, out, k, k, stride, stride, pad, pad, pad, pad, 1, 1, 1, act};
+  return {in, out, k, k, stride, stride, pad, pad, pad, pad, 1, 1, 1, act, 0};
 }
 
 // Knobs that break one thing each in the tiny model.
@@ -308,7 +309,7 @@ inline Writer dag_writer() {
   w.thresholds = {0.5f, 0.5f};
   w.metadata = "{\"name\": \"dag\"}";
   const uint32_t a = w.op("conv2d", {0}, conv_ints(3, 4, 3, 1, 1, kRelu), {0, 0}, {4 * 3 * 9, 4});
-  const uint32_t b = w.op("conv2d", {a}, {4, 4, 3, 3, 1, 1, 2, 0, 0, 2, 1, 1, 1, kNone}, {0, 0},
+  const uint32_t b = w.op("conv2d", {a}, {4, 4, 3, 3, 1, 1, 2, 0, 0, 2, 1, 1, 1, kNone, 0}, {0, 0},
                           {4 * 4 * 9, 4});
   const uint32_t sum = w.op("add", {a, b}, {kRelu}, {0, 0});
   const uint32_t pooled = w.op("max_pool2d", {sum}, {2, 2, 2, 2, 0, 0, 0, kNone}, {0, 0});
@@ -321,7 +322,7 @@ inline Writer dag_writer() {
   const uint32_t joined = w.op("concat", {scaled, side});
   const uint32_t shuffled = w.op("channel_shuffle", {joined}, {2});
   w.stage({shuffled, side});
-  const uint32_t depthwise = w.op("conv2d", {shuffled}, {6, 6, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2, 6, kHardswish},
+  const uint32_t depthwise = w.op("conv2d", {shuffled}, {6, 6, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2, 6, kHardswish, 0},
                                   {0, 0}, {6 * 1 * 9, 6});
   const uint32_t last = w.op("concat", {depthwise, side});
   w.stage({last});

@@ -628,7 +628,7 @@ TEST(hostile_counts_and_offsets_are_refused_without_overflow) {
   Writer big;
   big.num_classes = 1 << 20;
   const int32_t k = 1 << 22;
-  const uint32_t x = big.op("conv2d", {0}, {1, 1 << 20, k, k, k, k, k - 1, k - 1, k - 1, k - 1, 1, 1, 1, 0},
+  const uint32_t x = big.op("conv2d", {0}, {1, 1 << 20, k, k, k, k, k - 1, k - 1, k - 1, k - 1, 1, 1, 1, 0, 0},
                             {0, 0}, {1, 1 << 20});
   big.stage({x});
   big.exit(0, x);
@@ -638,7 +638,7 @@ TEST(hostile_counts_and_offsets_are_refused_without_overflow) {
                 "4194304");
   // A dilated kernel past the padded input: the message's sizes are right.
   Writer wide;
-  const uint32_t y = wide.op("conv2d", {0}, {1, 1, 1000, 1000, 1, 1, 998, 998, 998, 998, 2, 2, 1, 0},
+  const uint32_t y = wide.op("conv2d", {0}, {1, 1, 1000, 1000, 1, 1, 998, 998, 998, 998, 2, 2, 1, 0, 0},
                              {0, 0}, {1, 1});
   wide.stage({y});
   wide.exit(0, y);
@@ -647,7 +647,7 @@ TEST(hostile_counts_and_offsets_are_refused_without_overflow) {
   // A padded input past 2^31 - 1 (every index the kernels form stays within int32).
   const int32_t m = std::numeric_limits<int32_t>::max();
   Writer huge;
-  const uint32_t z = huge.op("conv2d", {0}, {1, 1, m, m, 1, 1, m - 2, m - 2, m - 2, m - 2, 2, 2, 1, 0},
+  const uint32_t z = huge.op("conv2d", {0}, {1, 1, m, m, 1, 1, m - 2, m - 2, m - 2, m - 2, 2, 2, 1, 0, 0},
                              {0, 0}, {1, 1});
   huge.stage({z});
   huge.exit(0, z);

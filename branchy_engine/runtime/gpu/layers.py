@@ -30,11 +30,14 @@ def _act(x, a: dict):
 
 
 def _conv2d(xs, a, t):
-    x = F.pad(xs[0], (a["pad_left"], a["pad_right"], a["pad_top"], a["pad_bottom"]))
+    x, rest = xs[0], list(xs[1:])
+    if a.get("input_scale"):  # squeeze-excitation: input 1 scales the input's channels
+        x = x * rest.pop(0)
+    x = F.pad(x, (a["pad_left"], a["pad_right"], a["pad_top"], a["pad_bottom"]))
     w = t[0].view(a["out_channels"], a["in_channels"] // a["groups"], a["kernel_h"], a["kernel_w"])
     y = F.conv2d(x, w, t[1], (a["stride_h"], a["stride_w"]), 0, (a["dilation_h"], a["dilation_w"]),
                  a["groups"])
-    return _act(y + xs[1] if len(xs) > 1 else y, a)
+    return _act(y + rest[0] if rest else y, a)
 
 
 def _pool(maximum: bool):

@@ -52,19 +52,34 @@ PackedPointwise pack_pointwise(Isa isa, const PointwiseGeometry& g, const float*
   return p;
 }
 
-void pointwise_nhwc(const PointwiseGeometry& g, const PackedPointwise& p, const float* in,
-                    const float* residual, Act act, float lo, float hi, float* out) {
+void scale_pointwise(const PointwiseGeometry& g, const PackedPointwise& p, const float* scale,
+                     float* out) {
+  const int64_t padded = int64_t(p.bias.size());
+  const int64_t panel = int64_t(panel_vectors(p.isa)) * lanes(p.isa);
+  for (int64_t n0 = 0; n0 < padded; n0 += panel) {
+    const int64_t width = std::min(panel, padded - n0);
+    const float* src = p.weights.data() + size_t(n0) * g.in_c;
+    float* dst = out + size_t(n0) * g.in_c;
+    for (int64_t k = 0; k < g.in_c; ++k) {
+      const float s = scale[k];
+      for (int64_t j = 0; j < width; ++j) dst[k * width + j] = src[k * width + j] * s;
+    }
+  }
+}
+
+void pointwise_nhwc(const PointwiseGeometry& g, const PackedPointwise& p, const float* weights,
+                    const float* in, const float* residual, Act act, float lo, float hi, float* out) {
 #if BRANCHY_X86
   const bool in_registers = avx512::act_in_registers(act);
   const Act inside = in_registers ? act : Act::None;
   if (p.isa == Isa::Avx512) {
-    avx512::pointwise(g, p.weights.data(), p.bias.data(), in, residual, inside, lo, hi, out);
+    avx512::pointwise(g, weights, p.bias.data(), in, residual, inside, lo, hi, out);
   } else {
-    avx2::pointwise(g, p.weights.data(), p.bias.data(), in, residual, inside, lo, hi, out);
+    avx2::pointwise(g, weights, p.bias.data(), in, residual, inside, lo, hi, out);
   }
   if (!in_registers) apply_act(act, lo, hi, out, size_t(g.out_h) * g.out_w * g.out_c);
 #else
-  (void)g, (void)p, (void)in, (void)residual, (void)act, (void)lo, (void)hi, (void)out;
+  (void)g, (void)p, (void)weights, (void)in, (void)residual, (void)act, (void)lo, (void)hi, (void)out;
 #endif
 }
 

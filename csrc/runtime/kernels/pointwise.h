@@ -29,8 +29,14 @@ struct PackedPointwise {
 PackedPointwise pack_pointwise(Isa isa, const PointwiseGeometry& g, const float* weight,
                                const float* bias);
 
-// One sample; `residual` (NHWC, the output's shape) may be null.
-void pointwise_nhwc(const PointwiseGeometry& g, const PackedPointwise& p, const float* in,
-                    const float* residual, Act act, float lo, float hi, float* out);
+// One sample; `residual` (NHWC, the output's shape) may be null. `weights`: p.weights, or a copy
+// scaled by scale_pointwise.
+void pointwise_nhwc(const PointwiseGeometry& g, const PackedPointwise& p, const float* weights,
+                    const float* in, const float* residual, Act act, float lo, float hi, float* out);
+
+// out = p.weights with input channel k's weights times scale[k] (p.weights.size() floats): a
+// convolution of x * scale per channel (squeeze-excitation) is the convolution of x with these.
+void scale_pointwise(const PointwiseGeometry& g, const PackedPointwise& p, const float* scale,
+                     float* out);
 
 }  // namespace branchy

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 #include <sstream>
+#include <stdexcept>
 
 #include "../kernels/conv_direct.h"
 #include "../kernels/depthwise.h"
@@ -11,6 +12,12 @@
 
 namespace branchy {
 namespace {
+
+// Which input is the residual: 1, or 2 after an input scale; 0 when there is none.
+size_t residual_input(const Op& op) {
+  const size_t r = op.input_scale ? 2 : 1;
+  return op.ins.size() > r ? r : 0;
+}
 
 std::vector<Expected> check(const OpCheck& c, Op& op) {
   const auto& v = op.ints;
@@ -28,6 +35,7 @@ std::vector<Expected> check(const OpCheck& c, Op& op) {
   op.dilation_w = c.at_least(v[11], 1, "dilation_w");
   op.groups = c.at_least(v[12], 1, "groups");
   c.activation(op, 13, 0);
+  op.input_scale = c.flag(v[14], "input_scale");
   if (op.in_channels % op.groups || op.out_channels % op.groups) {
     c.fail("groups ", op.groups, " does not divide in_channels ", op.in_channels,
            " and out_channels ", op.out_channels);
@@ -59,12 +67,22 @@ std::vector<Expected> check(const OpCheck& c, Op& op) {
            h + span_h, "x", w + span_w);  // the padded sizes, in 64 bits
   }
   op.out = c.shape(op.out_channels, h / op.stride_h + 1, w / op.stride_w + 1, "output");
-  if (op.ins.size() == 2 && op.ins[1] != op.out) {
-    c.fail("the residual (input 1) is ", OpCheck::str(op.ins[1]), ", expected the output's ",
+  if (op.input_scale) {
+    const Shape scale{op.in_channels, 1, 1};
+    if (op.ins.size() < 2) c.fail("input_scale is 1 but there is no input 1 (the scale)");
+    if (op.ins[1] != scale) {
+      c.fail("the input scale (input 1) is ", OpCheck::str(op.ins[1]), ", expected ", OpCheck::str(scale));
+    }
+  } else if (op.ins.size() > 2) {
+    c.fail(op.ins.size(), " inputs without input_scale: at most the input and a residual");
+  }
+  const size_t r = residual_input(op);
+  if (r && op.ins[r] != op.out) {
+    c.fail("the residual (input ", r, ") is ", OpCheck::str(op.ins[r]), ", expected the output's ",
            OpCheck::str(op.out));
   }
   // With a residual the kernels add it before the activation, never fuse ReLU into the sum.
-  if (op.ins.size() == 2) op.relu = false;
+  if (r) op.relu = false;
   return {OpCheck::product({{"out", op.out_channels},
                             {"in / groups", op.in_channels / op.groups},
                             {"", op.kernel_h},
@@ -74,6 +92,8 @@ std::vector<Expected> check(const OpCheck& c, Op& op) {
 
 void reference(const Op& op, const float* const* ins, float* out) {
   const float* x = ins[0];
+  const float* scale = op.input_scale ? ins[1] : nullptr;  // as PyTorch: x * scale, then the conv
+  const float* residual = residual_input(op) ? ins[residual_input(op)] : nullptr;
   const float* weight = op.tensors[0].data;
   const float* bias = op.tensors[1].data;
   const int icg = op.in.c / op.groups, ocg = op.out.c / op.groups;
@@ -91,12 +111,13 @@ void reference(const Op& op, const float* const* ins, float* out) {
             for (int kx = 0; kx < op.kernel_w; ++kx) {
               const int ix = ox * op.stride_w - op.pad_w + kx * op.dilation_w;
               if (ix < 0 || ix >= op.in.w) continue;
-              acc += w[ky * op.kernel_w + kx] * plane[size_t(iy) * op.in.w + ix];
+              const float v = plane[size_t(iy) * op.in.w + ix];
+              acc += w[ky * op.kernel_w + kx] * (scale ? v * scale[first_ic + ic] : v);
             }
           }
         }
         const size_t at = (size_t(oc) * op.out.h + oy) * op.out.w + ox;
-        if (op.ins.size() == 2) acc += ins[1][at];
+        if (residual) acc += residual[at];
         out[at] = act_value(op.act, op.act_lo, op.act_hi, acc);
       }
     }
@@ -221,27 +242,40 @@ class DepthwiseLayer : public Layer {
 };
 
 // Pointwise (1x1, groups 1, no padding, any stride) on NHWC as a packed GEMM of the SIMD tier;
-// bias, residual and activation in its epilogue.
+// bias, residual and activation in its epilogue. With an input scale (squeeze-excitation) each
+// call scales a copy of the packed weights instead of the input: K x N products, not K x H x W.
 class PointwiseLayer : public Layer {
  public:
   explicit PointwiseLayer(const Op& op)
       : Layer(op.ins, op.out),
         g_{op.in.c, op.in.h, op.in.w, op.out.c, op.out.h, op.out.w, op.stride_h, op.stride_w},
-        act_(op.act), lo_(op.act_lo), hi_(op.act_hi),
+        act_(op.act), lo_(op.act_lo), hi_(op.act_hi), scaled_(op.input_scale),
+        residual_(residual_input(op)),
         packed_(pack_pointwise(active_isa(), g_, op.tensors[0].data, op.tensors[1].data)) {}
   void forward(const float* in, float* out, LayerState*) const override {
-    pointwise_nhwc(g_, packed_, in, nullptr, act_, lo_, hi_, out);
+    pointwise_nhwc(g_, packed_, packed_.weights.data(), in, nullptr, act_, lo_, hi_, out);
   }
-  void forward_n(const float* const* ins, float* out, LayerState*) const override {
-    pointwise_nhwc(g_, packed_, ins[0], ins_.size() > 1 ? ins[1] : nullptr, act_, lo_, hi_, out);
+  void forward_n(const float* const* ins, float* out, LayerState* state) const override {
+    const float* weights = packed_.weights.data();
+    if (scaled_) {
+      float* copy = static_cast<ScratchState*>(state)->buffer.data();
+      scale_pointwise(g_, packed_, ins[1], copy);
+      weights = copy;
+    }
+    pointwise_nhwc(g_, packed_, weights, ins[0], residual_ ? ins[residual_] : nullptr, act_, lo_, hi_, out);
   }
+  std::unique_ptr<LayerState> make_state() const override {
+    return scaled_ ? std::make_unique<ScratchState>(packed_.weights.size()) : nullptr;
+  }
+  size_t scratch_floats() const override { return scaled_ ? packed_.weights.size() : 0; }
   size_t packed_floats() const override { return packed_.weights.size() + packed_.bias.size(); }
   Layout input_layout() const override { return Layout::NHWC; }
   Layout output_layout() const override { return Layout::NHWC; }
   std::string describe() const override {
     std::ostringstream s;
     s << "conv2d " << g_.in_c << "->" << g_.out_c << " k1x1 s" << g_.stride_h << " p0";
-    if (ins_.size() == 2) s << " +residual";
+    if (scaled_) s << " +input scale";
+    if (residual_) s << " +residual";
     if (act_ != Act::None) s << " +" << act_name(act_);
     s << " [own " << isa_name(packed_.isa) << " pointwise, NHWC]";
     return s.str();
@@ -251,24 +285,100 @@ class PointwiseLayer : public Layer {
   PointwiseGeometry g_;
   Act act_;
   float lo_, hi_;
+  bool scaled_;
+  size_t residual_;
   PackedPointwise packed_;
 };
 
+// The op without its input scale: what a kernel that knows no scale runs after InputScaled has
+// scaled the input.
+Op unscaled(const Op& op) {
+  Op plain = op;
+  plain.input_scale = false;
+  plain.ins = {op.ins[0]};
+  if (residual_input(op)) plain.ins.push_back(op.ins[residual_input(op)]);
+  return plain;
+}
+
+// Any convolution layer of the unscaled op, run on x * scale (per channel, into per-thread
+// scratch, in the inner layer's input layout).
+class InputScaled : public Layer {
+ public:
+  InputScaled(const Op& op, std::unique_ptr<Layer> inner)
+      : Layer(op.ins, op.out), inner_(std::move(inner)), residual_(residual_input(op)) {}
+  void forward(const float*, float*, LayerState*) const override {
+    throw std::logic_error("an input-scaled convolution runs through forward_n");
+  }
+  void forward_n(const float* const* ins, float* out, LayerState* state) const override {
+    auto* st = static_cast<State*>(state);
+    float* x = st->scaled.data();
+    const float* scale = ins[1];
+    const int64_t c = in_.c, plane = int64_t(in_.h) * in_.w;
+    if (inner_->input_layout() == Layout::NHWC) {
+      for (int64_t p = 0; p < plane; ++p) {
+        for (int64_t k = 0; k < c; ++k) x[p * c + k] = ins[0][p * c + k] * scale[k];
+      }
+    } else {
+      for (int64_t k = 0; k < c; ++k) {
+        for (int64_t p = 0; p < plane; ++p) x[k * plane + p] = ins[0][k * plane + p] * scale[k];
+      }
+    }
+    const float* inner_ins[2] = {x, residual_ ? ins[residual_] : nullptr};
+    inner_->forward_n(inner_ins, out, st->inner.get());
+  }
+  std::unique_ptr<LayerState> make_state() const override {
+    auto st = std::make_unique<State>(size_t(in_.numel()));
+    st->inner = inner_->make_state();
+    return st;
+  }
+  size_t scratch_floats() const override { return size_t(in_.numel()) + inner_->scratch_floats(); }
+  size_t packed_floats() const override { return inner_->packed_floats(); }
+  bool portable() const override { return inner_->portable(); }
+  Layout input_layout() const override { return inner_->input_layout(); }
+  Layout output_layout() const override { return inner_->output_layout(); }
+  std::string describe() const override {
+    std::string d = inner_->describe();
+    const size_t at = d.find(" [");
+    return d.insert(at == std::string::npos ? d.size() : at, " +input scale");
+  }
+
+ private:
+  struct State : LayerState {
+    explicit State(size_t floats) : scaled(floats) {}
+    Buffer scaled;
+    std::unique_ptr<LayerState> inner;
+  };
+  std::unique_ptr<Layer> inner_;
+  size_t residual_;
+};
+
+Layers scaled(const Op& op, Layers inner) {
+  Layers out;
+  for (auto& layer : inner) out.push_back(std::make_unique<InputScaled>(op, std::move(layer)));
+  return out;
+}
+
 Layers own(const Op& op) {
   Layers out;
-  const bool depthwise = op.groups == op.in.c && op.out.c == op.in.c;
-  if (depthwise && active_isa() != Isa::Portable) out.push_back(std::make_unique<DepthwiseLayer>(op));
   const bool pointwise = op.groups == 1 && op.kernel_h == 1 && op.kernel_w == 1 && op.pad_h == 0 &&
                          op.pad_w == 0 && op.pad_bottom == 0 && op.pad_right == 0;
   if (pointwise && active_isa() != Isa::Portable) out.push_back(std::make_unique<PointwiseLayer>(op));
+  const bool depthwise = op.groups == op.in.c && op.out.c == op.in.c;
+  const Op plain = op.input_scale ? unscaled(op) : op;
+  Layers others;
+  if (depthwise && active_isa() != Isa::Portable) others.push_back(std::make_unique<DepthwiseLayer>(plain));
   const bool direct = op.groups == 1 && op.dilation_h == 1 && op.dilation_w == 1 &&
                       op.pad_bottom == op.pad_h && op.pad_right == op.pad_w;
-  if (direct) {
-    out.push_back(std::make_unique<DirectConv>(op));
-  } else {
-    out.push_back(reference_layer(op, depthwise ? "portable depthwise" : "portable"));
-  }
+  if (direct) others.push_back(std::make_unique<DirectConv>(plain));
+  if (op.input_scale) others = scaled(op, std::move(others));
+  for (auto& layer : others) out.push_back(std::move(layer));
+  // The reference takes the scale itself.
+  if (!direct) out.push_back(reference_layer(op, depthwise ? "portable depthwise" : "portable"));
   return out;
+}
+
+Layers dnnl(const Op& op) {
+  return op.input_scale ? scaled(op, dnnl_conv2d(unscaled(op))) : dnnl_conv2d(op);
 }
 
 }  // namespace
@@ -277,18 +387,21 @@ extern const OpDef kConv2d{
     "conv2d",
     1,
     {"in_channels", "out_channels", "kernel_h", "kernel_w", "stride_h", "stride_w", "pad_top",
-     "pad_left", "pad_bottom", "pad_right", "dilation_h", "dilation_w", "groups", "activation"},
+     "pad_left", "pad_bottom", "pad_right", "dilation_h", "dilation_w", "groups", "activation",
+     "input_scale"},
     {"activation_lo", "activation_hi"},
     {"weight [out, in / groups, kernel_h, kernel_w]", "bias [out]"},
     1,
-    2,
-    "cross-correlation with zero padding, stride, dilation and groups, plus bias, plus input 1 "
-    "when given (a residual of the output's shape), then the activation; [out, floor((H + pad_top + pad_bottom - (kernel_h - 1) * dilation_h - 1) / "
-    "stride_h) + 1, same for W]",
+    3,
+    "cross-correlation with zero padding, stride, dilation and groups of input 0 (times input 1, "
+    "one factor per input channel [in, 1, 1], when input_scale is 1: squeeze-excitation), plus "
+    "bias, plus the next input when given (a residual of the output's shape), then the activation; "
+    "[out, floor((H + pad_top + pad_bottom - (kernel_h - 1) * dilation_h - 1) / stride_h) + 1, "
+    "same for W]",
     check,
     reference,
     own,
-    dnnl_conv2d,
+    dnnl,
 };
 
 }  // namespace branchy
