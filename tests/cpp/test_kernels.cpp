@@ -4,18 +4,27 @@
 // sum in another order than the loops, so they are held to a tolerance relative to the sum of the
 // terms' magnitudes (which the portable kernel computes on |weights| and |inputs|); pools and
 // reorders move or compare values, so they must match exactly (averages up to rounding).
+// The NHWC kernels (pointwise, depthwise) and the whole-array activations are held to loops in
+// double precision instead, under every fused activation, with and without a residual.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <limits>
+#include <utility>
 #include <vector>
 
 #include "check.h"
 #include "runtime/buffer.h"
 #include "runtime/exit_decision.h"
+#include "runtime/kernels/activation.h"
 #include "runtime/kernels/conv_direct.h"
+#include "runtime/kernels/depthwise.h"
+#include "runtime/kernels/pointwise.h"
 #include "runtime/kernels/simple_ops.h"
 #include "runtime/ops/registry.h"
 
+using branchy::Act;
 using branchy::ConvGeometry;
 using branchy::Isa;
 using branchy::Op;
@@ -190,6 +199,210 @@ void check_reorder(const Shape& s) {
   }
 }
 
+// ---- pointwise, depthwise and whole-array activations (NHWC kernels), against double loops ----
+
+// act_value (ops/registry.h) in double precision.
+double act_ref(Act act, double lo, double hi, double x) {
+  switch (act) {
+    case Act::None: return x;
+    case Act::Relu: return std::max(x, 0.0);
+    case Act::Clamp: return std::min(std::max(x, lo), hi);
+    case Act::Hardswish: return x * std::min(std::max(x + 3.0, 0.0), 6.0) / 6.0;
+    case Act::Hardsigmoid: return std::min(std::max(x + 3.0, 0.0), 6.0) / 6.0;
+    case Act::Silu: return x / (1.0 + std::exp(-x));
+    case Act::Sigmoid: return 1.0 / (1.0 + std::exp(-x));
+    case Act::GeluErf: return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+    case Act::GeluTanh: {
+      const double sqrt_2_over_pi = 0.79788456080286536;
+      return 0.5 * x * (1.0 + std::tanh(sqrt_2_over_pi * (x + 0.044715 * x * x * x)));
+    }
+  }
+  return x;
+}
+
+constexpr float kClampLo = -1.0f, kClampHi = 2.0f;
+
+// The outputs `act` gives on the double pre-activations `pre` (sums with residual), and the
+// scale first_mismatch holds them to at tolerance 1e-5: 1.5 times the sum of the terms'
+// magnitudes (the activations' slopes are at most 1.13, hardswish's 1.5 at x = 3, so a
+// pre-activation error of 1e-5 of the magnitudes stays under 1.5e-5 of them after the
+// activation) plus 0.1 |want| (1e-6 relative: the activation's own error, SiLU's polynomial e^x
+// measured under 3e-7, and the rounding of want to float).
+void act_expectation(Act act, const std::vector<double>& pre, const std::vector<double>& mag,
+                     std::vector<float>* want, std::vector<float>* scale) {
+  want->resize(pre.size());
+  scale->resize(pre.size());
+  for (size_t i = 0; i < pre.size(); ++i) {
+    const double w = act_ref(act, kClampLo, kClampHi, pre[i]);
+    (*want)[i] = float(w);
+    (*scale)[i] = float(1.5 * mag[i] + 0.1 * std::fabs(w));
+  }
+}
+
+// One pointwise geometry (input h x w, strides sh, sw), packed once per tier, run with and
+// without a residual under every activation.
+void check_pointwise(int in_c, int out_c, int in_h, int in_w, int sh, int sw) {
+  const int out_h = (in_h - 1) / sh + 1, out_w = (in_w - 1) / sw + 1;
+  const branchy::PointwiseGeometry g{in_c, in_h, in_w, out_c, out_h, out_w, sh, sw};
+  const size_t pixels = size_t(out_h) * out_w, out_n = pixels * out_c;
+  const uint32_t seed = uint32_t(in_c * 1009 + out_c * 101 + in_h * 13 + in_w + sh * 3 + sw);
+  const auto weight = uniform(size_t(out_c) * in_c, seed, -1.0f, 1.0f);  // [out_c][in_c]
+  const auto bias = uniform(out_c, seed + 1, -2.0f, 2.0f);
+  const auto in = uniform(size_t(in_h) * in_w * in_c, seed + 2);
+  const auto residual = uniform(out_n, seed + 3);
+  // The sums in double, and the sums of the terms' magnitudes.
+  std::vector<double> sum(out_n), mag(out_n);
+  for (int oy = 0; oy < out_h; ++oy) {
+    for (int ox = 0; ox < out_w; ++ox) {
+      const float* x = in.data() + (size_t(oy) * sh * in_w + size_t(ox) * sw) * in_c;
+      for (int n = 0; n < out_c; ++n) {
+        double s = bias[n], m = std::fabs(bias[n]);
+        for (int k = 0; k < in_c; ++k) {
+          s += double(x[k]) * weight[size_t(n) * in_c + k];
+          m += std::fabs(double(x[k]) * weight[size_t(n) * in_c + k]);
+        }
+        const size_t at = (size_t(oy) * out_w + ox) * out_c + n;
+        sum[at] = s;
+        mag[at] = m;
+      }
+    }
+  }
+  std::vector<branchy::PackedPointwise> packs;
+  for (Isa isa : simd_isas()) {
+    packs.push_back(branchy::pack_pointwise(isa, g, weight.data(), bias.data()));
+  }
+  std::vector<double> pre(out_n), pre_mag(out_n);
+  std::vector<float> want, scale;
+  for (bool with_res : {false, true}) {
+    for (size_t i = 0; i < out_n; ++i) {
+      pre[i] = sum[i] + (with_res ? residual[i] : 0.0f);
+      pre_mag[i] = mag[i] + (with_res ? std::fabs(residual[i]) : 0.0f);
+    }
+    for (Act act : {Act::None, Act::Relu, Act::Clamp, Act::Hardswish, Act::Silu, Act::Sigmoid,
+                    Act::GeluTanh}) {
+      act_expectation(act, pre, pre_mag, &want, &scale);
+      for (const branchy::PackedPointwise& p : packs) {
+        std::vector<float> got = with_canaries(out_n);
+        branchy::pointwise_nhwc(g, p, p.weights.data(), in.data(),
+                                with_res ? residual.data() : nullptr, act, kClampLo, kClampHi,
+                                got.data());
+        const long bad = first_mismatch(got, want, scale, out_n, 1e-5f);
+        CHECK_MSG(bad < 0,
+                  "%s pointwise %d->%d in %dx%d s%d,%d res %d %s: [%ld] (pixel %ld, channel "
+                  "%ld) %.9g want %.9g",
+                  branchy::isa_name(p.isa), in_c, out_c, in_h, in_w, sh, sw, with_res,
+                  branchy::act_name(act), bad, std::max(bad, 0L) / out_c,
+                  std::max(bad, 0L) % out_c, got[std::max(bad, 0L)], want[std::max(bad, 0L)]);
+        CHECK_MSG(canaries_intact(got, out_n),
+                  "%s pointwise %d->%d in %dx%d s%d,%d res %d %s: wrote past the output",
+                  branchy::isa_name(p.isa), in_c, out_c, in_h, in_w, sh, sw, with_res,
+                  branchy::act_name(act));
+      }
+    }
+  }
+}
+
+// One depthwise geometry (strides sh, sw, dilations dh, dw, padding pad_top = kh / 2 and
+// pad_left = kw / 2 where `pad`, else 0; output sizes as PyTorch's conv2d with that symmetric
+// padding), on every tier, with and without a residual under every activation the layers fuse.
+void check_depthwise(int c, int h, int w, int kh, int kw, int sh, int sw, int dh, int dw,
+                     bool pad) {
+  const int pad_top = pad ? kh / 2 : 0, pad_left = pad ? kw / 2 : 0;
+  if (h + 2 * pad_top < dh * (kh - 1) + 1 || w + 2 * pad_left < dw * (kw - 1) + 1) return;
+  const int out_h = (h + 2 * pad_top - dh * (kh - 1) - 1) / sh + 1;
+  const int out_w = (w + 2 * pad_left - dw * (kw - 1) - 1) / sw + 1;
+  const branchy::DepthwiseGeometry g{c,  h,  w,       out_h,    out_w, kh, kw,
+                                     sh, sw, pad_top, pad_left, dh,    dw};
+  const size_t padded = (size_t(c) + 63) / 64 * 64, out_n = size_t(out_h) * out_w * c;
+  const uint32_t seed =
+      uint32_t(c * 7919 + h * 131 + w * 17 + kh * 5 + kw + sh * 3 + sw + dh * 2 + dw);
+  const auto weight = uniform(size_t(c) * kh * kw, seed, -1.0f, 1.0f);  // [c][kh][kw]
+  std::vector<float> bias(padded, 0.0f);  // zeros past c, as the kernel requires
+  const auto b = uniform(c, seed + 1, -1.0f, 1.0f);
+  std::copy(b.begin(), b.end(), bias.begin());
+  const auto in = uniform(size_t(h) * w * c, seed + 2);
+  const auto residual = uniform(out_n, seed + 3);
+  const branchy::Buffer packed = branchy::pack_depthwise(g, weight.data(), padded);
+  std::vector<double> sum(out_n), mag(out_n);
+  for (int oy = 0; oy < out_h; ++oy) {
+    for (int ox = 0; ox < out_w; ++ox) {
+      for (int ch = 0; ch < c; ++ch) {
+        double s = bias[ch], m = std::fabs(bias[ch]);
+        for (int ky = 0; ky < kh; ++ky) {
+          const int iy = oy * sh - pad_top + ky * dh;
+          if (iy < 0 || iy >= h) continue;
+          for (int kx = 0; kx < kw; ++kx) {
+            const int ix = ox * sw - pad_left + kx * dw;
+            if (ix < 0 || ix >= w) continue;
+            const double t = double(in[(size_t(iy) * w + ix) * c + ch]) *
+                             weight[(size_t(ch) * kh + ky) * kw + kx];
+            s += t;
+            m += std::fabs(t);
+          }
+        }
+        const size_t at = (size_t(oy) * out_w + ox) * c + ch;
+        sum[at] = s;
+        mag[at] = m;
+      }
+    }
+  }
+  std::vector<double> pre(out_n), pre_mag(out_n);
+  std::vector<float> want, scale;
+  for (bool with_res : {false, true}) {
+    for (size_t i = 0; i < out_n; ++i) {
+      pre[i] = sum[i] + (with_res ? residual[i] : 0.0f);
+      pre_mag[i] = mag[i] + (with_res ? std::fabs(residual[i]) : 0.0f);
+    }
+    for (Act act : {Act::None, Act::Relu, Act::Clamp, Act::Hardswish, Act::Silu, Act::Sigmoid}) {
+      act_expectation(act, pre, pre_mag, &want, &scale);
+      for (Isa isa : simd_isas()) {
+        std::vector<float> got = with_canaries(out_n);
+        branchy::depthwise_nhwc(isa, g, packed.data(), bias.data(), in.data(),
+                                with_res ? residual.data() : nullptr, act, kClampLo, kClampHi,
+                                got.data());
+        const long bad = first_mismatch(got, want, scale, out_n, 1e-5f);
+        const long at = std::max(bad, 0L);
+        CHECK_MSG(bad < 0,
+                  "%s depthwise c%d %dx%d k%dx%d s%d,%d d%d,%d pad %d,%d res %d %s: [%ld] (y %ld, "
+                  "x %ld, c %ld) %.9g want %.9g",
+                  branchy::isa_name(isa), c, h, w, kh, kw, sh, sw, dh, dw, pad_top, pad_left,
+                  with_res, branchy::act_name(act), bad, at / c / out_w, at / c % out_w, at % c,
+                  got[at], want[at]);
+        CHECK_MSG(canaries_intact(got, out_n),
+                  "%s depthwise c%d %dx%d k%dx%d s%d,%d d%d,%d pad %d res %d %s: wrote past the "
+                  "output", branchy::isa_name(isa), c, h, w, kh, kw, sh, sw, dh, dw, pad, with_res,
+                  branchy::act_name(act));
+      }
+    }
+  }
+}
+
+// Whether act_array_simd's float `got` for input x is SiLU's or sigmoid's value in double
+// precision: within 1e-6 relative or 1e-30 absolute (the kernel clamps e^x's argument to
+// [-87.3, 88.3], so results under 2^-126 are not exact).
+bool act_close(Act act, float x, float got) {
+  const double want = act_ref(act, 0.0, 0.0, double(x));
+  const double err = std::fabs(double(got) - want);
+  return err <= 1e-6 * std::fabs(want) || err <= 1e-30;
+}
+
+// Inputs for act_array_simd: [-100, 100] with the specials spread through (the tests slide
+// windows of each length over them, so that each special meets every lane and the tails).
+std::vector<float> act_inputs() {
+  std::vector<float> x = uniform(1000, 99, -100.0f, 100.0f);
+  const float inf = std::numeric_limits<float>::infinity();
+  const float specials[] = {0.0f,     -0.0f,   1e-30f,  -1e-30f, 1e-40f,  -1e-40f, 1e-7f,
+                            -1e-7f,   20.0f,   -20.0f,  87.0f,   -87.0f,  88.5f,   -88.5f,
+                            89.0f,    -89.0f,  100.0f,  -100.0f, 1e4f,    -1e4f,   1e30f,
+                            -1e30f,   3.0e38f, -3.0e38f, inf,    -inf,    std::nanf("")};
+  size_t at = 0;
+  for (float s : specials) {
+    x[at] = s;
+    at += 37;
+  }
+  return x;
+}
+
 }  // namespace
 
 TEST(conv_tiers_match_portable_over_odd_sizes) {
@@ -249,6 +462,177 @@ TEST(reorder_tiers_match_portable) {
   }
   check_reorder(Shape{5, 30, 30});
   check_reorder(Shape{64, 16, 16});
+}
+
+// Scaling the packed weights by input channel (squeeze-excitation) is packing the scaled weights:
+// the same float products, so the same output bit for bit, panel tails and padding included.
+TEST(pointwise_scaled_weights_are_the_scaled_packing) {
+  for (auto [in_c, out_c] : {std::pair{1, 1}, {3, 70}, {16, 24}, {37, 96}, {96, 5}}) {
+    const branchy::PointwiseGeometry g{in_c, 5, 7, out_c, 5, 7, 1, 1};
+    const auto weight = uniform(size_t(out_c) * in_c, 11, -1.0f, 1.0f);
+    const auto bias = uniform(out_c, 12);
+    const auto scale = uniform(in_c, 13, 0.0f, 1.0f);
+    const auto in = uniform(size_t(5 * 7) * in_c, 14);
+    std::vector<float> scaled_weight(weight);
+    for (int n = 0; n < out_c; ++n) {
+      for (int k = 0; k < in_c; ++k) scaled_weight[size_t(n) * in_c + k] *= scale[k];
+    }
+    for (Isa isa : simd_isas()) {
+      const auto p = branchy::pack_pointwise(isa, g, weight.data(), bias.data());
+      const auto want_p = branchy::pack_pointwise(isa, g, scaled_weight.data(), bias.data());
+      std::vector<float> copy(p.weights.size(), -1.0f);
+      branchy::scale_pointwise(g, p, scale.data(), copy.data());
+      CHECK_MSG(std::memcmp(copy.data(), want_p.weights.data(), copy.size() * sizeof(float)) == 0,
+                "%s scale_pointwise %d->%d differs from packing the scaled weights",
+                branchy::isa_name(isa), in_c, out_c);
+      std::vector<float> got(size_t(35) * out_c), want(got.size());
+      branchy::pointwise_nhwc(g, p, copy.data(), in.data(), nullptr, Act::Silu, 0, 0, got.data());
+      branchy::pointwise_nhwc(g, want_p, want_p.weights.data(), in.data(), nullptr, Act::Silu, 0, 0,
+                              want.data());
+      CHECK_MSG(got == want, "%s pointwise %d->%d on scaled weights differs", branchy::isa_name(isa),
+                in_c, out_c);
+    }
+  }
+}
+
+TEST(pointwise_tiers_match_double_precision) {
+  // Output channels: one partial vector, one vector, 24 (AVX-512: a partial 2-vector panel;
+  // AVX2: a whole panel and a half), 70 and 96 (several panels, a tail of 6). Pixels: tiles of 6
+  // with 1..5 left over, at stride 1 and 2.
+  for (int in_c : {1, 3, 16, 37}) {
+    for (int out_c : {1, 5, 16, 24, 70, 96}) {
+      for (auto [h, w] : {std::pair{1, 1}, {3, 5}, {7, 7}, {13, 11}}) {
+        for (int stride : {1, 2}) check_pointwise(in_c, out_c, h, w, stride, stride);
+      }
+    }
+  }
+  // More pixels than one block (65536 / K rounded down to tiles: 1770 at K = 37).
+  check_pointwise(37, 70, 47, 43, 1, 1);
+  check_pointwise(37, 24, 90, 85, 2, 2);
+  // Strides apart along y and x.
+  check_pointwise(16, 24, 13, 11, 1, 2);
+  check_pointwise(3, 70, 13, 11, 2, 1);
+  check_pointwise(37, 5, 9, 20, 3, 2);
+}
+
+TEST(depthwise_tiers_match_double_precision) {
+  // Channels: one masked tail, one AVX2 vector, vectors and a tail, a 4-vector AVX-512 block,
+  // blocks and single vectors. Widths 23 and 37 give strips of 8 columns with leftovers for the
+  // 3, 5, 7 kernels at stride 1 and 2; 2x2, 1x1, 3x5 and dilation 2 take the per-pixel path.
+  for (int c : {1, 8, 21, 64, 144}) {
+    for (auto [kh, kw] : {std::pair{3, 3}, {5, 5}, {7, 7}, {2, 2}, {1, 1}, {3, 5}}) {
+      for (int stride : {1, 2}) {
+        for (int dilation : {1, 2}) {
+          for (bool pad : {false, true}) {
+            for (auto [h, w] : {std::pair{4, 5}, {20, 23}, {6, 37}}) {
+              check_depthwise(c, h, w, kh, kw, stride, stride, dilation, dilation, pad);
+            }
+          }
+        }
+      }
+    }
+  }
+  // Strides and dilations apart along y and x: the strips follow stride_w and dilation_w only.
+  for (int c : {8, 21}) {
+    check_depthwise(c, 20, 23, 3, 3, 2, 1, 1, 1, true);
+    check_depthwise(c, 20, 23, 3, 3, 1, 2, 1, 1, true);
+    check_depthwise(c, 20, 23, 5, 5, 1, 1, 2, 1, true);
+    check_depthwise(c, 20, 23, 5, 5, 1, 1, 1, 2, true);
+    check_depthwise(c, 20, 37, 7, 7, 3, 2, 1, 1, false);
+    check_depthwise(c, 20, 37, 3, 3, 1, 3, 1, 1, true);
+  }
+}
+
+TEST(act_array_simd_silu_sigmoid_match_double_precision) {
+  const std::vector<float> x = act_inputs();
+  for (Isa isa : simd_isas()) {
+    for (Act act : {Act::Silu, Act::Sigmoid}) {
+      for (size_t n : {size_t(0), size_t(1), size_t(15), size_t(16), size_t(17), size_t(1000)}) {
+        // Off inputs and the first of them, apart for finite |x| > 1e4 (huge) and the rest
+        // ([-100, 100], tiny, NaN), so that the huge ones' failure (below) hides no other.
+        int bad[2] = {0, 0};
+        struct {
+          float x, got;
+          size_t lane;
+        } first_bad[2] = {};
+        // Windows of n values from every n-th start: each input in every lane position.
+        for (size_t start = 0; start + n <= x.size(); start += std::max<size_t>(n, 1)) {
+          std::vector<float> got = with_canaries(n);
+          CHECK(branchy::act_array_simd(isa, act, 0.0f, 0.0f, x.data() + start, got.data(), n));
+          CHECK_MSG(canaries_intact(got, n), "%s %s n %zu at %zu: wrote past the output",
+                    branchy::isa_name(isa), branchy::act_name(act), n, start);
+          for (size_t i = 0; i < n; ++i) {
+            const float v = x[start + i];
+            if (std::isinf(v)) continue;  // below
+            const bool ok = std::isnan(v) ? std::isnan(got[i]) : act_close(act, v, got[i]);
+            const int huge = std::fabs(v) > 1e4f;
+            if (!ok && bad[huge]++ == 0) first_bad[huge] = {v, got[i], i};
+          }
+          if (n == 0) break;
+        }
+        for (int huge : {0, 1}) {
+          const auto& f = first_bad[huge];
+          CHECK_MSG(bad[huge] == 0,
+                    "%s %s, length %zu: %d %s input(s) off, the first %s(%.9g) = %.9g want %.9g "
+                    "(lane %zu)", branchy::isa_name(isa), branchy::act_name(act), n, bad[huge],
+                    huge ? "huge" : "moderate", branchy::act_name(act), f.x, f.got,
+                    act_ref(act, 0.0, 0.0, f.x), f.lane);
+        }
+      }
+      // Infinities: the limits (silu(+inf) = +inf, silu(-inf) = 0, sigmoid(+inf) = 1,
+      // sigmoid(-inf) = 0, within 1e-30), or NaN as the portable act_value's x / (1 + e^-x)
+      // gives for silu(-inf) (-inf / inf). e^x overflows to infinity above 88.3 as expf does, so
+      // far below zero silu is -0, not x / e^88.3 (which gave silu(-3e38) = -1.35 before).
+      const float inf = std::numeric_limits<float>::infinity();
+      const float ins[2] = {inf, -inf};
+      float outs[2];
+      CHECK(branchy::act_array_simd(isa, act, 0.0f, 0.0f, ins, outs, 2));
+      const double limits[2] = {act == Act::Silu ? double(inf) : 1.0, 0.0};
+      for (int i = 0; i < 2; ++i) {
+        const bool limit = outs[i] == limits[i] || std::fabs(outs[i] - limits[i]) <= 1e-30;
+        CHECK_MSG(limit || std::isnan(outs[i]), "%s %s(%g) = %.9g, want %g or NaN",
+                  branchy::isa_name(isa), branchy::act_name(act), ins[i], outs[i], limits[i]);
+      }
+    }
+  }
+}
+
+TEST(act_array_simd_in_place_and_other_kinds) {
+  const std::vector<float> x = act_inputs();
+  for (Isa isa : simd_isas()) {
+    // In place (in == out): the same floats as from one array to another, nothing past n.
+    for (Act act : {Act::Silu, Act::Sigmoid}) {
+      std::vector<float> y(x), apart(999);
+      CHECK(branchy::act_array_simd(isa, act, 0.0f, 0.0f, x.data(), apart.data(), 999));
+      CHECK(branchy::act_array_simd(isa, act, 0.0f, 0.0f, y.data(), y.data(), 999));
+      CHECK_MSG(std::memcmp(y.data(), apart.data(), 999 * sizeof(float)) == 0 && y[999] == x[999],
+                "%s %s in place differs", branchy::isa_name(isa), branchy::act_name(act));
+    }
+    // The piecewise-linear kinds give act_value's floats exactly (NaN aside: max and min pass it
+    // on in another order).
+    for (Act act : {Act::None, Act::Relu, Act::Clamp, Act::Hardswish, Act::Hardsigmoid}) {
+      std::vector<float> got = with_canaries(x.size() - 3);
+      CHECK(branchy::act_array_simd(isa, act, kClampLo, kClampHi, x.data(), got.data(),
+                                    x.size() - 3));
+      CHECK(canaries_intact(got, x.size() - 3));
+      for (size_t i = 0; i + 3 < x.size(); ++i) {
+        if (std::isnan(x[i])) continue;
+        const float want = branchy::act_value(act, kClampLo, kClampHi, x[i]);
+        CHECK_MSG(got[i] == want || (std::isnan(got[i]) && std::isnan(want)),
+                  "%s %s(%.9g) = %.9g want %.9g", branchy::isa_name(isa), branchy::act_name(act),
+                  x[i], got[i], want);
+      }
+    }
+    // GELU has no vector form: false, nothing written.
+    for (Act act : {Act::GeluErf, Act::GeluTanh}) {
+      std::vector<float> got = with_canaries(0);
+      CHECK(!branchy::act_array_simd(isa, act, 0.0f, 0.0f, x.data(), got.data(), 20));
+      CHECK(canaries_intact(got, 0));
+    }
+  }
+  std::vector<float> got = with_canaries(0);
+  CHECK(!branchy::act_array_simd(Isa::Portable, Act::Silu, 0.0f, 0.0f, x.data(), got.data(), 20));
+  CHECK(canaries_intact(got, 0));
 }
 
 int main() { return check::run_all(); }

@@ -5,11 +5,12 @@
 // e^x after Cephes' single-precision method: x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two parts),
 // e^r by a degree-6 polynomial in Horner form (Cephes' coefficients but the leading one), then
 // scaled by 2^n: relative error under 3e-7 (SiLU against double precision, measured on 1.2M
-// values in [-20, 20]); 9% faster than Cephes' degree 7. The input is clamped to [-87.3, 88.3]
-// (e^x below it is under 2^-126, above it near FLT_MAX). NaN stays NaN.
-BRANCHY_TIER inline Vec exp_approx(Vec x) {
+// values in [-20, 20]); 9% faster than Cephes' degree 7. Below -87.3 it gives e^-87.3 (under
+// 2^-125), above 88.3 infinity. NaN stays NaN.
+BRANCHY_TIER inline Vec exp_approx(Vec in) {
   // max/min return their second operand when either is NaN: x goes second.
-  x = min(broadcast(88.3f), max(broadcast(-87.3f), x));
+  const Vec top = broadcast(88.3f);
+  const Vec x = min(top, max(broadcast(-87.3f), in));
   const Vec n = round_nearest(mul(x, broadcast(1.44269504088896341f)));
   Vec r = fma(n, broadcast(-0.693359375f), x);
   r = fma(n, broadcast(2.12194440e-4f), r);
@@ -20,7 +21,9 @@ BRANCHY_TIER inline Vec exp_approx(Vec x) {
   p = fma(p, r, broadcast(5.0000001201e-1f));
   p = fma(p, r, broadcast(1.0f));
   p = fma(p, r, broadcast(1.0f));
-  return mul_pow2(p, n);
+  // Above the range e^x overflows as expf's does, so that SiLU's x / (1 + e^-x) is -0 far below
+  // zero (not x / FLT_MAX) and NaN at -inf, as in PyTorch.
+  return select_greater(in, top, broadcast(std::numeric_limits<float>::infinity()), mul_pow2(p, n));
 }
 
 // Whether act_vec computes `act` (GELU is left to apply_act's loops).

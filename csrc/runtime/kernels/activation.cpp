@@ -1,5 +1,7 @@
 #include "activation.h"
 
+#include <limits>
+
 #include "simd.h"
 
 namespace branchy {

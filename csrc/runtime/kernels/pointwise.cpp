@@ -1,6 +1,7 @@
 #include "pointwise.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "../ops/registry.h"
 #include "simd.h"

@@ -42,6 +42,10 @@ BRANCHY_AVX2 inline Vec mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
 BRANCHY_AVX2 inline Vec max(Vec a, Vec b) { return _mm256_max_ps(a, b); }
 BRANCHY_AVX2 inline Vec min(Vec a, Vec b) { return _mm256_min_ps(a, b); }
 BRANCHY_AVX2 inline Vec div(Vec a, Vec b) { return _mm256_div_ps(a, b); }
+// Lanes where a > b (false for NaN) from x, the others from y.
+BRANCHY_AVX2 inline Vec select_greater(Vec a, Vec b, Vec x, Vec y) {
+  return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_GT_OQ));
+}
 // The nearest integer (ties to even), as a float.
 BRANCHY_AVX2 inline Vec round_nearest(Vec a) {
   return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -122,6 +126,10 @@ BRANCHY_AVX512 inline Vec mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
 BRANCHY_AVX512 inline Vec max(Vec a, Vec b) { return _mm512_max_ps(a, b); }
 BRANCHY_AVX512 inline Vec min(Vec a, Vec b) { return _mm512_min_ps(a, b); }
 BRANCHY_AVX512 inline Vec div(Vec a, Vec b) { return _mm512_div_ps(a, b); }
+// Lanes where a > b (false for NaN) from x, the others from y.
+BRANCHY_AVX512 inline Vec select_greater(Vec a, Vec b, Vec x, Vec y) {
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ), y, x);
+}
 // The nearest integer (ties to even), as a float.
 BRANCHY_AVX512 inline Vec round_nearest(Vec a) {
   return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
