@@ -97,7 +97,7 @@ struct Primitive {
   dnnl::primitive primitive;
   memory::desc src, dst, scratchpad;
   std::unordered_map<int, memory> constants;
-  memory::desc residual;  // the binary-add post-op's tensor, or zero dims
+  memory::desc residual = {};  // the binary-add post-op's tensor, or zero dims
   std::unique_ptr<Call> call() const {
     return std::make_unique<Call>(primitive, src, dst, scratchpad, constants, residual);
   }

@@ -329,9 +329,15 @@ class Parser {
       op.ins.push_back(m.values[v]);
     }
     op.in = op.ins[0];
+    // Attributes added to a kind after files were written go last and read as 0 where missing.
     const uint32_t num_ints = u32("num_ints");
-    if (num_ints != def.ints.size()) fail("num_ints is ", num_ints, ", expected ", def.ints.size());
+    const size_t oldest = def.ints_before_additions ? def.ints_before_additions : def.ints.size();
+    if (num_ints > def.ints.size() || num_ints < oldest) {
+      if (oldest == def.ints.size()) fail("num_ints is ", num_ints, ", expected ", def.ints.size());
+      fail("num_ints is ", num_ints, ", expected ", oldest, " to ", def.ints.size());
+    }
     for (uint32_t i = 0; i < num_ints; ++i) op.ints.push_back(int32_t(u32("ints")));
+    op.ints.resize(def.ints.size(), 0);
     const uint32_t num_floats = u32("num_floats");
     if (num_floats != def.floats.size())
       fail("num_floats is ", num_floats, ", expected ", def.floats.size());

@@ -610,7 +610,7 @@ TEST(hostile_counts_and_offsets_are_refused_without_overflow) {
   CHECK_REFUSED(with(w.op_at(0) + 4, all, 4), "op 0 (conv2d): num_inputs is 4294967295 but only");
   CHECK_REFUSED(with(w.op_at(0) + 8, all, 4),
                 "op 0 (conv2d): input 0 is value 4294967295, not yet defined");
-  CHECK_REFUSED(with(w.op_at(0) + 12, all, 4), "op 0 (conv2d): num_ints is 4294967295, expected 15");
+  CHECK_REFUSED(with(w.op_at(0) + 12, all, 4), "op 0 (conv2d): num_ints is 4294967295, expected 14 to 15");
   CHECK_REFUSED(with(w.op_at(1) - 4, all, 4),
                 "op 0 (conv2d): bias [out] is tensor 4294967295, past the table's 10");
   CHECK_REFUSED(with(w.stages_at(), all, 4), "num_stages is 4294967295 but only");

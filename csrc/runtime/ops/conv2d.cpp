@@ -402,6 +402,7 @@ extern const OpDef kConv2d{
     reference,
     own,
     dnnl,
+    14,  // input_scale came after the first files
 };
 
 }  // namespace branchy

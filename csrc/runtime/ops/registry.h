@@ -74,6 +74,9 @@ struct OpDef {
   // where oneDNN lacks the op or the build has no oneDNN).
   Layers (*own)(const Op& op);
   Layers (*dnnl)(const Op& op);
+  // Integer attributes files had before later ones were appended (0: none appended); a file may
+  // stop after them, the rest reading as 0, so that its older files still load.
+  size_t ints_before_additions = 0;
 };
 
 // Every kind, in code order.
