@@ -654,6 +654,26 @@ TEST(hostile_counts_and_offsets_are_refused_without_overflow) {
   CHECK_REFUSED(huge.file(), "op 0 (conv2d): the padded input 4294967291x4294967291 is larger than 2^31-1");
 }
 
+// conv2d's input_scale came after the first files: a conv2d of 14 ints reads with input_scale 0;
+// 13 or 16 are refused with the range.
+TEST(appended_attributes_read_as_zero_in_older_files) {
+  for (size_t count : {13u, 14u, 15u, 16u}) {
+    Writer w;
+    w.in_c = 2, w.num_classes = 3;
+    std::vector<int32_t> ints = {2, 3, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0};
+    ints.resize(count);
+    const uint32_t x = w.op("conv2d", {0}, ints, {0, 0}, {6, 3});
+    w.stage({x});
+    w.exit(0, x);
+    if (count == 14 || count == 15) {
+      const Model m = parse(w.file());
+      CHECK(m.ops.size() == 1 && m.ops[0].ints.size() == 15 && !m.ops[0].input_scale);
+    } else {
+      CHECK_REFUSED(w.file(), "op 0 (conv2d): num_ints is " + std::to_string(count) + ", expected 14 to 15");
+    }
+  }
+}
+
 TEST(activation_sizes_are_bounded) {
   Writer w;
   w.in_c = 65536, w.in_h = 65536, w.in_w = 1;
