@@ -243,10 +243,12 @@ def test_the_plan_reports_its_memory(every_op):
     engine = Engine(every_op[0], kernels="own")
     f = engine.footprint()
     assert f["weight_bytes"] == model_file.summary(every_op[0])["weights"] * 4
-    # Values are placed 64-byte aligned: [8, 9, 9] takes 656 floats. The arena's widest moment is
-    # stage 0's pointwise conv, reading b and writing c (a and d are in the out slot); stage 1
-    # peaks lower (e and f: 656 + 128), its other values reusing the space as they die.
-    assert f["arena_bytes"] == 2 * 656 * 4
+    # Values are placed 64-byte aligned: [8, 9, 9] takes 656 floats. The own kernels after the
+    # first conv are NHWC, so stage 0 keeps an NHWC copy of a for the add; the arena's widest
+    # moment is the pointwise conv, reading b and writing c while that copy waits (a and d are in
+    # the out slot); stage 1 peaks lower, its values reusing the space as they die.
+    assert "reorder NCHW->NHWC" in engine.describe().split("exit 0")[0]
+    assert f["arena_bytes"] == 3 * 656 * 4
     # A slot holds what stage 0 passes on: d and a.
     assert f["slot_bytes"] == 2 * 656 * 4
     assert engine.describe().rstrip().splitlines()[-1].startswith("memory: weights")

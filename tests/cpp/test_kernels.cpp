@@ -464,6 +464,74 @@ TEST(reorder_tiers_match_portable) {
   check_reorder(Shape{64, 16, 16});
 }
 
+// Any window, stride, padding and dilation through the same kernel (an implicit GEMM over the
+// window positions, padding read as zeros), against a double loop.
+void check_windowed(int in_c, int out_c, int h, int w, int kh, int kw, int stride, int pt, int pl,
+                    int dil) {
+  branchy::PointwiseGeometry g{in_c, h, w, out_c, 0, 0, stride, stride};
+  g.kernel_h = kh, g.kernel_w = kw, g.pad_top = pt, g.pad_left = pl, g.dilation_h = g.dilation_w = dil;
+  g.out_h = (h + 2 * pt - (kh - 1) * dil - 1) / stride + 1;
+  g.out_w = (w + 2 * pl - (kw - 1) * dil - 1) / stride + 1;
+  if (g.out_h < 1 || g.out_w < 1) return;
+  const size_t out_n = size_t(g.out_h) * g.out_w * out_c;
+  const auto weight = uniform(size_t(out_c) * in_c * kh * kw, 21, -0.5f, 0.5f);  // [n][k][ky][kx]
+  const auto bias = uniform(out_c, 22);
+  const auto in = uniform(size_t(h) * w * in_c, 23);  // NHWC
+  const auto residual = uniform(out_n, 24);
+  std::vector<double> pre(out_n), mag(out_n);
+  for (int oy = 0; oy < g.out_h; ++oy) {
+    for (int ox = 0; ox < g.out_w; ++ox) {
+      for (int n = 0; n < out_c; ++n) {
+        double sum = bias[n] + residual[(size_t(oy) * g.out_w + ox) * out_c + n];
+        double m = std::fabs(sum);
+        for (int ky = 0; ky < kh; ++ky) {
+          for (int kx = 0; kx < kw; ++kx) {
+            const int iy = oy * stride - pt + ky * dil, ix = ox * stride - pl + kx * dil;
+            if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+            for (int k = 0; k < in_c; ++k) {
+              const double t = double(in[(size_t(iy) * w + ix) * in_c + k]) *
+                               weight[((size_t(n) * in_c + k) * kh + ky) * kw + kx];
+              sum += t;
+              m += std::fabs(t);
+            }
+          }
+        }
+        pre[(size_t(oy) * g.out_w + ox) * out_c + n] = sum;
+        mag[(size_t(oy) * g.out_w + ox) * out_c + n] = m;
+      }
+    }
+  }
+  const std::vector<float> zeros(in_c, 0.0f);
+  for (Act act : {Act::None, Act::Silu}) {
+    std::vector<float> want, scale;
+    act_expectation(act, pre, mag, &want, &scale);
+    for (Isa isa : simd_isas()) {
+      const auto p = branchy::pack_pointwise(isa, g, weight.data(), bias.data());
+      std::vector<float> got = with_canaries(out_n);
+      branchy::pointwise_nhwc(g, p, p.weights.data(), in.data(), residual.data(), act, 0, 0,
+                              got.data(), zeros.data());
+      const long bad = first_mismatch(got, want, scale, out_n, 1e-5f);
+      CHECK_MSG(bad < 0 && canaries_intact(got, out_n),
+                "%s implicit GEMM %d->%d %dx%d k%dx%d s%d p%d,%d d%d %s: [%ld] %.9g want %.9g",
+                branchy::isa_name(isa), in_c, out_c, h, w, kh, kw, stride, pt, pl, dil,
+                branchy::act_name(act), bad, got[std::max(bad, 0L)], want[std::max(bad, 0L)]);
+    }
+  }
+}
+
+TEST(implicit_gemm_tiers_match_double_precision) {
+  for (int in_c : {3, 16}) {
+    for (int out_c : {5, 32, 70}) {
+      check_windowed(in_c, out_c, 13, 11, 3, 3, 1, 1, 1, 1);
+      check_windowed(in_c, out_c, 13, 11, 3, 3, 2, 1, 1, 1);
+      check_windowed(in_c, out_c, 17, 15, 7, 7, 2, 3, 3, 1);
+      check_windowed(in_c, out_c, 9, 7, 5, 3, 1, 2, 1, 1);
+      check_windowed(in_c, out_c, 9, 10, 3, 3, 1, 2, 2, 2);
+      check_windowed(in_c, out_c, 8, 8, 2, 2, 2, 0, 0, 1);
+    }
+  }
+}
+
 // Scaling the packed weights by input channel (squeeze-excitation) is packing the scaled weights:
 // the same float products, so the same output bit for bit, panel tails and padding included.
 TEST(pointwise_scaled_weights_are_the_scaled_packing) {

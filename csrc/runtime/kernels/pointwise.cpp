@@ -40,14 +40,19 @@ PackedPointwise pack_pointwise(Isa isa, const PointwiseGeometry& g, const float*
   p.isa = isa;
   const int64_t padded = (int64_t(g.out_c) + lanes(isa) - 1) / lanes(isa) * lanes(isa);
   const int64_t panel = int64_t(panel_vectors(isa)) * lanes(isa);
-  p.weights = Buffer(size_t(padded) * g.in_c);  // zeroed: the padding channels stay 0
+  const int64_t taps = g.taps(), rows = taps * g.in_c;  // rows of a panel: (tap, channel)
+  p.weights = Buffer(size_t(padded) * rows);  // zeroed: the padding channels stay 0
   p.bias = Buffer(size_t(padded));
   std::copy(bias, bias + g.out_c, p.bias.data());
   for (int64_t n0 = 0; n0 < padded; n0 += panel) {
     const int64_t width = std::min(panel, padded - n0);
-    float* dst = p.weights.data() + size_t(n0) * g.in_c;
+    float* dst = p.weights.data() + size_t(n0) * rows;
     for (int64_t n = n0; n < std::min<int64_t>(n0 + width, g.out_c); ++n) {
-      for (int64_t k = 0; k < g.in_c; ++k) dst[k * width + (n - n0)] = weight[n * g.in_c + k];
+      for (int64_t k = 0; k < g.in_c; ++k) {
+        for (int64_t t = 0; t < taps; ++t) {
+          dst[(t * g.in_c + k) * width + (n - n0)] = weight[(n * g.in_c + k) * taps + t];
+        }
+      }
     }
   }
   return p;
@@ -57,30 +62,33 @@ void scale_pointwise(const PointwiseGeometry& g, const PackedPointwise& p, const
                      float* out) {
   const int64_t padded = int64_t(p.bias.size());
   const int64_t panel = int64_t(panel_vectors(p.isa)) * lanes(p.isa);
+  const int64_t rows = int64_t(g.taps()) * g.in_c;
   for (int64_t n0 = 0; n0 < padded; n0 += panel) {
     const int64_t width = std::min(panel, padded - n0);
-    const float* src = p.weights.data() + size_t(n0) * g.in_c;
-    float* dst = out + size_t(n0) * g.in_c;
-    for (int64_t k = 0; k < g.in_c; ++k) {
-      const float s = scale[k];
-      for (int64_t j = 0; j < width; ++j) dst[k * width + j] = src[k * width + j] * s;
+    const float* src = p.weights.data() + size_t(n0) * rows;
+    float* dst = out + size_t(n0) * rows;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float s = scale[r % g.in_c];
+      for (int64_t j = 0; j < width; ++j) dst[r * width + j] = src[r * width + j] * s;
     }
   }
 }
 
 void pointwise_nhwc(const PointwiseGeometry& g, const PackedPointwise& p, const float* weights,
-                    const float* in, const float* residual, Act act, float lo, float hi, float* out) {
+                    const float* in, const float* residual, Act act, float lo, float hi, float* out,
+                    const float* zeros) {
 #if BRANCHY_X86
   const bool in_registers = avx512::act_in_registers(act);
   const Act inside = in_registers ? act : Act::None;
   if (p.isa == Isa::Avx512) {
-    avx512::pointwise(g, weights, p.bias.data(), in, residual, inside, lo, hi, out);
+    avx512::pointwise(g, weights, p.bias.data(), in, residual, inside, lo, hi, out, zeros);
   } else {
-    avx2::pointwise(g, weights, p.bias.data(), in, residual, inside, lo, hi, out);
+    avx2::pointwise(g, weights, p.bias.data(), in, residual, inside, lo, hi, out, zeros);
   }
   if (!in_registers) apply_act(act, lo, hi, out, size_t(g.out_h) * g.out_w * g.out_c);
 #else
-  (void)g, (void)p, (void)weights, (void)in, (void)residual, (void)act, (void)lo, (void)hi, (void)out;
+  (void)g, (void)p, (void)weights, (void)in, (void)residual, (void)act, (void)lo, (void)hi, (void)out,
+      (void)zeros;
 #endif
 }
 

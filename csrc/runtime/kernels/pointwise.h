@@ -3,7 +3,8 @@
 // (stride s: row s * oy, column s * ox). A micro-kernel holds a tile of up to 6 pixels by up to 4
 // vectors of output channels in registers over the whole K loop, reading the weights as packed
 // panels (K rows of the panel's width) so that each step is vector loads of weights, a broadcast
-// per pixel and FMAs; bias, residual and activation in registers before the one store.
+// per pixel and FMAs; bias, residual and activation in registers before the one store. With a
+// larger window the same kernel runs every window position in turn (implicit GEMM: no im2col).
 #pragma once
 
 #include <cstddef>
@@ -15,13 +16,20 @@
 
 namespace branchy {
 
+// A 1x1 convolution by default; any window, padding and dilation make it an implicit GEMM over
+// K = kernel_h * kernel_w * in_c (window positions outside the input read zeros).
+// The most window positions (kernel_h * kernel_w) the kernel takes.
+constexpr int64_t kMaxGemmTaps = 64;
+
 struct PointwiseGeometry {
   int32_t in_c, in_h, in_w, out_c, out_h, out_w, stride_h, stride_w;
+  int32_t kernel_h = 1, kernel_w = 1, pad_top = 0, pad_left = 0, dilation_h = 1, dilation_w = 1;
+  int32_t taps() const { return kernel_h * kernel_w; }
 };
 
-// Weights [N, K] (the model file's [out, in, 1, 1]) and bias packed for `isa` (Avx2 or Avx512):
-// panels of the tier's panel width of output channels, each [K][width], the last one narrower
-// (channels padded with zeros to whole vectors); bias padded likewise.
+// Weights [N, in_c, kernel_h, kernel_w] (the model file's) and bias packed for `isa` (Avx2 or
+// Avx512): panels of the tier's panel width of output channels, each [kernel_h][kernel_w][in_c]
+// [width], the last one narrower (channels padded with zeros to whole vectors); bias likewise.
 struct PackedPointwise {
   Isa isa = Isa::Portable;
   Buffer weights, bias;
@@ -30,9 +38,11 @@ PackedPointwise pack_pointwise(Isa isa, const PointwiseGeometry& g, const float*
                                const float* bias);
 
 // One sample; `residual` (NHWC, the output's shape) may be null. `weights`: p.weights, or a copy
-// scaled by scale_pointwise.
+// scaled by scale_pointwise. `zeros`: g.in_c zero floats (what padding reads), or null for a
+// window of 1x1 without padding.
 void pointwise_nhwc(const PointwiseGeometry& g, const PackedPointwise& p, const float* weights,
-                    const float* in, const float* residual, Act act, float lo, float hi, float* out);
+                    const float* in, const float* residual, Act act, float lo, float hi, float* out,
+                    const float* zeros = nullptr);
 
 // out = p.weights with input channel k's weights times scale[k] (p.weights.size() floats): a
 // convolution of x * scale per channel (squeeze-excitation) is the convolution of x with these.

@@ -7,13 +7,14 @@ constexpr int kPanel = kRegisters >= 32 ? 4 : 2;  // vectors of output channels 
 constexpr int kRows = 6;                          // pixels in a tile
 
 // A tile of M pixels by V vectors of output channels: the accumulators (M * V, plus V weights and
-// a broadcast: 29 registers at 6 x 4 on AVX-512, 15 at 6 x 2 on AVX2) live over the whole K loop.
-// rows[m]: pixel m's K input channels; outs[m] / res[m]: its output (and residual) at the panel's
-// first channel; `left`: channels of the last vector that exist (1..kLanes).
+// a broadcast: 29 registers at 6 x 4 on AVX-512, 15 at 6 x 2 on AVX2) live over the whole loop of
+// window positions (taps) and input channels. rows[t * kRows + m]: pixel m's K input channels under
+// window position t; outs[m] / res[m]: its output (and residual) at the panel's first channel;
+// `left`: channels of the last vector that exist (1..kLanes).
 template <int M, int V>
-BRANCHY_TIER inline void tile(int k_size, const float* const* rows, const float* panel, int width,
-                              const float* bias, const float* const* res, Act act, Vec lo, Vec hi,
-                              float* const* outs, int left) {
+BRANCHY_TIER inline void tile(int taps, int k_size, const float* const* rows, const float* panel,
+                              int width, const float* bias, const float* const* res, Act act, Vec lo,
+                              Vec hi, float* const* outs, int left) {
   Vec acc[M][V];
 #pragma GCC unroll 8
   for (int v = 0; v < V; ++v) {
@@ -21,15 +22,19 @@ BRANCHY_TIER inline void tile(int k_size, const float* const* rows, const float*
 #pragma GCC unroll 8
     for (int m = 0; m < M; ++m) acc[m][v] = b;
   }
-  for (int k = 0; k < k_size; ++k) {
-    Vec w[V];
+  for (int t = 0; t < taps; ++t) {
+    const float* const* tap_rows = rows + t * kRows;
+    const float* tap_panel = panel + size_t(t) * k_size * width;
+    for (int k = 0; k < k_size; ++k) {
+      Vec w[V];
 #pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) w[v] = load(panel + size_t(k) * width + v * kLanes);
+      for (int v = 0; v < V; ++v) w[v] = load(tap_panel + size_t(k) * width + v * kLanes);
 #pragma GCC unroll 8
-    for (int m = 0; m < M; ++m) {
-      const Vec x = broadcast(rows[m][k]);
+      for (int m = 0; m < M; ++m) {
+        const Vec x = broadcast(tap_rows[m][k]);
 #pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) acc[m][v] = fma(x, w[v], acc[m][v]);
+        for (int v = 0; v < V; ++v) acc[m][v] = fma(x, w[v], acc[m][v]);
+      }
     }
   }
 #pragma GCC unroll 8
@@ -45,35 +50,35 @@ BRANCHY_TIER inline void tile(int k_size, const float* const* rows, const float*
 }
 
 template <int M>
-BRANCHY_TIER void tile_m(int vectors, int k_size, const float* const* rows, const float* panel,
-                         int width, const float* bias, const float* const* res, Act act, Vec lo,
-                         Vec hi, float* const* outs, int left) {
+BRANCHY_TIER void tile_m(int vectors, int taps, int k_size, const float* const* rows,
+                         const float* panel, int width, const float* bias, const float* const* res,
+                         Act act, Vec lo, Vec hi, float* const* outs, int left) {
   switch (vectors) {
-    case 1: return tile<M, 1>(k_size, rows, panel, width, bias, res, act, lo, hi, outs, left);
-    case 2: return tile<M, 2>(k_size, rows, panel, width, bias, res, act, lo, hi, outs, left);
+    case 1: return tile<M, 1>(taps, k_size, rows, panel, width, bias, res, act, lo, hi, outs, left);
+    case 2: return tile<M, 2>(taps, k_size, rows, panel, width, bias, res, act, lo, hi, outs, left);
     default: break;
   }
   if constexpr (kPanel == 4) {
-    if (vectors == 3) return tile<M, 3>(k_size, rows, panel, width, bias, res, act, lo, hi, outs, left);
-    return tile<M, 4>(k_size, rows, panel, width, bias, res, act, lo, hi, outs, left);
+    if (vectors == 3) return tile<M, 3>(taps, k_size, rows, panel, width, bias, res, act, lo, hi, outs, left);
+    return tile<M, 4>(taps, k_size, rows, panel, width, bias, res, act, lo, hi, outs, left);
   }
 }
 
 BRANCHY_TIER void pointwise(const PointwiseGeometry& g, const float* weights, const float* bias,
                             const float* in, const float* residual, Act act, float lo_f, float hi_f,
-                            float* out) {
-  using TileFn = void (*)(int, int, const float* const*, const float*, int, const float*,
+                            float* out, const float* zeros) {
+  using TileFn = void (*)(int, int, int, const float* const*, const float*, int, const float*,
                           const float* const*, Act, Vec, Vec, float* const*, int);
   static constexpr TileFn kTiles[kRows] = {tile_m<1>, tile_m<2>, tile_m<3>,
                                            tile_m<4>, tile_m<5>, tile_m<6>};
   const Vec lo = broadcast(lo_f), hi = broadcast(hi_f);
-  const int k_size = g.in_c, n_size = g.out_c;
+  const int k_size = g.in_c, n_size = g.out_c, taps = g.taps();
   const int padded = (n_size + kLanes - 1) / kLanes * kLanes;
   const int64_t pixels = int64_t(g.out_h) * g.out_w;
   // Pixels per block: their input rows (64K floats at most) stay in L2 while every panel of
-  // weights passes over them; a panel (K x 64 floats) is reused by every tile of the block.
-  const int64_t block = std::max<int64_t>(kRows, 65536 / std::max(k_size, 1) / kRows * kRows);
-  const float* rows[kRows];
+  // weights passes over them; a panel (taps x K x 64 floats) is reused by every tile of the block.
+  const int64_t block = std::max<int64_t>(kRows, 65536 / std::max(k_size * taps, 1) / kRows * kRows);
+  const float* rows[kMaxGemmTaps * kRows];  // a tile's row pointers, on the stack
   const float* res[kRows];
   float* outs[kRows];
   for (int64_t p0 = 0; p0 < pixels; p0 += block) {
@@ -82,17 +87,22 @@ BRANCHY_TIER void pointwise(const PointwiseGeometry& g, const float* weights, co
       const int width = std::min(kPanel * kLanes, padded - n0);
       const int vectors = width / kLanes;
       const int left = std::min(kLanes, n_size - n0 - (vectors - 1) * kLanes);
-      const float* panel = weights + size_t(n0) * k_size;
+      const float* panel = weights + size_t(n0) * taps * k_size;
       for (int64_t p = p0; p < p1; p += kRows) {
         const int m_size = int(std::min<int64_t>(kRows, p1 - p));
         for (int m = 0; m < m_size; ++m) {
           const int64_t q = p + m, oy = q / g.out_w, ox = q % g.out_w;
-          rows[m] = in + (oy * g.stride_h * g.in_w + ox * g.stride_w) * k_size;
+          for (int t = 0; t < taps; ++t) {
+            const int64_t iy = oy * g.stride_h - g.pad_top + int64_t(t / g.kernel_w) * g.dilation_h;
+            const int64_t ix = ox * g.stride_w - g.pad_left + int64_t(t % g.kernel_w) * g.dilation_w;
+            const bool inside = iy >= 0 && iy < g.in_h && ix >= 0 && ix < g.in_w;
+            rows[t * kRows + m] = inside ? in + (iy * g.in_w + ix) * k_size : zeros;
+          }
           outs[m] = out + q * n_size + n0;
           res[m] = residual ? residual + q * n_size + n0 : nullptr;
         }
-        kTiles[m_size - 1](vectors, k_size, rows, panel, width, bias + n0, residual ? res : nullptr,
-                           act, lo, hi, outs, left);
+        kTiles[m_size - 1](vectors, taps, k_size, rows, panel, width, bias + n0,
+                           residual ? res : nullptr, act, lo, hi, outs, left);
       }
     }
   }

@@ -241,19 +241,26 @@ class DepthwiseLayer : public Layer {
   Buffer packed_, padded_bias_;
 };
 
-// Pointwise (1x1, groups 1, no padding, any stride) on NHWC as a packed GEMM of the SIMD tier;
-// bias, residual and activation in its epilogue. With an input scale (squeeze-excitation) each
-// call scales a copy of the packed weights instead of the input: K x N products, not K x H x W.
+PointwiseGeometry gemm_geometry(const Op& op) {
+  PointwiseGeometry g{op.in.c, op.in.h, op.in.w, op.out.c, op.out.h, op.out.w, op.stride_h, op.stride_w};
+  g.kernel_h = op.kernel_h, g.kernel_w = op.kernel_w, g.pad_top = op.pad_h, g.pad_left = op.pad_w;
+  g.dilation_h = op.dilation_h, g.dilation_w = op.dilation_w;
+  return g;
+}
+
+// Groups 1, any window, stride, padding and dilation, on NHWC: a packed GEMM of the SIMD tier
+// (1x1 without padding: pointwise; else an implicit GEMM over the window positions); bias,
+// residual and activation in its epilogue. With an input scale (squeeze-excitation) each call
+// scales a copy of the packed weights instead of the input: K x N products, not K x H x W.
 class PointwiseLayer : public Layer {
  public:
   explicit PointwiseLayer(const Op& op)
-      : Layer(op.ins, op.out),
-        g_{op.in.c, op.in.h, op.in.w, op.out.c, op.out.h, op.out.w, op.stride_h, op.stride_w},
-        act_(op.act), lo_(op.act_lo), hi_(op.act_hi), scaled_(op.input_scale),
-        residual_(residual_input(op)),
-        packed_(pack_pointwise(active_isa(), g_, op.tensors[0].data, op.tensors[1].data)) {}
+      : Layer(op.ins, op.out), g_(gemm_geometry(op)), act_(op.act), lo_(op.act_lo),
+        hi_(op.act_hi), scaled_(op.input_scale), residual_(residual_input(op)),
+        packed_(pack_pointwise(active_isa(), g_, op.tensors[0].data, op.tensors[1].data)),
+        zeros_(size_t(op.in.c)) {}
   void forward(const float* in, float* out, LayerState*) const override {
-    pointwise_nhwc(g_, packed_, packed_.weights.data(), in, nullptr, act_, lo_, hi_, out);
+    pointwise_nhwc(g_, packed_, packed_.weights.data(), in, nullptr, act_, lo_, hi_, out, zeros_.data());
   }
   void forward_n(const float* const* ins, float* out, LayerState* state) const override {
     const float* weights = packed_.weights.data();
@@ -262,22 +269,28 @@ class PointwiseLayer : public Layer {
       scale_pointwise(g_, packed_, ins[1], copy);
       weights = copy;
     }
-    pointwise_nhwc(g_, packed_, weights, ins[0], residual_ ? ins[residual_] : nullptr, act_, lo_, hi_, out);
+    pointwise_nhwc(g_, packed_, weights, ins[0], residual_ ? ins[residual_] : nullptr, act_, lo_,
+                   hi_, out, zeros_.data());
   }
   std::unique_ptr<LayerState> make_state() const override {
     return scaled_ ? std::make_unique<ScratchState>(packed_.weights.size()) : nullptr;
   }
   size_t scratch_floats() const override { return scaled_ ? packed_.weights.size() : 0; }
-  size_t packed_floats() const override { return packed_.weights.size() + packed_.bias.size(); }
+  size_t packed_floats() const override {
+    return packed_.weights.size() + packed_.bias.size() + zeros_.size();
+  }
   Layout input_layout() const override { return Layout::NHWC; }
   Layout output_layout() const override { return Layout::NHWC; }
   std::string describe() const override {
     std::ostringstream s;
-    s << "conv2d " << g_.in_c << "->" << g_.out_c << " k1x1 s" << g_.stride_h << " p0";
+    s << "conv2d " << g_.in_c << "->" << g_.out_c << " k" << g_.kernel_h << "x" << g_.kernel_w
+      << " s" << g_.stride_h << " p" << g_.pad_top;
+    if (g_.dilation_h > 1) s << " d" << g_.dilation_h;
     if (scaled_) s << " +input scale";
     if (residual_) s << " +residual";
     if (act_ != Act::None) s << " +" << act_name(act_);
-    s << " [own " << isa_name(packed_.isa) << " pointwise, NHWC]";
+    s << " [own " << isa_name(packed_.isa) << (g_.taps() == 1 && g_.pad_top == 0 ? " pointwise" : " implicit GEMM")
+      << ", NHWC]";
     return s.str();
   }
 
@@ -288,6 +301,7 @@ class PointwiseLayer : public Layer {
   bool scaled_;
   size_t residual_;
   PackedPointwise packed_;
+  Buffer zeros_;  // what window positions in the padding read
 };
 
 // The op without its input scale: what a kernel that knows no scale runs after InputScaled has
@@ -360,9 +374,8 @@ Layers scaled(const Op& op, Layers inner) {
 
 Layers own(const Op& op) {
   Layers out;
-  const bool pointwise = op.groups == 1 && op.kernel_h == 1 && op.kernel_w == 1 && op.pad_h == 0 &&
-                         op.pad_w == 0 && op.pad_bottom == 0 && op.pad_right == 0;
-  if (pointwise && active_isa() != Isa::Portable) out.push_back(std::make_unique<PointwiseLayer>(op));
+  const bool gemm = op.groups == 1 && int64_t(op.kernel_h) * op.kernel_w <= kMaxGemmTaps;
+  if (gemm && active_isa() != Isa::Portable) out.push_back(std::make_unique<PointwiseLayer>(op));
   const bool depthwise = op.groups == op.in.c && op.out.c == op.in.c;
   const Op plain = op.input_scale ? unscaled(op) : op;
   Layers others;
