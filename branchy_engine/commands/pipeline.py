@@ -105,8 +105,14 @@ def prepare(family: str, branchy_ckpt: str, baseline_ckpt: str, out: str, thread
                                                       ckpt["dataset"]["input_shape"], threads=threads))
     progress.step(f"{name}: calibrating on the validation split (knee of the frontier)")
     if not os.path.exists(paths["calibrated"]):
-        calibrate(Options(checkpoint=branchy_ckpt, costs_file=paths["costs"], data_dir=data_dir,
-                          out_dir=out, output=paths["calibrated"], target=Target()))
+        # Nothing here is timed: PyTorch's passes over the validation and test splits use every CPU.
+        before = torch.get_num_threads()
+        torch.set_num_threads(os.cpu_count() or 1)
+        try:
+            calibrate(Options(checkpoint=branchy_ckpt, costs_file=paths["costs"], data_dir=data_dir,
+                              out_dir=out, output=paths["calibrated"], target=Target()))
+        finally:
+            torch.set_num_threads(before)
     progress.step(f"{name}: exporting")
     if not os.path.exists(paths["model"]):
         export(paths["calibrated"], paths["model"])

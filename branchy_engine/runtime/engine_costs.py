@@ -31,7 +31,10 @@ def measure_engine(net, input_shape, threads: int = 1, warmup: int = 100, rounds
         base_path = os.path.join(directory, "baseline.branchy")
         write_model(net, path, input_shape, "entropy", [0.0] * (net.num_exits - 1))
         write_model(net.baseline(), base_path, input_shape)
-        paths = [median(Engine(path, threads=threads, thresholds=thresholds_for_exit(net.num_exits, e)))
+        # The kernels measured once; each path's engine makes the same choices, pinned.
+        choices = "pin:" + Engine(path, threads=threads).choices
+        paths = [median(Engine(path, threads=threads, thresholds=thresholds_for_exit(net.num_exits, e),
+                               kernels=choices))
                  for e in range(net.num_exits)]
         baseline = median(Engine(base_path, threads=threads))
     # Timing noise can make a longer path measure a hair faster; a segment never costs less than 0.
