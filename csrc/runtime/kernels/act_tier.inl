@@ -54,3 +54,17 @@ BRANCHY_TIER inline void act_array(Act act, float lo_f, float hi_f, const float*
     store_first(out + i, act_vec(load_first(in + i, left, zero()), act, lo, hi), left);
   }
 }
+
+// Activations that cost more than a few instructions (SiLU, sigmoid): the convolution kernels run
+// them over each finished stretch of output (still in L1 or L2) with act_rows, not in their tiles'
+// registers, so that the convolution's loop keeps its registers (measured: SiLU in the depthwise
+// epilogue doubled its cost, in the pointwise one it added a third).
+inline bool cheap(Act act) {
+  return act == Act::None || act == Act::Relu || act == Act::Clamp || act == Act::Hardswish ||
+         act == Act::Hardsigmoid;
+}
+
+// act_array in place, never inlined into a kernel's loops (see cheap()).
+[[gnu::noinline]] BRANCHY_TIER inline void act_rows(Act act, float lo, float hi, float* x, size_t n) {
+  act_array(act, lo, hi, x, x, n);
+}

@@ -103,19 +103,6 @@ inline StripFn strip_for(int kernel_w, int stride_w, int dilation_w) {
   }
 }
 
-// Activations that cost more than a few instructions (SiLU, sigmoid) run over each finished
-// output row instead of in the convolution's registers: the row is still in L1 or L2, and the
-// convolution's loop keeps its registers (measured: SiLU in the epilogue doubled its cost).
-inline bool cheap(Act act) {
-  return act == Act::None || act == Act::Relu || act == Act::Clamp || act == Act::Hardswish ||
-         act == Act::Hardsigmoid;
-}
-
-// act_array, not inlined: inlined into the loops above, SiLU measured twice as slow.
-[[gnu::noinline]] BRANCHY_TIER void act_rows(Act act, float lo, float hi, float* x, size_t n) {
-  act_array(act, lo, hi, x, x, n);
-}
-
 BRANCHY_TIER void depthwise(const DepthwiseGeometry& g, const float* w, const float* bias,
                             const float* in, const float* residual, Act act, float lo_f, float hi_f,
                             float* out, size_t pitch) {

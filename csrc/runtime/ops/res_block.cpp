@@ -1,5 +1,7 @@
 // res_block: the paper's ResNet block, relu(conv2(relu(conv1(x))) + shortcut(x)), BatchNorm folded
 // into both 3x3 convolutions; the shortcut is x[:, ::stride, ::stride] with zero channels in front.
+#include <stdexcept>
+
 #include "../buffer.h"
 #include "../kernels/simple_ops.h"
 #include "registry.h"
@@ -63,12 +65,23 @@ struct BlockState : LayerState {
   std::unique_ptr<LayerState> conv1, conv2;
 };
 
+// The own convolution of a block's conv that runs on NCHW (the block's layout; conv2d's other own
+// kernels are NHWC).
+std::unique_ptr<Layer> nchw_conv(const Op& conv) {
+  for (auto& layer : kConv2d.own(conv)) {
+    if (layer->input_layout() == Layout::NCHW && layer->output_layout() == Layout::NCHW) {
+      return std::move(layer);
+    }
+  }
+  throw std::logic_error("conv2d has no own NCHW kernel for a res_block's convolution");
+}
+
 // With the own convolution.
 class BlockLayer : public Layer {
  public:
   explicit BlockLayer(const Op& op)
-      : Layer(op.in, op.out), stride_(op.stride_h), conv1_(std::move(kConv2d.own(block_conv(op, 0))[0])),
-        conv2_(std::move(kConv2d.own(block_conv(op, 1))[0])) {}
+      : Layer(op.in, op.out), stride_(op.stride_h), conv1_(nchw_conv(block_conv(op, 0))),
+        conv2_(nchw_conv(block_conv(op, 1))) {}
   void forward(const float* in, float* out, LayerState* state) const override {
     auto* s = static_cast<BlockState*>(state);
     conv1_->forward(in, s->hidden.data(), s->conv1.get());
