@@ -1,4 +1,5 @@
 """Timing at batch 1, shared by the cost measurements, the benchmarks and the demo."""
+import os
 import statistics
 import time
 from typing import Callable
@@ -26,3 +27,11 @@ def median_us(fn: Callable, warmup: int = 100, rounds: int = 31, calls: int = 20
             fn()
         times.append((time.perf_counter() - start) / calls)
     return 1e6 * statistics.median(times)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, else all of them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)

@@ -157,6 +157,17 @@ def test_engine_matches_pytorch_at_every_exit(every_op, kernels, isa):
                                                      f"{engine.describe()}")
 
 
+def test_pinned_choices_rebuild_the_same_plan(every_op):
+    # Several own kernels run a convolution (NCHW direct, NHWC GEMM, depthwise): "pin:" names the
+    # very kernel, so the rebuilt plan has the same layers and layout changes, unmeasured.
+    measured = Engine(every_op[0])
+    pinned = Engine(every_op[0], kernels="pin:" + measured.choices)
+    def layers(engine):
+        return [re.sub(r"\s+[\d.]+ us$", "", line) for line in engine.describe().splitlines()[:-1]]
+    assert pinned.choices == measured.choices and layers(pinned) == layers(measured)
+    assert any(c in measured.choices for c in "123456789d")  # not only first-listed kernels
+
+
 def test_a_batch_leaves_per_sample_as_one_by_one(every_op):
     path, reference = every_op
     x = _inputs(16, seed=2).float()

@@ -23,7 +23,7 @@ from branchy_engine.runtime.engine import Engine
 from branchy_engine.runtime.engine_costs import measure_engine
 from branchy_engine.export import export
 from branchy_engine.fileio import write_text
-from branchy_engine.timing import warm_up
+from branchy_engine.timing import usable_cpus, warm_up
 
 NAMES = {"lenet": ("LeNet", "B-LeNet"), "alexnet": ("AlexNet", "B-AlexNet"),
          "resnet110": ("ResNet-110", "B-ResNet-110"),
@@ -107,7 +107,7 @@ def prepare(family: str, branchy_ckpt: str, baseline_ckpt: str, out: str, thread
     if not os.path.exists(paths["calibrated"]):
         # Nothing here is timed: PyTorch's passes over the validation and test splits use every CPU.
         before = torch.get_num_threads()
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(usable_cpus())
         try:
             calibrate(Options(checkpoint=branchy_ckpt, costs_file=paths["costs"], data_dir=data_dir,
                               out_dir=out, output=paths["calibrated"], target=Target()))

@@ -23,6 +23,7 @@ from branchy_engine import data as datasets
 from branchy_engine.calibrate.costs import machine
 from branchy_engine.runtime.engine import Engine
 from branchy_engine.fileio import write_text
+from branchy_engine.timing import usable_cpus
 from branchy_engine.runtime.gpu.engine import MODES as GPU_MODES
 from branchy_engine.runtime.ops import _C
 from branchy_engine.profiling import cachesim, cpu, plots
@@ -207,7 +208,7 @@ def _simulate_all(opts, path, points, x, bar):
     """Every point's cache simulation, after all the timing (so that none disturbs it), as many at
     once as there are CPUs: each is a valgrind process of its own (a sweep on 2 CPUs: 43 -> 22 s)."""
     bar.note(f"cache simulation of {min(opts.sim_samples, x.shape[0])} samples a point (valgrind)")
-    workers = max(1, min(len(points), os.cpu_count() or 1))
+    workers = max(1, min(len(points), usable_cpus(), 8))  # 8: each valgrind holds its own copy
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         sims = list(pool.map(lambda p: _simulate(opts, path, p, x), points))
     for p, sim in zip(points, sims):

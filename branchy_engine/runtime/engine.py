@@ -55,7 +55,8 @@ class Engine:
             sample leave at that exit (entropy criterion), 0.0 none.
         kernels: "measure" (per layer, whichever of the own kernels and oneDNN is faster here),
             "own", "dnnl" (oneDNN wherever it has the op), or "pin:" + another engine's
-            `choices` (the same kinds of kernel, unmeasured: how the cache simulator rebuilds it).
+            `choices` (the same kernels, unmeasured: how the cache simulator and the exit paths
+            of a cost measurement rebuild a plan).
         max_batch: samples in flight per batched call (larger batches run in chunks).
     """
 
@@ -108,7 +109,8 @@ class Engine:
 
     @property
     def choices(self) -> str:
-        """Per op (trunk, then exit heads): 'o' own kernel or 'd' oneDNN, as the plan chose."""
+        """Per op (trunk, then exit heads): the own kernel's index in its kind's list (a digit) or
+        'd' oneDNN, as the plan chose; in a "pin:" string 'o' also stands for any own kernel."""
         return self.plan.choices
 
     def footprint(self) -> dict:

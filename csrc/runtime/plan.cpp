@@ -135,7 +135,13 @@ std::string shape_key(const std::vector<Shape>& shapes) {
 struct Candidate {
   std::unique_ptr<Layer> layer;
   bool dnnl;
+  int own_index;  // its place in the kind's own list (-1: oneDNN)
 };
+
+// A candidate as Plan::choices() spells it: its own-list index as a digit, or 'd' for oneDNN.
+char choice_of(const Candidate& c) {
+  return c.dnnl ? 'd' : c.own_index < 10 ? char('0' + c.own_index) : 'o';
+}
 
 // The op as the plan runs it, and the chosen layer.
 struct Placed {
@@ -222,7 +228,7 @@ class Chooser {
     std::string kinds;
     for (size_t i = 0; i < n; ++i) {
       Candidate& cand = candidates[i][picked[i]];
-      kinds += cand.dnnl ? 'd' : 'o';
+      kinds += choice_of(cand);
       const double micros = measuring() ? layer_cost(cand, first + i) : 0.0;
       layouts[ops[i].output] = int(cand.layer->output_layout());
       out.push_back(Placed{std::move(ops[i]), std::move(cand.layer), micros});
@@ -239,7 +245,8 @@ class Chooser {
 
   bool measuring() const { return options_.kernels == PlanOptions::Kernels::Measure; }
 
-  // The choices made so far, one per op: 'o' own, 'd' oneDNN.
+  // The choices made so far, one per op: the own kernel's index in its kind's list (a digit), or
+  // 'd' oneDNN.
   const std::string& choices() const { return choices_; }
 
  private:
@@ -284,7 +291,7 @@ class Chooser {
         if (cost < best_cost) best_cost = cost, best = c;
       }
       Candidate& cand = candidates[best];
-      kinds += cand.dnnl ? 'd' : 'o';
+      kinds += choice_of(cand);
       const double micros = measuring() ? layer_cost(cand, first + i) : 0.0;
       layouts[ops[i].output] = int(cand.layer->output_layout());
       out.push_back(Placed{std::move(ops[i]), std::move(cand.layer), micros});
@@ -317,9 +324,9 @@ class Chooser {
 
   std::vector<Candidate> candidates_for(const Op& op) {
     std::vector<Candidate> all;
-    for (auto& layer : op.def->own(op)) all.push_back(Candidate{std::move(layer), false});
+    for (auto& layer : op.def->own(op)) all.push_back(Candidate{std::move(layer), false, int(all.size())});
     if (options_.kernels != PlanOptions::Kernels::Own) {
-      for (auto& layer : op.def->dnnl(op)) all.push_back(Candidate{std::move(layer), true});
+      for (auto& layer : op.def->dnnl(op)) all.push_back(Candidate{std::move(layer), true, -1});
     }
     if (all.empty()) throw std::runtime_error(std::string("no kernel in this build runs ") + op.name());
     return all;
@@ -330,8 +337,12 @@ class Chooser {
       // Unmeasured: any SIMD kernel (with two layout changes) before plain loops.
       case PlanOptions::Kernels::Own: return c.layer->portable() ? 10.0 : 1.0;
       case PlanOptions::Kernels::Dnnl: return c.dnnl ? 1.0 : (c.layer->portable() ? 1010.0 : 1000.0);
-      case PlanOptions::Kernels::Pinned:
-        return (c.dnnl == (options_.pinned.at(op) == 'd') ? 1.0 : 1000.0) + (c.layer->portable() ? 10.0 : 0.0);
+      case PlanOptions::Kernels::Pinned: {
+        // A digit or 'd' names the very kernel (so the layouts follow); 'o' any own one.
+        const char want = options_.pinned.at(op);
+        const bool match = want == 'o' ? !c.dnnl : want == choice_of(c);
+        return (match ? 1.0 : 1000.0) + (c.layer->portable() ? 10.0 : 0.0);
+      }
       case PlanOptions::Kernels::Measure: break;
     }
     return measured(*c.layer);
@@ -555,7 +566,7 @@ Plan::Plan(Model model, PlanOptions options) : impl_(std::make_unique<Impl>()) {
   if (p.options.kernels == PlanOptions::Kernels::Pinned && p.options.pinned.size() != count) {
     throw std::invalid_argument("kernels pin: this model has " + std::to_string(count) +
                                 " ops, so 'pin:' takes " + std::to_string(count) +
-                                " choices ('o' or 'd'), got " + std::to_string(p.options.pinned.size()));
+                                " choices (a digit, 'o' or 'd'), got " + std::to_string(p.options.pinned.size()));
   }
 
   Chooser chooser(p.options);
@@ -829,12 +840,13 @@ void parse_kernels(const std::string& text, PlanOptions& options) {
   else if (text == "own") options.kernels = PlanOptions::Kernels::Own;
   else if (text == "dnnl") options.kernels = PlanOptions::Kernels::Dnnl;
   else if (text.compare(0, pin.size(), pin) == 0 &&
-           text.find_first_not_of("od", pin.size()) == std::string::npos) {
+           text.find_first_not_of("od0123456789", pin.size()) == std::string::npos) {
     options.kernels = PlanOptions::Kernels::Pinned;
     options.pinned = text.substr(pin.size());
   } else {
     throw std::invalid_argument("kernels must be 'measure', 'own', 'dnnl' or 'pin:' followed by "
-                                "one 'o' (own) or 'd' (oneDNN) per op, got '" + text + "'");
+                                "one choice per op (a digit: that own kernel; 'o': any own kernel; "
+                                "'d': oneDNN), got '" + text + "'");
   }
 }
 int Plan::num_exits() const { return int(impl_->heads.size()); }

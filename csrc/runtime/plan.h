@@ -21,11 +21,12 @@ namespace branchy {
 struct PlanOptions {
   // measure: per layer, whichever implementation (own kernels or oneDNN, with the layout changes
   // it implies) is fastest on this machine; own / dnnl: force one (oneDNN where it has the op).
-  // pinned: per op, the kind of kernel named in `pinned` (the choices another plan made, as
+  // pinned: per op, the kernel named in `pinned` (the choices another plan made, as
   // Plan::choices() spells them), so a plan can be rebuilt elsewhere (a simulator) unmeasured.
   enum class Kernels { Measure, Own, Dnnl, Pinned };
   Kernels kernels = Kernels::Measure;
-  std::string pinned;              // Pinned: 'o' (own) or 'd' (oneDNN) per op, trunk then heads
+  std::string pinned;              // Pinned: per op, trunk then heads: a digit (that own kernel of
+                                   // the kind's list), 'o' (any own kernel) or 'd' (oneDNN)
   int threads = 1;                 // threads a run may use (oneDNN layers)
   std::vector<float> thresholds;   // replace the file's (one per early exit); empty: keep them
 };
@@ -104,8 +105,9 @@ class Plan {
   // The memory it needs, with contexts of `max_batch`.
   Footprint footprint(int max_batch = 64) const;
 
-  // Per op, trunk then exit heads in order, the kind of kernel chosen: 'o' own, 'd' oneDNN.
-  // "pin:" + choices() rebuilds this plan's choices without measuring (parse_kernels).
+  // Per op, trunk then exit heads in order, the kernel chosen: its index in the kind's own list
+  // (a digit), or 'd' oneDNN. "pin:" + choices() rebuilds this plan, the same kernels and so the
+  // same layouts, without measuring (parse_kernels), in a build with the same kernels.
   const std::string& choices() const;
 
   const Model& model() const;

@@ -33,11 +33,13 @@ inline bool act_in_registers(Act act) { return act != Act::GeluErf && act != Act
 // act_in_registers admits; others pass v through.
 BRANCHY_TIER inline Vec act_vec(Vec v, Act act, Vec lo, Vec hi) {
   const Vec one = broadcast(1.0f), three = broadcast(3.0f), six = broadcast(6.0f);
+  // max/min return their second operand when either is NaN: v goes second, so NaN stays NaN as
+  // in PyTorch.
   switch (act) {
-    case Act::Relu: return max(v, zero());
-    case Act::Clamp: return min(max(v, lo), hi);
-    case Act::Hardswish: return div(mul(v, min(max(add(v, three), zero()), six)), six);
-    case Act::Hardsigmoid: return div(min(max(add(v, three), zero()), six), six);
+    case Act::Relu: return max(zero(), v);
+    case Act::Clamp: return min(hi, max(lo, v));
+    case Act::Hardswish: return div(mul(v, min(six, max(zero(), add(v, three)))), six);
+    case Act::Hardsigmoid: return div(min(six, max(zero(), add(v, three))), six);
     case Act::Silu: return div(v, add(one, exp_approx(sub(zero(), v))));
     case Act::Sigmoid: return div(one, add(one, exp_approx(sub(zero(), v))));
     default: return v;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <stdexcept>
 
 #include "../ops/registry.h"
 #include "simd.h"
@@ -77,6 +78,9 @@ void scale_pointwise(const PointwiseGeometry& g, const PackedPointwise& p, const
 void pointwise_nhwc(const PointwiseGeometry& g, const PackedPointwise& p, const float* weights,
                     const float* in, const float* residual, Act act, float lo, float hi, float* out,
                     const float* zeros) {
+  if (g.taps() > kMaxGemmTaps || (g.taps() > 1 && !zeros)) {
+    throw std::logic_error("pointwise_nhwc: over 64 window positions, or no zeros for the padding");
+  }
 #if BRANCHY_X86
   const bool in_registers = avx512::act_in_registers(act);
   const Act inside = in_registers ? act : Act::None;

@@ -260,6 +260,7 @@ class PointwiseLayer : public Layer {
         packed_(pack_pointwise(active_isa(), g_, op.tensors[0].data, op.tensors[1].data)),
         zeros_(size_t(op.in.c)) {}
   void forward(const float* in, float* out, LayerState*) const override {
+    if (scaled_) throw std::logic_error("an input-scaled convolution runs through forward_n");
     pointwise_nhwc(g_, packed_, packed_.weights.data(), in, nullptr, act_, lo_, hi_, out, zeros_.data());
   }
   void forward_n(const float* const* ins, float* out, LayerState* state) const override {
