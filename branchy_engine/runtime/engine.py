@@ -15,7 +15,7 @@ from torch import Tensor
 
 from branchy_engine.runtime.ops import _C
 
-KERNELS = ("measure", "own", "dnnl")  # or "pin:" + Engine.choices (one o/d per op)
+KERNELS = ("measure", "own", "dnnl")  # or "pin:" + Engine.choices (a digit or d per op)
 
 
 def thresholds_for_exit(num_exits: int, e: int) -> List[float]:
