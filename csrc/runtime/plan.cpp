@@ -351,7 +351,8 @@ class Chooser {
   // Identical layers (ResNets repeat their blocks) are measured once. BRANCHY_PLAN_TRACE set in
   // the environment prints every candidate's time to stderr (for kernel work).
   double measured(const Layer& layer) {
-    const std::string key = layer.describe() + " " + shape_key(layer.in_shapes());
+    const std::string key = layer.describe() + " " + shape_key(layer.in_shapes()) + "-> " +
+                            shape_key({layer.out_shape()});
     auto it = measured_.find(key);
     if (it == measured_.end()) {
       it = measured_.emplace(key, measure(layer)).first;
