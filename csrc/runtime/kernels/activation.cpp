@@ -6,23 +6,8 @@
 
 namespace branchy {
 
-#if BRANCHY_X86
-namespace avx2 {
-namespace {
-#define BRANCHY_TIER BRANCHY_AVX2
-#include "act_tier.inl"
-#undef BRANCHY_TIER
-}  // namespace
-}  // namespace avx2
-
-namespace avx512 {
-namespace {
-#define BRANCHY_TIER BRANCHY_AVX512
-#include "act_tier.inl"
-#undef BRANCHY_TIER
-}  // namespace
-}  // namespace avx512
-#endif
+#define BRANCHY_TIER_FILE "act_tier.inl"
+#include "tiers.inl"
 
 bool act_array_simd(Isa isa, Act act, float lo, float hi, const float* in, float* out, size_t n) {
 #if BRANCHY_X86

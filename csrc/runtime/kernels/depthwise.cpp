@@ -8,23 +8,8 @@
 
 namespace branchy {
 
-#if BRANCHY_X86
-namespace avx2 {
-namespace {
-#define BRANCHY_TIER BRANCHY_AVX2
-#include "depthwise_tier.inl"
-#undef BRANCHY_TIER
-}  // namespace
-}  // namespace avx2
-
-namespace avx512 {
-namespace {
-#define BRANCHY_TIER BRANCHY_AVX512
-#include "depthwise_tier.inl"
-#undef BRANCHY_TIER
-}  // namespace
-}  // namespace avx512
-#endif
+#define BRANCHY_TIER_FILE "depthwise_tier.inl"
+#include "tiers.inl"
 
 Buffer pack_depthwise(const DepthwiseGeometry& g, const float* weight, size_t padded) {
   Buffer packed(size_t(g.kernel_h) * g.kernel_w * padded);  // zeroed

@@ -9,23 +9,8 @@
 
 namespace branchy {
 
-#if BRANCHY_X86
-namespace avx2 {
-namespace {
-#define BRANCHY_TIER BRANCHY_AVX2
-#include "pointwise_tier.inl"
-#undef BRANCHY_TIER
-}  // namespace
-}  // namespace avx2
-
-namespace avx512 {
-namespace {
-#define BRANCHY_TIER BRANCHY_AVX512
-#include "pointwise_tier.inl"
-#undef BRANCHY_TIER
-}  // namespace
-}  // namespace avx512
-#endif
+#define BRANCHY_TIER_FILE "pointwise_tier.inl"
+#include "tiers.inl"
 
 namespace {
 

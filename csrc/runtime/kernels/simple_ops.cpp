@@ -9,23 +9,8 @@
 
 namespace branchy {
 
-#if BRANCHY_X86
-namespace avx2 {
-namespace {
-#define BRANCHY_TIER BRANCHY_AVX2
-#include "simple_ops_tier.inl"
-#undef BRANCHY_TIER
-}  // namespace
-}  // namespace avx2
-
-namespace avx512 {
-namespace {
-#define BRANCHY_TIER BRANCHY_AVX512
-#include "simple_ops_tier.inl"
-#undef BRANCHY_TIER
-}  // namespace
-}  // namespace avx512
-#endif
+#define BRANCHY_TIER_FILE "simple_ops_tier.inl"
+#include "tiers.inl"
 
 Isa pool_isa(const Op& op, Isa isa) {
   const bool k2s2 = op.kernel_h == 2 && op.kernel_w == 2 && op.stride_h == 2 &&
