@@ -52,31 +52,14 @@ void reference(const Op& op, const float* const* ins, float* out) {
   combine(op, Layout::NCHW, ins[0], ins[1], out);
 }
 
-class BinaryLayer : public Layer {
- public:
-  BinaryLayer(const Op& op, Layout layout) : Layer(op.ins, op.out), op_(op), layout_(layout) {}
-  void forward(const float*, float*, LayerState*) const override {}
-  void forward_n(const float* const* ins, float* out, LayerState*) const override {
-    combine(op_, layout_, ins[0], ins[1], out);
-  }
-  Layout input_layout() const override { return layout_; }
-  Layout output_layout() const override { return layout_; }
-  std::string describe() const override {
-    std::string s = std::string(op_.name()) + (op_.ins[1] == op_.in ? "" : " per channel");
-    if (op_.act != Act::None) s += std::string(" +") + act_name(op_.act);
-    return s + " [own, " + layout_name(layout_) + "]";
-  }
+void run(const Op& op, Layout layout, const float* const* ins, float* out) {
+  combine(op, layout, ins[0], ins[1], out);
+}
 
- private:
-  Op op_;
-  Layout layout_;
-};
-
-Layers own(const Op& op) {
-  Layers out;
-  out.push_back(std::make_unique<BinaryLayer>(op, Layout::NCHW));
-  out.push_back(std::make_unique<BinaryLayer>(op, Layout::NHWC));
-  return out;
+std::string what(const Op& op) {
+  std::string s = std::string(op.name()) + (op.ins[1] == op.in ? "" : " per channel");
+  if (op.act != Act::None) s += std::string(" +") + act_name(op.act);
+  return s;
 }
 
 }  // namespace
@@ -84,14 +67,14 @@ Layers own(const Op& op) {
 extern const OpDef kAdd{
     "add", 9, {"activation"}, {"activation_lo", "activation_hi"}, {}, 2, 2,
     "a + b for inputs of equal shape (a residual), then the activation; [C, H, W]",
-    check, reference, own, no_dnnl,
+    check, reference, both_layouts<run, what>, no_dnnl,
 };
 
 extern const OpDef kMul{
     "mul", 10, {"activation"}, {"activation_lo", "activation_hi"}, {}, 2, 2,
     "a * b for inputs of equal shape, or a [C, H, W] times b [C, 1, 1] per channel "
     "(squeeze-and-excitation), then the activation; [C, H, W]",
-    check, reference, own, no_dnnl,
+    check, reference, both_layouts<run, what>, no_dnnl,
 };
 
 }  // namespace branchy

@@ -147,31 +147,16 @@ void norm_reference(const Op& op, const float* const* ins, float* out) { norm(op
 
 using Fn = void (*)(const Op&, Layout, const float*, float*);
 
-// Any of the per-pixel ops above, in one layout.
-class ChannelLayer : public Layer {
- public:
-  ChannelLayer(const Op& op, Fn fn, Layout layout) : Layer(op.in, op.out), op_(op), fn_(fn), layout_(layout) {}
-  void forward(const float* in, float* out, LayerState*) const override { fn_(op_, layout_, in, out); }
-  Layout input_layout() const override { return layout_; }
-  Layout output_layout() const override { return layout_; }
-  std::string describe() const override {
-    std::string s = std::string(op_.name()) + " " + std::to_string(op_.in.c) + " channels";
-    if (op_.act != Act::None) s += std::string(" +") + act_name(op_.act);
-    return s + " [own, " + layout_name(layout_) + "]";
-  }
-
- private:
-  Op op_;
-  Fn fn_;
-  Layout layout_;
-};
-
+// One of the per-pixel ops above as a LayoutRun (one input).
 template <Fn fn>
-Layers both_layouts(const Op& op) {
-  Layers out;
-  out.push_back(std::make_unique<ChannelLayer>(op, fn, Layout::NCHW));
-  out.push_back(std::make_unique<ChannelLayer>(op, fn, Layout::NHWC));
-  return out;
+void run(const Op& op, Layout layout, const float* const* ins, float* out) {
+  fn(op, layout, ins[0], out);
+}
+
+std::string what(const Op& op) {
+  std::string s = std::string(op.name()) + " " + std::to_string(op.in.c) + " channels";
+  if (op.act != Act::None) s += std::string(" +") + act_name(op.act);
+  return s;
 }
 
 Layers shuffle_own(const Op& op) {
@@ -184,13 +169,13 @@ Layers shuffle_own(const Op& op) {
 
 extern const OpDef kMean{
     "mean", 12, {}, {}, {}, 1, 1, "the average of each channel over H and W; [C, 1, 1]",
-    mean_check, mean_reference, both_layouts<mean>, no_dnnl,
+    mean_check, mean_reference, both_layouts<run<mean>, what>, no_dnnl,
 };
 
 extern const OpDef kChannelAffine{
     "channel_affine", 13, {"activation"}, {"activation_lo", "activation_hi"}, {"scale [C]", "shift [C]"}, 1, 1,
     "x * scale[c] + shift[c] (a BatchNorm with no convolution before it), then the activation; [C, H, W]",
-    affine_check, affine_reference, both_layouts<affine>, no_dnnl,
+    affine_check, affine_reference, both_layouts<run<affine>, what>, no_dnnl,
 };
 
 extern const OpDef kChannelShuffle{
@@ -203,14 +188,14 @@ extern const OpDef kChannelShuffle{
 extern const OpDef kChannelSlice{
     "channel_slice", 16, {"start", "count"}, {}, {}, 1, 1,
     "channels start .. start + count - 1 of the input (a split or chunk); [count, H, W]",
-    slice_check, slice_reference, both_layouts<slice>, no_dnnl,
+    slice_check, slice_reference, both_layouts<run<slice>, what>, no_dnnl,
 };
 
 extern const OpDef kLayerNorm{
     "layer_norm", 15, {}, {"eps"}, {"weight [C]", "bias [C]"}, 1, 1,
     "at each pixel, (x - mean) / sqrt(var + eps) * weight[c] + bias[c] over the C channels "
     "(biased variance); [C, H, W]",
-    norm_check, norm_reference, both_layouts<norm>, no_dnnl,
+    norm_check, norm_reference, both_layouts<run<norm>, what>, no_dnnl,
 };
 
 }  // namespace branchy

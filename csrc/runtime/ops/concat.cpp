@@ -42,30 +42,8 @@ void concat(const Op& op, Layout layout, const float* const* ins, float* out) {
 
 void reference(const Op& op, const float* const* ins, float* out) { concat(op, Layout::NCHW, ins, out); }
 
-class ConcatLayer : public Layer {
- public:
-  ConcatLayer(const Op& op, Layout layout) : Layer(op.ins, op.out), op_(op), layout_(layout) {}
-  void forward(const float*, float*, LayerState*) const override {}
-  void forward_n(const float* const* ins, float* out, LayerState*) const override {
-    concat(op_, layout_, ins, out);
-  }
-  Layout input_layout() const override { return layout_; }
-  Layout output_layout() const override { return layout_; }
-  std::string describe() const override {
-    return "concat " + std::to_string(op_.ins.size()) + " -> " + std::to_string(op_.out.c) +
-           " channels [own, " + layout_name(layout_) + "]";
-  }
-
- private:
-  Op op_;
-  Layout layout_;
-};
-
-Layers own(const Op& op) {
-  Layers out;
-  out.push_back(std::make_unique<ConcatLayer>(op, Layout::NCHW));
-  out.push_back(std::make_unique<ConcatLayer>(op, Layout::NHWC));
-  return out;
+std::string what(const Op& op) {
+  return "concat " + std::to_string(op.ins.size()) + " -> " + std::to_string(op.out.c) + " channels";
 }
 
 }  // namespace
@@ -73,7 +51,7 @@ Layers own(const Op& op) {
 extern const OpDef kConcat{
     "concat", 11, {}, {}, {}, 1, -1,
     "the inputs (equal H and W) stacked along channels in order; [sum of C, H, W]",
-    check, reference, own, no_dnnl,
+    check, reference, both_layouts<concat, what>, no_dnnl,
 };
 
 }  // namespace branchy

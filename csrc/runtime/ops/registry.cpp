@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <sstream>
+#include <stdexcept>
 
 #include "../json.h"
 #include "../kernels/activation.h"
@@ -203,6 +204,41 @@ class ReferenceLayer : public Layer {
 
 std::unique_ptr<Layer> reference_layer(const Op& op, const char* what) {
   return std::make_unique<ReferenceLayer>(op, what);
+}
+
+// ---- kinds that run in either layout ----
+
+namespace {
+
+class LayoutLayer : public Layer {
+ public:
+  LayoutLayer(const Op& op, LayoutRun run, LayoutName what, Layout layout)
+      : Layer(op.ins, op.out), op_(op), run_(run), what_(what), layout_(layout) {}
+  void forward(const float* in, float* out, LayerState*) const override {
+    if (ins_.size() != 1) throw std::logic_error(std::string(op_.name()) + " runs through forward_n");
+    const float* ins[1] = {in};
+    run_(op_, layout_, ins, out);
+  }
+  void forward_n(const float* const* ins, float* out, LayerState*) const override {
+    run_(op_, layout_, ins, out);
+  }
+  Layout input_layout() const override { return layout_; }
+  Layout output_layout() const override { return layout_; }
+  std::string describe() const override {
+    return what_(op_) + " [own, " + layout_name(layout_) + "]";
+  }
+
+ private:
+  Op op_;
+  LayoutRun run_;
+  LayoutName what_;
+  Layout layout_;
+};
+
+}  // namespace
+
+std::unique_ptr<Layer> layout_layer(const Op& op, LayoutRun run, LayoutName what, Layout layout) {
+  return std::make_unique<LayoutLayer>(op, run, what, layout);
 }
 
 // ---- the registry as JSON ----

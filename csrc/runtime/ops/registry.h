@@ -97,4 +97,19 @@ float act_value(Act act, float lo, float hi, float x);
 // too small to deserve a SIMD one yet.
 std::unique_ptr<Layer> reference_layer(const Op& op, const char* what = "portable");
 
+// The own kernel of a kind that runs in either layout as one function: run(op, layout, ins, out)
+// (one pointer per input), described as what(op) + " [own, LAYOUT]". both_layouts<run, what> is
+// such a kind's `own`: the plan picks the layout its neighbours make cheapest.
+using LayoutRun = void (*)(const Op& op, Layout layout, const float* const* ins, float* out);
+using LayoutName = std::string (*)(const Op& op);
+std::unique_ptr<Layer> layout_layer(const Op& op, LayoutRun run, LayoutName what, Layout layout);
+
+template <LayoutRun run, LayoutName what>
+Layers both_layouts(const Op& op) {
+  Layers out;
+  out.push_back(layout_layer(op, run, what, Layout::NCHW));
+  out.push_back(layout_layer(op, run, what, Layout::NHWC));
+  return out;
+}
+
 }  // namespace branchy
