@@ -19,6 +19,21 @@ size_t residual_input(const Op& op) {
   return op.ins.size() > r ? r : 0;
 }
 
+// The start of a convolution layer's describe(): "conv2d 16->96 k1x1 s1 p0", then groups, dilation,
+// input scale, residual and activation where there are any.
+std::string conv_text(int in_c, int out_c, int kernel_h, int kernel_w, int stride, int pad,
+                      int groups, int dilation, bool scaled, bool residual, Act act) {
+  std::ostringstream s;
+  s << "conv2d " << in_c << "->" << out_c << " k" << kernel_h << "x" << kernel_w << " s" << stride
+    << " p" << pad;
+  if (groups > 1) s << " g" << groups;
+  if (dilation > 1) s << " d" << dilation;
+  if (scaled) s << " +input scale";
+  if (residual) s << " +residual";
+  if (act != Act::None) s << " +" << act_name(act);
+  return s.str();
+}
+
 std::vector<Expected> check(const OpCheck& c, Op& op) {
   const auto& v = op.ints;
   op.in_channels = c.at_least(v[0], 1, "in_channels");
@@ -180,13 +195,9 @@ class DirectConv : public Layer {
   Layout output_layout() const override { return Layout::NCHW; }
 
   std::string describe() const override {
-    std::ostringstream s;
-    s << "conv2d " << g_.in_c << "->" << g_.out_c << " k" << g_.kernel_h << "x" << g_.kernel_w
-      << " s" << g_.stride_h << " p" << g_.pad_h;
-    if (ins_.size() == 2) s << " +residual";
-    if (act_ != Act::None) s << " +" << act_name(act_);
-    s << " [own " << isa_name(packed_.isa) << " direct, NCHW]";
-    return s.str();
+    return conv_text(g_.in_c, g_.out_c, g_.kernel_h, g_.kernel_w, g_.stride_h, g_.pad_h, 1, 1, false,
+                     ins_.size() == 2, act_) +
+           " [own " + isa_name(packed_.isa) + " direct, NCHW]";
   }
 
  private:
@@ -222,14 +233,9 @@ class DepthwiseLayer : public Layer {
   Layout input_layout() const override { return Layout::NHWC; }
   Layout output_layout() const override { return Layout::NHWC; }
   std::string describe() const override {
-    std::ostringstream s;
-    s << "conv2d " << g_.c << "->" << g_.c << " k" << g_.kernel_h << "x" << g_.kernel_w << " s"
-      << g_.stride_h << " p" << g_.pad_top << " g" << g_.c;
-    if (g_.dilation_h > 1) s << " d" << g_.dilation_h;
-    if (ins_.size() == 2) s << " +residual";
-    if (act_ != Act::None) s << " +" << act_name(act_);
-    s << " [own " << isa_name(isa_) << " depthwise, NHWC]";
-    return s.str();
+    return conv_text(g_.c, g_.c, g_.kernel_h, g_.kernel_w, g_.stride_h, g_.pad_top, g_.c,
+                     g_.dilation_h, false, ins_.size() == 2, act_) +
+           " [own " + isa_name(isa_) + " depthwise, NHWC]";
   }
 
  private:
@@ -283,16 +289,10 @@ class PointwiseLayer : public Layer {
   Layout input_layout() const override { return Layout::NHWC; }
   Layout output_layout() const override { return Layout::NHWC; }
   std::string describe() const override {
-    std::ostringstream s;
-    s << "conv2d " << g_.in_c << "->" << g_.out_c << " k" << g_.kernel_h << "x" << g_.kernel_w
-      << " s" << g_.stride_h << " p" << g_.pad_top;
-    if (g_.dilation_h > 1) s << " d" << g_.dilation_h;
-    if (scaled_) s << " +input scale";
-    if (residual_) s << " +residual";
-    if (act_ != Act::None) s << " +" << act_name(act_);
-    s << " [own " << isa_name(packed_.isa) << (g_.taps() == 1 && g_.pad_top == 0 ? " pointwise" : " implicit GEMM")
-      << ", NHWC]";
-    return s.str();
+    const bool pointwise = g_.taps() == 1 && g_.pad_top == 0;
+    return conv_text(g_.in_c, g_.out_c, g_.kernel_h, g_.kernel_w, g_.stride_h, g_.pad_top, 1,
+                     g_.dilation_h, scaled_, residual_ != 0, act_) +
+           " [own " + isa_name(packed_.isa) + (pointwise ? " pointwise" : " implicit GEMM") + ", NHWC]";
   }
 
  private:
