@@ -47,13 +47,27 @@ BRANCHY_TIER inline Vec act_vec(Vec v, Act act, Vec lo, Vec hi) {
 }
 
 // out[i] = act(in[i]) for i < n (in == out allowed), act_in_registers(act).
-BRANCHY_TIER inline void act_array(Act act, float lo_f, float hi_f, const float* in, float* out, size_t n) {
+// The loop is compiled once per kind (kAct), so that no vector pays act_vec's switch.
+template <Act kAct>
+BRANCHY_TIER inline void act_array_of(float lo_f, float hi_f, const float* in, float* out, size_t n) {
   const Vec lo = broadcast(lo_f), hi = broadcast(hi_f);
   size_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) store(out + i, act_vec(load(in + i), act, lo, hi));
+  for (; i + kLanes <= n; i += kLanes) store(out + i, act_vec(load(in + i), kAct, lo, hi));
   if (i < n) {
     const int left = int(n - i);
-    store_first(out + i, act_vec(load_first(in + i, left, zero()), act, lo, hi), left);
+    store_first(out + i, act_vec(load_first(in + i, left, zero()), kAct, lo, hi), left);
+  }
+}
+
+BRANCHY_TIER inline void act_array(Act act, float lo, float hi, const float* in, float* out, size_t n) {
+  switch (act) {
+    case Act::Relu: return act_array_of<Act::Relu>(lo, hi, in, out, n);
+    case Act::Clamp: return act_array_of<Act::Clamp>(lo, hi, in, out, n);
+    case Act::Hardswish: return act_array_of<Act::Hardswish>(lo, hi, in, out, n);
+    case Act::Hardsigmoid: return act_array_of<Act::Hardsigmoid>(lo, hi, in, out, n);
+    case Act::Silu: return act_array_of<Act::Silu>(lo, hi, in, out, n);
+    case Act::Sigmoid: return act_array_of<Act::Sigmoid>(lo, hi, in, out, n);
+    default: if (in != out) std::copy(in, in + n, out);
   }
 }
 
