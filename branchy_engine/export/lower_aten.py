@@ -8,6 +8,11 @@ residual adds' ReLU and the like fused into the op before them where nothing els
 output, squeeze-excitation's per-channel multiply into the convolution after it (its input scale), dropout and identities dropped, ConvNeXt's channels-last blocks (permute, layer_norm,
 linear, permute) as per-pixel ops, ShuffleNet's view/transpose/view as a channel_shuffle.
 
+Each part is lowered from torch.export's own graph (the training IR) where that reads as the
+graph run_decompositions({}) would make of it (_lowers_undecomposed: every op one the lowering knows
+in both forms, each in-place op on a fresh tensor only it reads), which spares the decomposition's
+retrace; else, and wherever that graph is refused, from the decomposed graph.
+
 An op it cannot lower raises ValueError naming the stage, the node, its ATen op and the module it
 came from.
 """
@@ -43,6 +48,18 @@ _ACTIVATIONS: Dict[Any, Callable[[tuple, dict], Tuple[int, float, float]]] = {
 # Ops whose output equals their input at inference.
 _IDENTITIES = (aten.clone.default, aten.dropout.default, aten.alias.default, aten.contiguous.default,
                aten.detach.default, aten.lift_fresh_copy.default)
+# In-place ops of the training IR -> the functional op run_decompositions({}) makes of each.
+_IN_PLACE = {
+    aten.relu_.default: aten.relu.default,
+    aten.hardtanh_.default: aten.hardtanh.default,
+    aten.clamp_.default: aten.clamp.default,
+    aten.hardswish_.default: aten.hardswish.default,
+    aten.hardsigmoid_.default: aten.hardsigmoid.default,
+    aten.silu_.default: aten.silu.default,
+    aten.sigmoid_.default: aten.sigmoid.default,
+    aten.gelu_.default: aten.gelu.default,
+    aten.dropout_.default: aten.dropout.default,
+}
 # Kinds that take an activation after themselves.
 _FUSES = ("conv2d", "linear", "max_pool2d", "avg_pool2d", "add", "mul", "channel_affine")
 
@@ -108,6 +125,8 @@ class Lowering:
                     env[node] = next(user)
             elif node.op == "call_function":
                 env[node] = self.node(node, env)
+                if node.target in _IN_PLACE:  # who reads the mutated tensor later reads the result
+                    env[node.args[0]] = env[node]
             elif node.op == "output":
                 outputs = [env[a] if isinstance(a, torch.fx.Node) else a for a in node.args[0]]
         return self.ops, [self.plain(o) for o in outputs]
@@ -181,7 +200,7 @@ class Lowering:
     def node(self, node, env) -> Any:
         args = [self.arg(a, env) for a in node.args]
         kwargs = {k: self.arg(v, env) for k, v in node.kwargs.items()}
-        t = node.target
+        t = _IN_PLACE.get(node.target, node.target)
         if t is operator.getitem:
             return self.getitem(node, *args)
         if t in _IDENTITIES:
@@ -190,7 +209,7 @@ class Lowering:
                 return ChannelsLast(self.passes(x.value, node))
             return self.passes(x, node)
         if t in _ACTIVATIONS:
-            return self.activation(node, args, kwargs)
+            return self.activation(node, t, args, kwargs)
         handler = _HANDLERS.get(t)
         if handler is None:
             raise self.refuse(node, "this ATen op has no lowering")
@@ -214,8 +233,8 @@ class Lowering:
             return self.passes(whole[i], node)
         raise self.refuse(node, f"indexes a {type(whole).__name__}")
 
-    def activation(self, node, args, kwargs):
-        code, lo, hi = _ACTIVATIONS[node.target](args, kwargs)
+    def activation(self, node, target, args, kwargs):
+        code, lo, hi = _ACTIVATIONS[target](args, kwargs)
         x = args[0]
         if isinstance(x, ChannelsLast):
             return ChannelsLast(self.activation_on(node, x.value, code, lo, hi))
@@ -280,6 +299,15 @@ def _batch_norm(L: Lowering, node, args, kwargs):
         L.maker[id(x)] = (conv, node)
         return (x, None, None)
     return (L.emit(node, "channel_affine", [x], {}, [scale, shift], shape=L.shape[id(x)]), None, None)
+
+
+def _batch_norm_eval(L: Lowering, node, args, kwargs):
+    """The training IR's batch_norm, lowered as what run_decompositions({}) makes of it at
+    inference: _native_batch_norm_legit_no_training's output."""
+    x, weight, bias, mean, var, training, momentum, eps = args[:8]
+    if training or mean is None or var is None:
+        raise L.refuse(node, "BatchNorm on batch statistics")
+    return _batch_norm(L, node, [x, weight, bias, mean, var, momentum, eps], kwargs)[0]
 
 
 def _pool(maximum: bool):
@@ -513,9 +541,17 @@ def _split(L: Lowering, node, args, kwargs):
     return Split(x, size, L.shape[id(x)][0])
 
 
+def _chunk(L: Lowering, node, args, kwargs):
+    """chunk(x, n, dim): split(x, ceil(size / n), dim), as run_decompositions({}) writes it."""
+    chunks, dim = int(args[1]), int(args[2] if len(args) > 2 else kwargs.get("dim", 0))
+    size = -(-node.args[0].meta["val"].shape[dim] // chunks)
+    return _split(L, node, [args[0], size, dim], {})
+
+
 _HANDLERS = {
     aten.conv2d.default: _conv,
     aten._native_batch_norm_legit_no_training.default: _batch_norm,
+    aten.batch_norm.default: _batch_norm_eval,
     aten.max_pool2d.default: _pool(True),
     aten.avg_pool2d.default: _pool(False),
     aten.adaptive_avg_pool2d.default: _adaptive(False),
@@ -536,13 +572,62 @@ _HANDLERS = {
     aten.mul.Tensor: _binary("mul"),
     aten.cat.default: _cat,
     aten.split.Tensor: _split,
+    aten.chunk.default: _chunk,
 }
 
 
-def _export(module: nn.Module, args: tuple):
+def _fresh(node) -> bool:
+    """Whether node's value is a tensor of its own: not a view or alias of another, not an input, a
+    parameter or a buffer."""
+    t = node.target
+    if t in _IN_PLACE:  # the tensor it mutates (or, dropout at inference, passes on)
+        return _fresh(node.args[0])
+    if t is aten.batch_norm.default:  # tagged for its running statistics; its output is new
+        return True
+    return (isinstance(t, torch._ops.OpOverload) and torch.Tag.maybe_aliasing_or_mutating not in t.tags
+            and all(r.alias_info is None for r in t._schema.returns))
+
+
+def _lowers_undecomposed(graph) -> bool:
+    """Whether the lowering reads this graph of torch.export (the training IR) as it reads the graph
+    run_decompositions({}) makes of it: every op is one that decomposition keeps or rewrites into
+    ops lowered alike (batch_norm, chunk, flatten, reshape, contiguous, dropout, in-place
+    activations), none is dead (an identity that decomposition drops must not change who reads
+    what), and each in-place op mutates a fresh tensor (_fresh) that nothing else reads."""
+    known = {operator.getitem, *_IDENTITIES, *_ACTIVATIONS, *_HANDLERS, *_IN_PLACE}
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        if node.target not in known or not node.users:
+            return False
+        if node.target in (aten.dropout.default, aten.dropout_.default):
+            if node.args[2:] != (False,):
+                return False  # dropout that drops
+            continue  # at inference: changes nothing, in place or not
+        if node.target in _IN_PLACE:
+            x = node.args[0]
+            if not isinstance(x, torch.fx.Node) or len(x.users) != 1 or not _fresh(x):
+                return False
+    return True
+
+
+def _part(L: Lowering, module: nn.Module, h: torch.Tensor, inputs: Sequence[Any], where: str):
+    """L.part of `module` exported at input h: from torch.export's graph where _lowers_undecomposed
+    says that is safe (run_decompositions is most of the time an export takes); else, and where the
+    lowering refuses it (its error then names the decomposed graph's ops), after
+    run_decompositions({})."""
     from torch.export import export
     with torch.no_grad():
-        return export(module, args).run_decompositions({})
+        program = export(module, (h,))
+    if _lowers_undecomposed(program.graph):
+        known = dict(L.shape), dict(L.maker)
+        try:
+            return L.part(program, inputs, where)
+        except Exception:  # any doubt: lowered again from the decomposed graph
+            L.shape, L.maker = known
+    with torch.no_grad():
+        program = program.run_decompositions({})
+    return L.part(program, inputs, where)
 
 
 def lower_network(net, input_shape: Sequence[int], x: Value) -> Tuple[List[Stage], List[Exit]]:
@@ -556,8 +641,7 @@ def lower_network(net, input_shape: Sequence[int], x: Value) -> Tuple[List[Stage
     stages, exits, passed = [], [], {}
     h, carried = sample, [x]
     for i, stage in enumerate(net.stages):
-        program = _export(stage, (h,))
-        ops, outputs = L.part(program, carried, f"stages.{i}")
+        ops, outputs = _part(L, stage, h, carried, f"stages.{i}")
         outputs = [o for o in outputs if isinstance(o, Value)]
         if not outputs:
             raise ValueError(f"stages.{i}: passes on no tensor")
@@ -569,8 +653,7 @@ def lower_network(net, input_shape: Sequence[int], x: Value) -> Tuple[List[Stage
     for s in net.exit_stages:
         head = net.exits[str(s)]
         h, outputs = passed[s]
-        program = _export(head, (h,))
-        ops, logits = L.part(program, outputs, f"exits.{s}")
+        ops, logits = _part(L, head, h, outputs, f"exits.{s}")
         if len(logits) != 1 or not isinstance(logits[0], Value):
             raise ValueError(f"exits.{s}: gives {len(logits)} outputs, expected one logits tensor")
         reads = {id(v) for op in ops for v in op.inputs}
