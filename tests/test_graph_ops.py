@@ -168,6 +168,28 @@ def test_pinned_choices_rebuild_the_same_plan(every_op):
     assert any(c in measured.choices for c in "123456789d")  # not only first-listed kernels
 
 
+def test_every_own_kernel_of_every_op_matches_pytorch(every_op):
+    # One digit for every op pins each op's n-th own kernel where it has one (the first otherwise):
+    # digits 0 to 3 run every own convolution kernel, the Winograd 3x3 among them, on this graph.
+    path, reference = every_op
+    x = _inputs(2)
+    with torch.no_grad():
+        want = reference(x)
+    ops = len(Engine(path, kernels="own").choices)
+    described = ""
+    for digit in "0123":
+        engine = Engine(path, kernels="pin:" + digit * ops)
+        described += engine.describe()
+        for n in range(x.shape[0]):
+            for e, (g, r) in enumerate(zip(engine.all_exit_logits(x[n].float()), want)):
+                scale = r[n].abs().max().item()
+                torch.testing.assert_close(g.double(), r[n], rtol=0, atol=1e-4 * scale + 1e-6,
+                                           msg=lambda m: f"pin {digit}, exit {e}, sample {n}: {m}\n"
+                                                         f"{engine.describe()}")
+    for kernel in ("implicit GEMM", "direct, NCHW", "depthwise, NHWC", "winograd", "pointwise"):
+        assert kernel in described, kernel
+
+
 def test_a_batch_leaves_per_sample_as_one_by_one(every_op):
     path, reference = every_op
     x = _inputs(16, seed=2).float()

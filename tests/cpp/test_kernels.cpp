@@ -22,6 +22,7 @@
 #include "runtime/kernels/depthwise.h"
 #include "runtime/kernels/pointwise.h"
 #include "runtime/kernels/simple_ops.h"
+#include "runtime/kernels/winograd.h"
 #include "runtime/ops/registry.h"
 
 using branchy::Act;
@@ -530,6 +531,77 @@ TEST(implicit_gemm_tiers_match_double_precision) {
       check_windowed(in_c, out_c, 8, 8, 2, 2, 2, 0, 0, 1);
     }
   }
+}
+
+// Winograd's F(2x2, 3x3) at stride 1: every padding up to 2 on each side (asymmetric too), odd
+// sizes (a last tile half outside the output), channels past one vector and more tiles than a
+// block holds, with and without a residual, under every activation, against a double loop. Its
+// transforms add and subtract before and after the products, so it is held to the same 1e-5 of
+// the terms' magnitudes as the direct kernels.
+void check_winograd(int in_c, int out_c, int h, int w, int pt, int pl, int pb, int pr) {
+  const branchy::WinogradGeometry g{in_c, h, w, out_c, h + pt + pb - 2, w + pl + pr - 2, pt, pl};
+  if (g.out_h < 1 || g.out_w < 1) return;
+  const size_t out_n = size_t(g.out_h) * g.out_w * out_c;
+  const uint32_t seed = uint32_t(in_c * 7 + out_c * 131 + h * 17 + w * 3 + pt + 5 * pl + 11 * pb + pr);
+  const auto weight = uniform(size_t(out_c) * in_c * 9, seed, -0.5f, 0.5f);  // [n][k][3][3]
+  const auto bias = uniform(out_c, seed + 1);
+  const auto in = uniform(size_t(h) * w * in_c, seed + 2);  // NHWC
+  const auto residual = uniform(out_n, seed + 3);
+  std::vector<double> sum(out_n), mag(out_n);
+  for (int oy = 0; oy < g.out_h; ++oy) {
+    for (int ox = 0; ox < g.out_w; ++ox) {
+      for (int n = 0; n < out_c; ++n) {
+        double s = bias[n], m = std::fabs(bias[n]);
+        for (int ky = 0; ky < 3; ++ky) {
+          for (int kx = 0; kx < 3; ++kx) {
+            const int iy = oy - pt + ky, ix = ox - pl + kx;
+            if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+            for (int k = 0; k < in_c; ++k) {
+              const double t = double(in[(size_t(iy) * w + ix) * in_c + k]) *
+                               weight[((size_t(n) * in_c + k) * 3 + ky) * 3 + kx];
+              s += t;
+              m += std::fabs(t);
+            }
+          }
+        }
+        sum[(size_t(oy) * g.out_w + ox) * out_c + n] = s;
+        mag[(size_t(oy) * g.out_w + ox) * out_c + n] = m;
+      }
+    }
+  }
+  std::vector<double> pre(out_n), pre_mag(out_n);
+  for (Isa isa : simd_isas()) {
+    const auto p = branchy::pack_winograd(isa, g, weight.data(), bias.data());
+    std::vector<float> scratch(p.scratch_floats(g), std::nanf(""));  // the kernel must not read it first
+    for (bool with_res : {false, true}) {
+      for (size_t i = 0; i < out_n; ++i) {
+        pre[i] = sum[i] + (with_res ? residual[i] : 0.0f);
+        pre_mag[i] = mag[i] + (with_res ? std::fabs(residual[i]) : 0.0f);
+      }
+      for (Act act : {Act::None, Act::Relu, Act::Clamp, Act::Silu, Act::GeluErf}) {
+        std::vector<float> want, scale;
+        act_expectation(act, pre, pre_mag, &want, &scale);
+        std::vector<float> got = with_canaries(out_n);
+        branchy::winograd_nhwc(g, p, in.data(), with_res ? residual.data() : nullptr, act, kClampLo,
+                               kClampHi, got.data(), scratch.data());
+        const long bad = first_mismatch(got, want, scale, out_n, 1e-5f);
+        CHECK_MSG(bad < 0 && canaries_intact(got, out_n),
+                  "%s winograd %d->%d %dx%d pad %d,%d,%d,%d res %d %s: [%ld] %.9g want %.9g",
+                  branchy::isa_name(isa), in_c, out_c, h, w, pt, pl, pb, pr, with_res,
+                  branchy::act_name(act), bad, got[std::max(bad, 0L)], want[std::max(bad, 0L)]);
+      }
+    }
+  }
+}
+
+TEST(winograd_tiers_match_double_precision) {
+  for (int pad = 0; pad < 81; ++pad) {  // every (top, left, bottom, right) in 0..2
+    check_winograd(3, 5, 7, 6, pad % 3, pad / 3 % 3, pad / 9 % 3, pad / 27);
+  }
+  for (auto [in_c, out_c] : {std::pair{1, 1}, {16, 17}, {37, 70}, {64, 64}}) {
+    for (auto [h, w] : {std::pair{1, 1}, {2, 9}, {5, 5}, {14, 13}}) check_winograd(in_c, out_c, h, w, 1, 1, 1, 1);
+  }
+  check_winograd(8, 600, 33, 31, 1, 1, 1, 1);  // 272 tiles, in blocks of 24 (600 channels)
 }
 
 // Scaling the packed weights by input channel (squeeze-excitation) is packing the scaled weights:

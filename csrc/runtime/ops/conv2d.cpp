@@ -8,6 +8,7 @@
 #include "../kernels/conv_direct.h"
 #include "../kernels/depthwise.h"
 #include "../kernels/pointwise.h"
+#include "../kernels/winograd.h"
 #include "registry.h"
 
 namespace branchy {
@@ -305,6 +306,46 @@ class PointwiseLayer : public Layer {
   Buffer zeros_;  // what window positions in the padding read
 };
 
+// 3x3 at stride 1 (groups 1, dilation 1) on NHWC by Winograd's F(2x2, 3x3): 2.25x fewer
+// multiplies than the direct sum; the plan measures it against the others per layer.
+class WinogradLayer : public Layer {
+ public:
+  explicit WinogradLayer(const Op& op)
+      : Layer(op.ins, op.out),
+        g_{op.in.c, op.in.h, op.in.w, op.out.c, op.out.h, op.out.w, op.pad_h, op.pad_w},
+        act_(op.act), lo_(op.act_lo), hi_(op.act_hi),
+        packed_(pack_winograd(active_isa(), g_, op.tensors[0].data, op.tensors[1].data)) {}
+  static bool fits(const Op& op) {
+    return op.groups == 1 && op.kernel_h == 3 && op.kernel_w == 3 && op.stride_h == 1 &&
+           op.stride_w == 1 && op.dilation_h == 1 && op.dilation_w == 1 && active_isa() != Isa::Portable;
+  }
+  void forward(const float* in, float* out, LayerState* state) const override {
+    winograd_nhwc(g_, packed_, in, nullptr, act_, lo_, hi_, out, scratch(state));
+  }
+  void forward_n(const float* const* ins, float* out, LayerState* state) const override {
+    winograd_nhwc(g_, packed_, ins[0], ins_.size() > 1 ? ins[1] : nullptr, act_, lo_, hi_, out,
+                  scratch(state));
+  }
+  std::unique_ptr<LayerState> make_state() const override {
+    return std::make_unique<ScratchState>(scratch_floats());
+  }
+  size_t scratch_floats() const override { return packed_.scratch_floats(g_); }
+  size_t packed_floats() const override { return packed_.weights.size() + packed_.bias.size(); }
+  Layout input_layout() const override { return Layout::NHWC; }
+  Layout output_layout() const override { return Layout::NHWC; }
+  std::string describe() const override {
+    return conv_text(g_.in_c, g_.out_c, 3, 3, 1, g_.pad_top, 1, 1, false, ins_.size() == 2, act_) +
+           " [own " + isa_name(packed_.gemm.isa) + " winograd F(2x2,3x3), NHWC]";
+  }
+
+ private:
+  static float* scratch(LayerState* state) { return static_cast<ScratchState*>(state)->buffer.data(); }
+  WinogradGeometry g_;
+  Act act_;
+  float lo_, hi_;
+  PackedWinograd packed_;
+};
+
 // The op without its input scale: what a kernel that knows no scale runs after InputScaled has
 // scaled the input.
 Op unscaled(const Op& op) {
@@ -384,6 +425,7 @@ Layers own(const Op& op) {
   const bool direct = op.groups == 1 && op.dilation_h == 1 && op.dilation_w == 1 &&
                       op.pad_bottom == op.pad_h && op.pad_right == op.pad_w;
   if (direct) others.push_back(std::make_unique<DirectConv>(plain));
+  if (WinogradLayer::fits(op)) others.push_back(std::make_unique<WinogradLayer>(plain));
   if (op.input_scale) others = scaled(op, std::move(others));
   for (auto& layer : others) out.push_back(std::move(layer));
   // The reference takes the scale itself.
