@@ -202,6 +202,23 @@ def test_simulator_sees_early_exits_save_misses(shipped):
     assert all_early["per_inference"]["d1_misses"] < none_early["per_inference"]["d1_misses"] / 2
 
 
+def test_one_simulation_of_several_points_counts_each_apart(shipped):
+    # Three points in one valgrind process (the sweep's way): each point's counts are its own,
+    # as one process a point gives them (within 5%: the heap of a later point's plan lies
+    # elsewhere, so a few conflict misses differ), in the order given.
+    x = samples(10, (1, 28, 28))
+    kernels = "pin:" + Engine(shipped["b_lenet"], kernels="own").choices
+    points = [[0.0], [1e9], [0.0]]
+    together = cachesim.simulate_points(shipped["b_lenet"], x, points, kernels=kernels, warmup=5)
+    apart = [cachesim.simulate(shipped["b_lenet"], x, thresholds=t, kernels=kernels, warmup=5) for t in points[:2]]
+    assert [s["exit_counts"] for s in together] == [[0, 10], [10, 0], [0, 10]]
+    for got, want in zip(together, apart + apart[:1]):
+        assert got["per_inference"]["instructions"] == pytest.approx(want["per_inference"]["instructions"], rel=1e-3)
+        assert got["per_inference"]["d1_misses"] == pytest.approx(want["per_inference"]["d1_misses"], rel=0.05)
+    with pytest.raises(ValueError, match="every point's thresholds"):
+        cachesim.simulate_points(shipped["b_lenet"], x, [[0.0], None], kernels=kernels)
+
+
 def test_simulator_missing_tools_are_named(monkeypatch, tiny):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(cachesim.SimulatorUnavailable, match="valgrind"):

@@ -5,7 +5,8 @@ The workload is build/branchy-run (the C++ runtime, no Python) on the same sampl
 kernel choices ("pin:" + Engine.choices) as the engine being profiled; warm-up calls go through
 Plan::run_instrumented, which the collection leaves out, and run every sample once (at least
 `warmup` calls), so the figures are steady state. The simulated caches take the host's
-geometry (sysfs), or the caller's.
+geometry (sysfs), or the caller's. simulate_points runs several sets of thresholds (a sweep's
+points) in one valgrind process, a plan and a warm-up each, each point's counts dumped apart.
 
 Caveats, reported with every figure: valgrind 3.19 does not emulate AVX-512, so under it the own
 kernels and oneDNN take their AVX2 paths (the same data, fewer wider accesses natively); the
@@ -170,9 +171,20 @@ def simulate(model: str, x: torch.Tensor, thresholds: Optional[Sequence[float]] 
     """Runs the samples x [N, C, H, W] (float32) one by one through the C++ runtime under
     callgrind's cache simulator, collecting only inside Plan::run. Returns the totals, the figures
     per inference (per_inference), the exits taken, the caches simulated and the caveats."""
+    return simulate_points(model, x, [thresholds], kernels, caches, warmup, timeout)[0]
+
+
+def simulate_points(model: str, x: torch.Tensor, points: Sequence[Optional[Sequence[float]]],
+                    kernels: str = "own", caches: Optional[Dict[str, Cache]] = None,
+                    warmup: int = WARMUP, timeout: float = 1800.0) -> list:
+    """simulate() at each set of thresholds in `points` (None: the file's), in one valgrind
+    process: a plan per point, each with its own warm-up, its counts dumped apart (valgrind's
+    start and the translation of the code are paid once, not per point). One result per point."""
     x = x.detach().to(torch.float32).contiguous().cpu()
     if x.dim() != 4 or x.shape[0] == 0:
         raise ValueError(f"simulate takes samples [N, C, H, W] with N > 0, got {tuple(x.shape)}")
+    if not points:
+        raise ValueError("simulate_points takes at least one point")
     valgrind, runner = find_valgrind(), find_runner()
     host = caches or host_caches()
     used = {k: simulable(c) for k, c in host.items()}
@@ -188,34 +200,41 @@ def simulate(model: str, x: torch.Tensor, thresholds: Optional[Sequence[float]] 
                f"--toggle-collect={TOGGLE}", f"--I1={used['I1'].valgrind()}",
                f"--D1={used['D1'].valgrind()}", f"--LL={used['LL'].valgrind()}",
                runner, str(model), "--raw", str(raw), "--kernels", kernels, "--warmup", str(warmup_calls)]
-        if thresholds is not None:
-            cmd += ["--thresholds", ",".join(repr(float(t)) for t in thresholds)]
+        if any(t is not None for t in points):
+            if any(t is None for t in points):
+                raise ValueError("simulate_points: give every point's thresholds, or none")
+            cmd += ["--points", ";".join(",".join(repr(float(t)) for t in ts) for ts in points)]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"the cache simulation took over {timeout:.0f} s; use fewer samples") from None
-        if proc.returncode != 0 or not out.exists():
+        # Point i's counts: the dump callgrind.out.i (the runner dumps after each point).
+        dumps = [Path(f"{out}.{i + 1}") for i in range(len(points))]
+        if proc.returncode != 0 or not all(d.exists() for d in dumps):
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
             raise RuntimeError(f"the cache simulation failed (exit {proc.returncode}):\n{tail}")
-        counts = parse_callgrind(out.read_text())
-    exits = [int(v) for v in re.findall(r"\s\d+: (\d+) \(", _line(proc.stdout, "exits:"))]
-    if counts["Ir"] == 0:
+        counts = [parse_callgrind(d.read_text()) for d in dumps]
+    exit_lines = [line for line in proc.stdout.splitlines() if line.startswith("exits:")]
+    if len(exit_lines) != len(points):
+        raise RuntimeError(f"the runner reported {len(exit_lines)} points of {len(points)}")
+    if any(c["Ir"] == 0 for c in counts):
         raise RuntimeError(f"the simulator collected nothing inside {TOGGLE!r}: is {runner} built "
                            f"with symbols for branchy::Plan::run?")
     n = int(x.shape[0])
-    return {
+    tool = _first_line([valgrind, "--version"])
+    return [{
         "backend": BACKEND,
-        "tool": _first_line([valgrind, "--version"]),
+        "tool": tool,
         "samples": n,
         "warmup_calls": warmup_calls,
         "kernels": kernels,
         "caches": {k: {"size": c.size, "assoc": c.assoc, "line": c.line} for k, c in used.items()},
-        "totals": counts,
-        "per_inference": per_inference(counts, n),
-        "exit_counts": exits,
+        "totals": c,
+        "per_inference": per_inference(c, n),
+        "exit_counts": [int(v) for v in re.findall(r"\s\d+: (\d+) \(", line)],
         "notes": notes + ["valgrind does not emulate AVX-512: the kernels ran their AVX2 paths",
                           "LL: the host's last level, simulated alone, no prefetcher"],
-    }
+    } for c, line in zip(counts, exit_lines)]
 
 
 def _line(text: str, prefix: str) -> str:

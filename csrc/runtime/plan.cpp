@@ -183,7 +183,7 @@ class Chooser {
       std::sort(live[i + 1].begin(), live[i + 1].end());
     }
     std::vector<std::vector<Candidate>> candidates;
-    for (const Op& op : ops) candidates.push_back(candidates_for(op));
+    for (size_t i = 0; i < n; ++i) candidates.push_back(candidates_for(ops[i], first + i));
 
     struct Node {
       double cost = std::numeric_limits<double>::infinity();
@@ -279,7 +279,7 @@ class Chooser {
     std::vector<Placed> out;
     std::string kinds;
     for (size_t i = 0; i < ops.size(); ++i) {
-      std::vector<Candidate> candidates = candidates_for(ops[i]);
+      std::vector<Candidate> candidates = candidates_for(ops[i], first + i);
       size_t best = 0;
       double best_cost = std::numeric_limits<double>::infinity();
       for (size_t c = 0; c < candidates.size(); ++c) {
@@ -322,9 +322,22 @@ class Chooser {
     }
   }
 
-  std::vector<Candidate> candidates_for(const Op& op) {
+  // Op `index`'s kernels. Pinned to an own kernel that exists, the own ones only (oneDNN's
+  // primitives cost JIT compilation, heavy under a cache simulator); pinned to oneDNN, oneDNN's
+  // only where it has any.
+  std::vector<Candidate> candidates_for(const Op& op, size_t index) {
     std::vector<Candidate> all;
     for (auto& layer : op.def->own(op)) all.push_back(Candidate{std::move(layer), false, int(all.size())});
+    if (options_.kernels == PlanOptions::Kernels::Pinned) {
+      const char want = options_.pinned.at(index);
+      const bool own_pinned = want == 'o' ? !all.empty() : want != 'd' && size_t(want - '0') < all.size();
+      if (own_pinned) return all;
+      if (want == 'd') {
+        std::vector<Candidate> dnnl;
+        for (auto& layer : op.def->dnnl(op)) dnnl.push_back(Candidate{std::move(layer), true, -1});
+        if (!dnnl.empty()) return dnnl;
+      }
+    }
     if (options_.kernels != PlanOptions::Kernels::Own) {
       for (auto& layer : op.def->dnnl(op)) all.push_back(Candidate{std::move(layer), true, -1});
     }

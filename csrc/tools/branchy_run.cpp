@@ -6,6 +6,9 @@
 //            --predictions (print one line per sample)  --plan (print the chosen layers)
 //            --warmup K (K untimed calls first, cycling over the samples, through
 //            Plan::run_instrumented, so a simulator collecting inside Plan::run leaves them out)
+//            --points "T1,T2;T1,T2;..." (instead of --thresholds: the whole run once per set of
+//            thresholds, a plan each, its warm-up included; under callgrind each point's counts
+//            are dumped on their own, callgrind's output file name then gets ".N" for point N)
 //
 // IDX images (uint8, as MNIST/Fashion-MNIST ship them) become x / 255, then (x - mean) / std;
 // raw files hold float32 samples [N, C, H, W] already prepared. Prints the accuracy (with labels),
@@ -28,6 +31,14 @@
 #include "runtime/model_file.h"
 #include "runtime/plan.h"
 
+// Where valgrind's headers are, a point's counts are dumped apart (a no-op outside valgrind).
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>
+#define BRANCHY_DUMP_POINT(name) CALLGRIND_DUMP_STATS_AT(name)
+#else
+#define BRANCHY_DUMP_POINT(name) ((void)(name))
+#endif
+
 namespace {
 
 struct Args {
@@ -35,7 +46,7 @@ struct Args {
   long limit = -1, warmup = 0;
   int threads = 1;
   std::string kernels = "measure";
-  std::vector<float> thresholds;
+  std::vector<std::vector<float>> points;  // --thresholds: one; --points: any number
   float mean = 0.0f, std = 1.0f;
   bool predictions = false, plan = false;
 };
@@ -44,15 +55,15 @@ struct Args {
   std::cerr << "branchy-run: " << error << "\n"
             << "usage: branchy-run MODEL (--idx IMAGES [--labels LABELS] | --raw FILE.f32) "
                "[--limit N] [--threads T] [--kernels measure|own|dnnl|pin:CHOICES] [--thresholds T1,T2,...] "
-               "[--mean M] [--std S] [--predictions] [--plan] [--warmup K]\n";
+               "[--points \"T1,T2;T1,T2\"] [--mean M] [--std S] [--predictions] [--plan] [--warmup K]\n";
   std::exit(2);
 }
 
-std::vector<float> parse_floats(const std::string& text) {
+std::vector<float> parse_floats(const std::string& text, char separator = ',') {
   std::vector<float> out;
   std::stringstream in(text);
   std::string item;
-  while (std::getline(in, item, ',')) {
+  while (std::getline(in, item, separator)) {
     char* end = nullptr;
     const float v = std::strtof(item.c_str(), &end);
     if (end == item.c_str() || *end) usage("not a number: '" + item + "'");
@@ -76,7 +87,13 @@ Args parse(int argc, char** argv) {
     else if (arg == "--warmup") a.warmup = std::atol(value().c_str());
     else if (arg == "--threads") a.threads = std::atoi(value().c_str());
     else if (arg == "--kernels") a.kernels = value();
-    else if (arg == "--thresholds") a.thresholds = parse_floats(value());
+    else if (arg == "--thresholds") a.points = {parse_floats(value())};
+    else if (arg == "--points") {
+      std::stringstream in(value());
+      std::string point;
+      while (std::getline(in, point, ';')) a.points.push_back(parse_floats(point));
+      if (a.points.empty()) usage("--points needs at least one set of thresholds");
+    }
     else if (arg == "--mean") a.mean = parse_floats(value()).at(0);
     else if (arg == "--std") a.std = parse_floats(value()).at(0);
     else if (arg == "--predictions") a.predictions = true;
@@ -136,22 +153,73 @@ double percentile(std::vector<double> v, double q) {
   return v[std::min(v.size() - 1, size_t(q * (v.size() - 1) + 0.5))];
 }
 
+// One point: the plan at `thresholds` (empty: the file's), its warm-up, then every sample once,
+// timed; prints the exits taken and the latency (with labels, the accuracy).
+void run_point(const Args& args, const branchy::Model& model, const std::vector<float>& thresholds,
+               const std::vector<float>& inputs, const std::vector<uint8_t>& labels, size_t samples) {
+  branchy::PlanOptions options;
+  options.threads = args.threads;
+  options.thresholds = thresholds;
+  try {
+    branchy::parse_kernels(args.kernels, options);
+  } catch (const std::invalid_argument& e) {
+    usage(std::string("--") + e.what());
+  }
+  branchy::Plan plan(model, options);
+  if (args.plan) std::cout << plan.describe() << "kernels: pin:" << plan.choices() << "\n";
+  const size_t per_sample = size_t(model.input.numel());
+  auto context = plan.make_context(1);
+  struct Quiet final : branchy::Probe {
+    void begin(Part, int) override {}
+    void end(Part, int) override {}
+  } quiet;
+  // Warm-up call i runs sample i mod N: with K >= N every sample's path has run once, so a
+  // simulator's counts afterwards are steady state, not the first touch of a deeper stage.
+  for (long i = 0; i < args.warmup; ++i) {
+    plan.run_instrumented(*context, inputs.data() + (size_t(i) % samples) * per_sample, quiet);
+  }
+  std::vector<long> per_exit(plan.num_exits(), 0);
+  std::vector<double> micros;
+  micros.reserve(samples);
+  long correct = 0;
+  for (size_t i = 0; i < samples; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const branchy::Result r = plan.run(*context, inputs.data() + i * per_sample);
+    micros.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+    ++per_exit[r.exit];
+    if (!labels.empty()) correct += r.prediction == labels[i];
+    if (args.predictions) {
+      const auto& names = model.class_names;
+      std::cout << i << " " << r.prediction << (names.empty() ? "" : " " + names[r.prediction])
+                << " exit " << r.exit + 1 << " score " << r.score << "\n";
+    }
+  }
+  BRANCHY_DUMP_POINT("point");
+  std::printf("%zu samples, batch 1, %d thread(s)\n", samples, args.threads);
+  if (!thresholds.empty()) {
+    std::printf("thresholds:");
+    for (float t : thresholds) std::printf(" %g", t);
+    std::printf("\n");
+  }
+  if (!labels.empty()) std::printf("accuracy: %.2f%%\n", 100.0 * correct / samples);
+  std::printf("exits:");
+  for (int e = 0; e < plan.num_exits(); ++e) {
+    std::printf("  %d: %ld (%.1f%%)", e + 1, per_exit[e], 100.0 * per_exit[e] / samples);
+  }
+  double sum = 0;
+  for (double m : micros) sum += m;
+  std::printf("\nlatency per sample (us): mean %.2f  p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n",
+              sum / samples, percentile(micros, 0.5), percentile(micros, 0.9),
+              percentile(micros, 0.99), percentile(micros, 1.0));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const Args args = parse(argc, argv);
   try {
-    branchy::PlanOptions options;
-    options.threads = args.threads;
-    options.thresholds = args.thresholds;
-    try {
-      branchy::parse_kernels(args.kernels, options);
-    } catch (const std::invalid_argument& e) {
-      usage(std::string("--") + e.what());
-    }
-    branchy::Plan plan(branchy::load_model(args.model), options);
-    if (args.plan) std::cout << plan.describe() << "kernels: pin:" << plan.choices() << "\n";
-    const branchy::Shape in = plan.model().input;
+    const branchy::Model model = branchy::load_model(args.model);
+    const branchy::Shape in = model.input;
     const size_t per_sample = size_t(in.numel());
 
     std::vector<float> inputs;
@@ -186,46 +254,10 @@ int main(int argc, char** argv) {
     }
     size_t samples = inputs.size() / per_sample;
     if (args.limit >= 0) samples = std::min(samples, size_t(args.limit));
-
-    auto context = plan.make_context(1);
-    struct Quiet final : branchy::Probe {
-      void begin(Part, int) override {}
-      void end(Part, int) override {}
-    } quiet;
-    // Warm-up call i runs sample i mod N: with K >= N every sample's path has run once, so a
-    // simulator's counts afterwards are steady state, not the first touch of a deeper stage.
-    for (long i = 0; i < args.warmup && samples > 0; ++i) {
-      plan.run_instrumented(*context, inputs.data() + (size_t(i) % samples) * per_sample, quiet);
-    }
-    std::vector<long> per_exit(plan.num_exits(), 0);
-    std::vector<double> micros;
-    micros.reserve(samples);
-    long correct = 0;
-    for (size_t i = 0; i < samples; ++i) {
-      const auto t0 = std::chrono::steady_clock::now();
-      const branchy::Result r = plan.run(*context, inputs.data() + i * per_sample);
-      micros.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
-      ++per_exit[r.exit];
-      if (!labels.empty()) correct += r.prediction == labels[i];
-      if (args.predictions) {
-        const auto& names = plan.model().class_names;
-        std::cout << i << " " << r.prediction
-                  << (names.empty() ? "" : " " + names[r.prediction]) << " exit " << r.exit + 1
-                  << " score " << r.score << "\n";
-      }
-    }
     if (samples == 0) throw std::runtime_error("no samples to run");
-    std::printf("%zu samples, batch 1, %d thread(s)\n", samples, args.threads);
-    if (!labels.empty()) std::printf("accuracy: %.2f%%\n", 100.0 * correct / samples);
-    std::printf("exits:");
-    for (int e = 0; e < plan.num_exits(); ++e) {
-      std::printf("  %d: %ld (%.1f%%)", e + 1, per_exit[e], 100.0 * per_exit[e] / samples);
+    for (const auto& thresholds : args.points.empty() ? std::vector<std::vector<float>>{{}} : args.points) {
+      run_point(args, model, thresholds, inputs, labels, samples);
     }
-    double sum = 0;
-    for (double m : micros) sum += m;
-    std::printf("\nlatency per sample (us): mean %.2f  p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n",
-                sum / samples, percentile(micros, 0.5), percentile(micros, 0.9),
-                percentile(micros, 0.99), percentile(micros, 1.0));
   } catch (const std::exception& e) {
     std::cerr << "branchy-run: " << e.what() << "\n";
     return 1;
