@@ -70,6 +70,7 @@ bench: $(VENV)/.built
 	$(VENV)/bin/branchy bench
 	$(PY) bench/cpu_engine.py
 	$(PY) bench/any_network.py
+	$(PY) bench/denormals.py
 
 demo: $(VENV)/.built $(BUILD)/branchy-run
 	$(VENV)/bin/branchy demo

@@ -162,6 +162,30 @@ def test_threshold_overrides(exported):
     assert nobody_early.stats()["samples"] == 0
 
 
+def test_a_run_flushes_denormals_and_leaves_the_callers_setting(exported):
+    # Each run sets flush-to-zero and denormals-are-zero on the calling thread and restores the
+    # caller's: PyTorch's own setting (torch.set_flush_denormal) on this thread survives a call
+    # either way, and denormal inputs compute what zeros compute.
+    _, path = exported("b_alexnet")
+    engine = be.Engine(path, kernels="dnnl" if _C.dnnl_version() else "own")
+    zeros = torch.zeros(*input_shape("b_alexnet"))
+    denormal = torch.full_like(zeros, 1e-40)
+    tiny = torch.tensor([1e-39])
+    try:
+        for flush in (False, True):
+            if not torch.set_flush_denormal(flush):
+                pytest.skip("this CPU cannot flush denormals")
+            for call in (lambda: engine(zeros), lambda: engine(zeros[None].expand(3, -1, -1, -1)),
+                         lambda: engine.all_exit_logits(denormal)):
+                call()
+                assert bool((tiny * 1.0 == 0).item()) == flush, f"flush {flush} lost in a call"
+        torch.set_flush_denormal(False)
+        for a, b in zip(engine.all_exit_logits(zeros), engine.all_exit_logits(denormal)):
+            assert torch.equal(a, b)
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def test_four_threads_share_one_engine(exported):
     net, path = exported("b_lenet", "entropy", [0.4])
     engine = be.Engine(path, kernels="own")

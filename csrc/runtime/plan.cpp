@@ -22,8 +22,13 @@
 #include <stdexcept>
 
 #include "buffer.h"
+#include "cpu.h"
 #include "exit_decision.h"
 #include "ops/registry.h"
+
+#if BRANCHY_X86
+#include <xmmintrin.h>
+#endif
 
 namespace branchy {
 
@@ -720,15 +725,38 @@ struct NoProbe {
   void end(Probe::Part, int) {}
 };
 
-// oneDNN's thread count is OpenMP's, per calling thread: set it for the thread that runs (a plan
-// built on one thread and run from a pool's would otherwise run its layers on every core).
-inline void own_threads(const Plan::Impl& p) {
-  if (p.dnnl) set_dnnl_threads(p.options.threads);
-}
+// What a run sets on the calling thread, for its duration:
+// - oneDNN's thread count, which is OpenMP's, per thread (a plan built on one thread and run from a
+//   pool's would otherwise run its layers on every core);
+// - flush-to-zero and denormals-are-zero (MXCSR): a denormal input made a 32->32 3x3 convolution
+//   117x slower. The caller's MXCSR comes back when the run ends, however it ends. oneDNN's own
+//   worker threads (threads > 1) keep theirs.
+class RunScope {
+ public:
+  explicit RunScope(const Plan::Impl& p) {
+    if (p.dnnl) set_dnnl_threads(p.options.threads);
+#if BRANCHY_X86
+    _mm_setcsr(saved_ | kFlushDenormals);
+#endif
+  }
+  ~RunScope() {
+#if BRANCHY_X86
+    _mm_setcsr(saved_);
+#endif
+  }
+  RunScope(const RunScope&) = delete;
+  RunScope& operator=(const RunScope&) = delete;
+
+ private:
+#if BRANCHY_X86
+  static constexpr unsigned kFlushDenormals = 0x8040;  // FTZ (bit 15) and DAZ (bit 6)
+  const unsigned saved_ = _mm_getcsr();
+#endif
+};
 
 template <class P>
 Result run_with(const Plan::Impl& p, Context::State& ctx, const float* input, P& probe) {
-  own_threads(p);
+  const RunScope scope(p);
   Result result;
   const float* x = input;
   for (size_t s = 0; s < p.stages.size(); ++s) {
@@ -761,7 +789,7 @@ Result Plan::run_instrumented(Context& context, const float* input, Probe& probe
 void Plan::run_batch(Context& context, const float* inputs, int64_t batch, Result* results) const {
   const Impl& p = *impl_;
   Context::State& ctx = context.state();
-  own_threads(p);
+  const RunScope scope(p);
   const size_t in_size = size_t(p.model.input.numel()), slot = p.slot;
   for (int64_t first = 0; first < batch; first += ctx.max_batch) {
     const int64_t n = std::min<int64_t>(ctx.max_batch, batch - first);
@@ -790,7 +818,7 @@ void Plan::run_batch(Context& context, const float* inputs, int64_t batch, Resul
 std::vector<std::vector<float>> Plan::all_exit_logits(Context& context, const float* input) const {
   const Impl& p = *impl_;
   Context::State& ctx = context.state();
-  own_threads(p);
+  const RunScope scope(p);
   std::vector<std::vector<float>> logits;
   const float* x = input;
   for (size_t s = 0; s < p.stages.size(); ++s) {

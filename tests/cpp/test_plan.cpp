@@ -15,9 +15,14 @@
 #include "check.h"
 #include "count_allocations.h"
 #include "model_builder.h"
+#include "runtime/cpu.h"
 #include "runtime/exit_decision.h"
 #include "runtime/ops/registry.h"
 #include "runtime/plan.h"
+
+#if BRANCHY_X86
+#include <xmmintrin.h>
+#endif
 
 using branchy::Plan;
 using branchy::PlanOptions;
@@ -324,5 +329,45 @@ TEST(a_run_with_own_kernels_allocates_nothing) {
               allocations.load() - before);
   }
 }
+
+#if BRANCHY_X86
+// Every entry point runs with flush-to-zero and denormals-are-zero set on the calling thread, and
+// gives the caller's MXCSR back as it was (FTZ/DAZ off or on, another rounding mode): denormal
+// inputs then compute what zeros compute, bit for bit.
+TEST(a_run_flushes_denormals_and_restores_the_callers_mxcsr) {
+  constexpr unsigned kFlush = 0x8040, kRoundDown = 0x2000;
+  struct Seen final : branchy::Probe {
+    unsigned csr = 0;
+    void begin(Part, int) override { csr = _mm_getcsr(); }
+    void end(Part, int) override {}
+  } seen;
+  const unsigned original = _mm_getcsr();
+  for (const Net& net : nets()) {
+    const size_t size = input_size(net);
+    const Plan plan = plan_with(net, PlanOptions::Kernels::Own, net.mixed);
+    auto context = plan.make_context();
+    const std::vector<float> zeros(size, 0.0f), denormals(size, 1e-40f), x = samples(net, 4, 5);
+    std::vector<Result> out(4);
+    for (unsigned caller : {original & ~kFlush, original | kFlush, (original & ~kFlush) | kRoundDown}) {
+      _mm_setcsr(caller);
+      plan.run(*context, x.data());
+      CHECK(_mm_getcsr() == caller);
+      plan.run_batch(*context, x.data(), 4, out.data());
+      CHECK(_mm_getcsr() == caller);
+      const auto from_zeros = plan.all_exit_logits(*context, zeros.data());
+      const auto from_denormals = plan.all_exit_logits(*context, denormals.data());
+      CHECK(_mm_getcsr() == caller);
+      CHECK_MSG(from_zeros == from_denormals, "%s: denormal inputs computed otherwise than zeros",
+                net.name);
+      seen.csr = 0;
+      plan.run_instrumented(*context, x.data(), seen);
+      CHECK_MSG((seen.csr & kFlush) == kFlush, "%s: MXCSR %#x inside a run, want FTZ and DAZ",
+                net.name, seen.csr);
+      CHECK(_mm_getcsr() == caller);
+    }
+  }
+  _mm_setcsr(original);
+}
+#endif
 
 int main() { return check::run_all(); }
