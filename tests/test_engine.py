@@ -1,6 +1,7 @@
 """The CPU engine against PyTorch: logits at every exit, exit decisions, batches, threads, errors."""
 import math
 import os
+import subprocess
 import threading
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 import branchy_engine as be
 from branchy_engine import _C, models
 from branchy_engine.export import write_model
+from branchy_engine.profiling import cachesim
 from branchy_engine.runtime.reference import exit_decision_maxprob_reference, exit_decision_reference
 
 from tiny_models import INPUT_SHAPE, randomize_batch_norm, tiny_net
@@ -221,9 +223,25 @@ def test_bad_input_names_the_problem(exported, tmp_path):
         engine([1.0])
     bad = torch.randn(3, 1, 28, 28)
     bad[2, 0, 5, 5] = float("nan")
-    with pytest.raises(ValueError, match="input sample 2 contains NaN"):
+    with pytest.raises(ValueError, match="input sample 2 contains NaN at element 145"):
         engine(bad)
     assert engine.stats()["samples"] == 0  # nothing ran
+    # Infinities too (inf - inf makes NaN inside), through every entry point; one sample's error
+    # names the element, a batch's the sample.
+    for value, name in ((float("inf"), r"\+inf"), (float("-inf"), "-inf"), (float("nan"), "NaN")):
+        one = x.clone()
+        one[0, 27, 3] = value
+        for call in (engine, engine.all_exit_logits, lambda s: engine.time_run(s, 0, 1, 1)):
+            with pytest.raises(ValueError, match=f"^input contains {name} at element 759 "):
+                call(one)
+        batch = torch.stack([x, x, one])
+        for call in (engine, engine.run_timed):
+            with pytest.raises(ValueError, match=f"^input sample 2 contains {name} at element 759"):
+                call(batch)
+    assert engine.stats()["samples"] == 0
+    # The documented opt-out: no scan, the kernels' answer (here, for one NaN pixel, whatever it is).
+    unchecked = be.Engine(path, kernels="own", check_inputs=False)
+    assert unchecked(bad).exit.shape == (3,)
     assert engine(x.numpy()).exit in (0, 1)  # numpy works, and the engine still does
     one = engine(x)
     assert isinstance(one.prediction, int) and isinstance(one.exit, int) and isinstance(one.score, float)
@@ -332,4 +350,13 @@ def test_branchy_run_command(tmp_path, capsys):
     assert "exits: 1: 200 (100.0%)  2: 0 (0.0%)" in out  # thresholds inf: everyone leaves first
     assert "latency per sample (us, timed in C++): mean" in out
     assert branchy(["run", model, "--data", "fashion-mnist-32x3", "--limit", "5"]) == 2
+    # The C++ runner refuses a sample with infinity by number (and skips the scan when told).
+    raw = tmp_path / "x.f32"
+    x = torch.randn(3, 1, 28, 28)
+    x[1, 0, 0, 2] = float("-inf")
+    x.numpy().tofile(raw)
+    runner = [cachesim.find_runner(), model, "--raw", str(raw), "--kernels", "own"]
+    refused = subprocess.run(runner, capture_output=True, text=True)
+    assert refused.returncode == 1 and "input sample 1 contains -inf at element 2" in refused.stderr
+    assert subprocess.run(runner + ["--no-input-check"], capture_output=True, text=True).returncode == 0
     assert "gives inputs [3, 32, 32], the model takes [1, 28, 28]" in capsys.readouterr().err

@@ -319,3 +319,17 @@ def test_a_file_with_too_many_ops_is_refused(tmp_path):
     path.write_bytes(model_file.serialize(graph, "{}"))
     with pytest.raises(ValueError, match="num_ops is 16385; this reader takes at most 16384 ops"):
         model_file.summary(path)
+
+
+@pytest.mark.parametrize("value, name", [(float("nan"), "NaN"), (float("inf"), r"\+inf"), (float("-inf"), "-inf")])
+def test_a_file_with_a_non_finite_weight_is_refused(tmp_path, value, name):
+    # Weights must be finite at load: the reader names the tensor and the element.
+    x = Value()
+    weight = np.ones((2, 3))
+    weight[1, 2] = value
+    op = Op("linear", [x], dict(in_features=3, out_features=2), [weight, np.zeros(2)])
+    graph = Graph((3, 1, 1), 2, "entropy", [], [], x, [Stage([op], [op.output])], [Exit(0, op.output, [])])
+    path = tmp_path / "bad.branchy"
+    path.write_bytes(model_file.serialize(graph, "{}"))
+    with pytest.raises(ValueError, match=f"tensor 0: holds {name} at element 5 \\(weights must be finite\\)"):
+        Engine(str(path))

@@ -22,7 +22,6 @@ namespace py = pybind11;
 
 namespace {
 
-using branchy_ops::check_no_nan;
 using branchy_ops::checked_input;
 
 void count(uintptr_t counts, int exit) {
@@ -61,15 +60,17 @@ void init_engine_binding(py::module_& m) {
 
   py::class_<branchy::Plan>(m, "_Plan")
       .def(py::init([](const std::string& path, int threads, std::vector<float> thresholds,
-                       const std::string& kernels) {
+                       const std::string& kernels, bool check_inputs) {
              branchy::PlanOptions options;
              options.threads = threads;
              options.thresholds = std::move(thresholds);
+             options.check_inputs = check_inputs;
              branchy::parse_kernels(kernels, options);
              py::gil_scoped_release release;
              return std::make_unique<branchy::Plan>(branchy::load_model(path), options);
            }),
-           py::arg("path"), py::arg("threads"), py::arg("thresholds"), py::arg("kernels"))
+           py::arg("path"), py::arg("threads"), py::arg("thresholds"), py::arg("kernels"),
+           py::arg("check_inputs") = true)
       .def("make_context", &branchy::Plan::make_context, py::arg("max_batch"))
       .def(
           "run_tensor",
@@ -79,13 +80,11 @@ void init_engine_binding(py::module_& m) {
             const int64_t per_sample = plan.model().input.numel();
             const float* data = x.data_ptr<float>();
             if (x.dim() == 3) {  // the latency path: no allocation, no GIL hand-over
-              check_no_nan(data, 1, per_sample);
               const branchy::Result r = plan.run(ctx, data);
               count(counts, r.exit);
               return py::make_tuple(r.prediction, r.exit, r.score);
             }
             const int64_t batch = x.size(0);
-            check_no_nan(data, batch, per_sample);
             std::vector<branchy::Result> results(batch);
             {
               py::gil_scoped_release release;
@@ -106,14 +105,13 @@ void init_engine_binding(py::module_& m) {
           },
           "One sample [C, H, W] -> (prediction, exit, score) as Python numbers; a batch "
           "[B, C, H, W] -> three tensors. Adds each sample to counts[exit]. Errors name the "
-          "problem with the input (type, dtype, device, shape, NaN).")
+          "problem with the input (type, dtype, device, shape, NaN or infinity).")
       .def("all_exit_logits",
            [](const branchy::Plan& plan, branchy::Context& ctx, py::handle input) {
              const at::Tensor x = checked_input(plan, input);
              if (x.dim() != 3) {
                throw py::value_error("all_exit_logits takes one sample [C, H, W]");
              }
-             check_no_nan(x.data_ptr<float>(), 1, plan.model().input.numel());
              return plan.all_exit_logits(ctx, x.data_ptr<float>());
            })
       .def(
@@ -122,7 +120,8 @@ void init_engine_binding(py::module_& m) {
             const at::Tensor x = checked_input(plan, input);
             if (x.dim() != 4) throw py::value_error("run_timed takes a batch [B, C, H, W]");
             const int64_t batch = x.size(0), per_sample = plan.model().input.numel();
-            check_no_nan(x.data_ptr<float>(), batch, per_sample);
+            // The whole batch first, so that the error names the sample (each run checks its own).
+            if (plan.checks_inputs()) branchy::check_finite_input(x.data_ptr<float>(), batch, per_sample);
             at::Tensor prediction = at::empty({batch}, at::kLong);
             at::Tensor exit = at::empty({batch}, at::kLong);
             at::Tensor score = at::empty({batch}, at::kFloat);
@@ -154,7 +153,6 @@ void init_engine_binding(py::module_& m) {
              int rounds, int calls) {
             const at::Tensor x = checked_input(plan, input);
             if (x.dim() != 3) throw py::value_error("time_run takes one sample [C, H, W]");
-            check_no_nan(x.data_ptr<float>(), 1, plan.model().input.numel());
             const float* data = x.data_ptr<float>();
             std::vector<double> micros;
             py::gil_scoped_release release;

@@ -1,5 +1,5 @@
 // The checks a binding of the CPU runtime applies to an input tensor before a Plan reads it:
-// errors that name what is wrong (type, dtype, device, shape, NaN).
+// errors that name what is wrong (type, dtype, device, shape). The Plan refuses NaN and infinity.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -40,22 +40,6 @@ inline at::Tensor checked_input(const branchy::Plan& plan, py::handle obj) {
     throw py::value_error(m.str());
   }
   return x.contiguous();
-}
-
-// Index of the first sample holding a NaN, or -1: a NaN input would silently leave at the last exit.
-inline int64_t first_nan(const float* x, int64_t samples, int64_t per_sample) {
-  for (int64_t s = 0; s < samples; ++s) {
-    // No early exit inside a sample, so the compiler vectorises the scan.
-    bool nan = false;
-    for (int64_t i = 0; i < per_sample; ++i) nan |= x[s * per_sample + i] != x[s * per_sample + i];
-    if (nan) return s;
-  }
-  return -1;
-}
-
-inline void check_no_nan(const float* x, int64_t samples, int64_t per_sample) {
-  const int64_t bad = first_nan(x, samples, per_sample);
-  if (bad >= 0) throw py::value_error("input sample " + std::to_string(bad) + " contains NaN");
 }
 
 inline py::object to_python(const at::Tensor& t) {

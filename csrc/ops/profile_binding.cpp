@@ -44,7 +44,7 @@ py::dict profile_plan(const branchy::Plan& plan, branchy::Context& context, py::
   }
   const int64_t n = x.size(0), per_sample = plan.model().input.numel();
   const int64_t stages = int64_t(plan.model().stages.size()), exits = plan.num_exits();
-  branchy_ops::check_no_nan(x.data_ptr<float>(), n, per_sample);
+  if (plan.checks_inputs()) branchy::check_finite_input(x.data_ptr<float>(), n, per_sample);
 
   at::Tensor prediction = at::empty({n}, at::kLong);
   at::Tensor exit = at::empty({n}, at::kLong);

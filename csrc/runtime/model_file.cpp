@@ -256,6 +256,23 @@ class Parser {
     at_.clear();
   }
 
+  // Weights must be finite: a NaN or infinite weight gives NaN or an answer that depends on which
+  // kernel ran. The scan has no early exit, so it vectorises (about 10 ms for ResNet-50's 100 MB).
+  void check_finite(const TensorView& t) const {
+    uint32_t special = 0;
+    for (int64_t i = 0; i < t.count; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, t.data + i, sizeof bits);
+      special |= uint32_t((bits & 0x7f800000u) == 0x7f800000u);
+    }
+    for (int64_t i = 0; special && i < t.count; ++i) {
+      if (!std::isfinite(t.data[i])) {
+        fail("holds ", std::isnan(t.data[i]) ? "NaN" : t.data[i] > 0 ? "+inf" : "-inf",
+             " at element ", i, " (weights must be finite)");
+      }
+    }
+  }
+
   // The tensor table: each tensor inside the weights section, aligned. Its element count is
   // checked against the ops that use it.
   void read_tensors(Model& m) {
@@ -272,6 +289,7 @@ class Parser {
       }
       m.tensors.push_back({reinterpret_cast<const float*>(data_ + weights_.offset + offset),
                            int64_t(elements)});
+      check_finite(m.tensors.back());
     }
     used_.assign(n, false);
     at_.clear();

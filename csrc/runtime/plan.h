@@ -29,7 +29,15 @@ struct PlanOptions {
                                    // the kind's list), 'o' (any own kernel) or 'd' (oneDNN)
   int threads = 1;                 // threads a run may use (oneDNN layers)
   std::vector<float> thresholds;   // replace the file's (one per early exit); empty: keep them
+  bool check_inputs = true;        // refuse inputs holding NaN or +-inf (std::invalid_argument
+                                   // naming the sample and element); false skips the scan
 };
+
+// Throws std::invalid_argument naming the first sample and element of x [samples, per_sample]
+// that is NaN or infinite ("input sample 2 contains NaN at element 17"; one sample: "input
+// contains ..."); the kernels would carry
+// it into a plausible-looking answer, or into NaN, depending on which kernel ran.
+void check_finite_input(const float* x, int64_t samples, int64_t per_sample);
 
 // Sets options.kernels (and pinned) from the tools' spelling: "measure", "own", "dnnl" or
 // "pin:" followed by Plan::choices(); std::invalid_argument otherwise.
@@ -113,6 +121,7 @@ class Plan {
   const Model& model() const;
   int num_exits() const;
   const std::vector<float>& thresholds() const;
+  bool checks_inputs() const;  // PlanOptions::check_inputs
 
   struct Impl;  // opaque: plan.cpp
 

@@ -4,6 +4,7 @@
 //   branchy-run MODEL --raw FILE.f32 [--limit N]
 //   options: --threads T  --kernels measure|own|dnnl|pin:CHOICES  --thresholds T1,T2  --mean M --std S
 //            --predictions (print one line per sample)  --plan (print the chosen layers)
+//            --no-input-check (skip the scan that refuses samples holding NaN or +-inf)
 //            --warmup K (K untimed calls first, cycling over the samples, through
 //            Plan::run_instrumented, so a simulator collecting inside Plan::run leaves them out)
 //            --points "T1,T2;T1,T2;..." (instead of --thresholds: the whole run once per set of
@@ -48,14 +49,15 @@ struct Args {
   std::string kernels = "measure";
   std::vector<std::vector<float>> points;  // --thresholds: one; --points: any number
   float mean = 0.0f, std = 1.0f;
-  bool predictions = false, plan = false;
+  bool predictions = false, plan = false, check_inputs = true;
 };
 
 [[noreturn]] void usage(const std::string& error) {
   std::cerr << "branchy-run: " << error << "\n"
             << "usage: branchy-run MODEL (--idx IMAGES [--labels LABELS] | --raw FILE.f32) "
                "[--limit N] [--threads T] [--kernels measure|own|dnnl|pin:CHOICES] [--thresholds T1,T2,...] "
-               "[--points \"T1,T2;T1,T2\"] [--mean M] [--std S] [--predictions] [--plan] [--warmup K]\n";
+               "[--points \"T1,T2;T1,T2\"] [--mean M] [--std S] [--predictions] [--plan] [--warmup K] "
+               "[--no-input-check]\n";
   std::exit(2);
 }
 
@@ -98,6 +100,7 @@ Args parse(int argc, char** argv) {
     else if (arg == "--std") a.std = parse_floats(value()).at(0);
     else if (arg == "--predictions") a.predictions = true;
     else if (arg == "--plan") a.plan = true;
+    else if (arg == "--no-input-check") a.check_inputs = false;
     else if (arg == "-h" || arg == "--help") usage("help");
     else if (!arg.empty() && arg[0] == '-') usage("unknown option " + arg);
     else if (a.model.empty()) a.model = arg;
@@ -160,6 +163,7 @@ void run_point(const Args& args, const branchy::Model& model, const std::vector<
   branchy::PlanOptions options;
   options.threads = args.threads;
   options.thresholds = thresholds;
+  options.check_inputs = args.check_inputs;
   try {
     branchy::parse_kernels(args.kernels, options);
   } catch (const std::invalid_argument& e) {
@@ -255,6 +259,8 @@ int main(int argc, char** argv) {
     size_t samples = inputs.size() / per_sample;
     if (args.limit >= 0) samples = std::min(samples, size_t(args.limit));
     if (samples == 0) throw std::runtime_error("no samples to run");
+    // All of them first, so that the error names the sample (each run checks its own input).
+    if (args.check_inputs) branchy::check_finite_input(inputs.data(), int64_t(samples), int64_t(per_sample));
     for (const auto& thresholds : args.points.empty() ? std::vector<std::vector<float>>{{}} : args.points) {
       run_point(args, model, thresholds, inputs, labels, samples);
     }

@@ -330,6 +330,49 @@ TEST(a_run_with_own_kernels_allocates_nothing) {
   }
 }
 
+// Every entry point refuses an input holding NaN or +-inf, naming it (a batch: the sample too);
+// check_inputs = false skips the scan.
+TEST(non_finite_inputs_are_refused_by_every_entry_point) {
+  const Net& net = tiny_net();
+  const size_t size = input_size(net);
+  const Plan plan = plan_with(net, PlanOptions::Kernels::Own, net.mixed);
+  auto context = plan.make_context();
+  struct Quiet final : branchy::Probe {
+    void begin(Part, int) override {}
+    void end(Part, int) override {}
+  } quiet;
+  std::vector<Result> out(3);
+  for (float bad : {NAN, INFINITY, -INFINITY}) {
+    std::vector<float> x = samples(net, 3, 7);
+    x[2 * size + 4] = bad;
+    const std::string name = std::isnan(bad) ? "NaN" : bad > 0 ? "+inf" : "-inf";
+    auto refused = [&](const char* entry, auto call, const std::string& says) {
+      try {
+        call();
+      } catch (const std::invalid_argument& e) {
+        CHECK_MSG(std::string(e.what()).find(says) == 0, "%s: %s", entry, e.what());
+        return;
+      }
+      CHECK_MSG(false, "%s ran an input holding %s", entry, name.c_str());
+    };
+    const float* third = x.data() + 2 * size;
+    refused("run", [&] { plan.run(*context, third); }, "input contains " + name + " at element 4");
+    refused("run_instrumented", [&] { plan.run_instrumented(*context, third, quiet); },
+            "input contains " + name + " at element 4");
+    refused("all_exit_logits", [&] { plan.all_exit_logits(*context, third); },
+            "input contains " + name + " at element 4");
+    refused("run_batch", [&] { plan.run_batch(*context, x.data(), 3, out.data()); },
+            "input sample 2 contains " + name + " at element 4");
+    PlanOptions options;
+    options.kernels = PlanOptions::Kernels::Own;
+    options.check_inputs = false;
+    const Plan unchecked(model_of(net), options);
+    auto c = unchecked.make_context();
+    unchecked.run(*c, third);  // no scan: whatever the kernels make of it, no throw
+    CHECK(!unchecked.checks_inputs() && plan.checks_inputs());
+  }
+}
+
 #if BRANCHY_X86
 // Every entry point runs with flush-to-zero and denormals-are-zero set on the calling thread, and
 // gives the caller's MXCSR back as it was (FTZ/DAZ off or on, another rounding mode): denormal
