@@ -3,6 +3,7 @@ and a stage that passes on two values, written by the Python writer, read by the
 the CPU engine in every kernel mode and instruction set and by the GPU engine's torch table, all
 against the same network written directly in PyTorch. Also: the op registry is the one list of
 kinds (docs and the torch table follow it), and the plan reports its memory."""
+import math
 import os
 import re
 
@@ -333,3 +334,34 @@ def test_a_file_with_a_non_finite_weight_is_refused(tmp_path, value, name):
     path.write_bytes(model_file.serialize(graph, "{}"))
     with pytest.raises(ValueError, match=f"tensor 0: holds {name} at element 5 \\(weights must be finite\\)"):
         Engine(str(path))
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("kernels", ["own", "dnnl", "measure", "pin:1", "pin:2", "pin:3"])
+def test_nan_travels_as_in_pytorch_through_every_kernel(every_op, kernels, isa):
+    # With the input check off, one NaN pixel: PyTorch carries NaN through every op (ReLU, max
+    # pool, clamp, the means), so every exit's logits are NaN where PyTorch's are. A kernel that
+    # drops NaN (max(NaN, 0) = 0 on SIMD) would give a finite, plausible answer instead, one that
+    # depends on which kernel ran.
+    path, reference = every_op
+    previous = load().cpu_isa()
+    try:
+        if load().set_cpu_isa(isa) != isa:
+            pytest.skip(f"this CPU has no {isa}")
+        if kernels.startswith("pin:"):
+            ops = len(Engine(path, kernels="own").choices)
+            kernels = "pin:" + kernels[4:] * ops
+        engine = Engine(path, kernels=kernels, check_inputs=False)
+    finally:
+        load().set_cpu_isa(previous)
+    x = _inputs(1)
+    x[0, 1, 4, 4] = float("nan")
+    with torch.no_grad():
+        want = reference(x)
+    got = engine.all_exit_logits(x[0].float())
+    for e, (g, w) in enumerate(zip(got, want)):
+        assert torch.equal(torch.isnan(g), torch.isnan(w[0])), (
+            f"exit {e}, {kernels}/{isa}: NaN at {torch.isnan(g).tolist()}, PyTorch "
+            f"{torch.isnan(w[0]).tolist()}\n{engine.describe()}")
+    result = engine(x[0].float())
+    assert math.isnan(result.score) and result.exit == 1  # NaN leaves at the last exit

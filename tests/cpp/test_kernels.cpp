@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -441,6 +442,49 @@ TEST(pool_tiers_match_portable_over_odd_sizes) {
           check_pool(pool_op(max, c, h, w, 2, 2, 0, ceil, relu));
           // Other windows take the plain loops on every tier.
           check_pool(pool_op(max, c, h + 2, w + 2, 3, 2, 1, ceil, relu));
+        }
+      }
+    }
+  }
+}
+
+// A NaN in a window makes its max NaN on every tier, as in PyTorch (SIMD max returned the other
+// operand, so a NaN pixel vanished on AVX2/AVX-512 and the answer depended on the tier); the
+// fused ReLU keeps it too.
+TEST(max_pools_carry_nan_on_every_tier) {
+  for (auto [k, stride, pad] : {std::tuple{2, 2, 0}, std::tuple{3, 2, 1}}) {
+    for (bool relu : {false, true}) {
+      for (int w = 1; w <= 37; w += 3) {
+        const Op op = pool_op(true, 3, 7, w, k, stride, pad, false, relu);
+        if (op.out.h < 1 || op.out.w < 1) continue;
+        std::vector<float> in = uniform(size_t(op.in.numel()), 5 + w);
+        for (size_t i = w % 5; i < in.size(); i += 11) in[i] = std::nanf("");
+        // Where a window holds a NaN (padding holds none).
+        std::vector<bool> nan_at(size_t(op.out.numel()), false);
+        for (int c = 0; c < op.out.c; ++c) {
+          for (int oy = 0; oy < op.out.h; ++oy) {
+            for (int ox = 0; ox < op.out.w; ++ox) {
+              for (int y = oy * stride - pad; y < oy * stride - pad + k; ++y) {
+                for (int x = ox * stride - pad; x < ox * stride - pad + k; ++x) {
+                  if (y < 0 || y >= op.in.h || x < 0 || x >= op.in.w) continue;
+                  if (std::isnan(in[(size_t(c) * op.in.h + y) * op.in.w + x])) {
+                    nan_at[(size_t(c) * op.out.h + oy) * op.out.w + ox] = true;
+                  }
+                }
+              }
+            }
+          }
+        }
+        std::vector<Isa> isas = simd_isas();
+        isas.insert(isas.begin(), Isa::Portable);
+        for (Isa isa : isas) {
+          std::vector<float> got(nan_at.size());
+          branchy::pool_nchw(op, isa, in.data(), got.data());
+          size_t off = 0;
+          for (size_t i = 0; i < got.size(); ++i) off += std::isnan(got[i]) != nan_at[i];
+          CHECK_MSG(off == 0, "%s max pool k%d s%d p%d relu %d width %d: %zu outputs with NaN "
+                    "where PyTorch has none or the reverse", branchy::isa_name(isa), k, stride, pad,
+                    relu, w, off);
         }
       }
     }

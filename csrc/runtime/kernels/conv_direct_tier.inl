@@ -58,7 +58,7 @@ BRANCHY_TIER void conv_tile(const Tile& t, int v0, const float* w, const float* 
     const Index lanes = load_index(t.compact + size_t(j) * kLanes);
 #pragma GCC unroll 16
     for (int o = 0; o < valid_oc; ++o) {
-      const Vec value = permute(t.relu ? max(acc[o][v], zero()) : acc[o][v], lanes);
+      const Vec value = permute(t.relu ? max(zero(), acc[o][v]) : acc[o][v], lanes);  // NaN stays
       store_first(out + o * t.out_plane + t.start[j], value, t.count[j]);
     }
   }

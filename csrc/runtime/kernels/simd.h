@@ -42,6 +42,11 @@ BRANCHY_AVX2 inline Vec mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
 BRANCHY_AVX2 inline Vec max(Vec a, Vec b) { return _mm256_max_ps(a, b); }
 BRANCHY_AVX2 inline Vec min(Vec a, Vec b) { return _mm256_min_ps(a, b); }
 BRANCHY_AVX2 inline Vec div(Vec a, Vec b) { return _mm256_div_ps(a, b); }
+// max and min return their second operand when either is NaN (so max(zero(), v) keeps v's NaN,
+// as PyTorch's ReLU does); max_nan is NaN when either is (PyTorch's max pooling).
+BRANCHY_AVX2 inline Vec max_nan(Vec a, Vec b) {
+  return _mm256_blendv_ps(_mm256_max_ps(a, b), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+}
 // Lanes where a > b (false for NaN) from x, the others from y.
 BRANCHY_AVX2 inline Vec select_greater(Vec a, Vec b, Vec x, Vec y) {
   return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_GT_OQ));
@@ -92,7 +97,7 @@ BRANCHY_AVX2 inline Vec permute(Vec v, Index index) { return _mm256_permutevar8x
 // Lane i = max (or sum) of x[2i] and x[2i + 1] where x = a then b (2 * kLanes values).
 // Shuffling within 128-bit halves and fixing the order once costs three shuffles, not four.
 BRANCHY_AVX2 inline Vec pairwise_max(Vec a, Vec b) {
-  const Vec m = _mm256_max_ps(_mm256_shuffle_ps(a, b, 0x88), _mm256_shuffle_ps(a, b, 0xdd));
+  const Vec m = max_nan(_mm256_shuffle_ps(a, b, 0x88), _mm256_shuffle_ps(a, b, 0xdd));
   return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(m), 0xd8));
 }
 BRANCHY_AVX2 inline Vec pairwise_add(Vec a, Vec b) {
@@ -126,6 +131,10 @@ BRANCHY_AVX512 inline Vec mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
 BRANCHY_AVX512 inline Vec max(Vec a, Vec b) { return _mm512_max_ps(a, b); }
 BRANCHY_AVX512 inline Vec min(Vec a, Vec b) { return _mm512_min_ps(a, b); }
 BRANCHY_AVX512 inline Vec div(Vec a, Vec b) { return _mm512_div_ps(a, b); }
+// As avx2::max_nan.
+BRANCHY_AVX512 inline Vec max_nan(Vec a, Vec b) {
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), _mm512_max_ps(a, b), a);
+}
 // Lanes where a > b (false for NaN) from x, the others from y.
 BRANCHY_AVX512 inline Vec select_greater(Vec a, Vec b, Vec x, Vec y) {
   return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ), y, x);
@@ -172,8 +181,7 @@ BRANCHY_AVX512 inline __m512i odd_lanes() {
   return _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
 }
 BRANCHY_AVX512 inline Vec pairwise_max(Vec a, Vec b) {
-  return _mm512_max_ps(_mm512_permutex2var_ps(a, even_lanes(), b),
-                       _mm512_permutex2var_ps(a, odd_lanes(), b));
+  return max_nan(_mm512_permutex2var_ps(a, even_lanes(), b), _mm512_permutex2var_ps(a, odd_lanes(), b));
 }
 BRANCHY_AVX512 inline Vec pairwise_add(Vec a, Vec b) {
   return _mm512_add_ps(_mm512_permutex2var_ps(a, even_lanes(), b),

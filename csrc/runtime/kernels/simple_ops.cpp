@@ -44,7 +44,7 @@ void pool_nchw(const Op& op, Isa isa, const float* in, float* out) {
         for (int y = std::max(y0, 0); y < std::min(y1, op.in.h); ++y) {
           for (int x = std::max(x0, 0); x < std::min(x1, op.in.w); ++x) {
             const float v = plane[y * op.in.w + x];
-            acc = max ? std::max(acc, v) : acc + v;
+            acc = max ? (v > acc || v != v ? v : acc) : acc + v;  // a NaN wins, as in PyTorch
           }
         }
         if (!max) acc /= float(divisor);

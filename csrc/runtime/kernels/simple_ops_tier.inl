@@ -25,13 +25,13 @@ BRANCHY_TIER void pool_k2s2(const Op& op, const float* in, float* out) {
         if (two_rows) {
           const Vec a1 = load_first(r0 + in_w + 2 * x, n, fill);
           const Vec b1 = load_first(r0 + in_w + 2 * x + kLanes, n - kLanes, fill);
-          a = Max ? max(a, a1) : add(a, a1);
-          b = Max ? max(b, b1) : add(b, b1);
+          a = Max ? max_nan(a, a1) : add(a, a1);
+          b = Max ? max_nan(b, b1) : add(b, b1);
         }
         // Outputs below in_w / 2 have both columns; a last one past it, in ceil mode, has one.
         Vec v = Max ? pairwise_max(a, b)
                     : mul(pairwise_add(a, b), select_first(in_w / 2 - x, half, whole));
-        if (op.relu) v = max(v, zero());
+        if (op.relu) v = max(zero(), v);  // NaN stays NaN
         store_first(dst + x, v, out_w - x);
       }
     }
@@ -77,7 +77,7 @@ BRANCHY_TIER void linear_pair(int in, const float* w0, const float* w1, const fl
 
 BRANCHY_TIER void linear_store(Vec v, const float* bias, bool relu, float* y) {
   v = add(v, load(bias));
-  store(y, relu ? max(v, zero()) : v);
+  store(y, relu ? max(zero(), v) : v);  // NaN stays NaN
 }
 
 // R rows of W ([out, in] as in the model file) as dot products with x, each x vector loaded

@@ -154,7 +154,7 @@ void apply_act(Act act, float lo, float hi, const float* in, float* out, size_t 
     case Act::None:
       if (in != out) std::copy(in, in + n, out);
       return;
-    case Act::Relu: return each(in, out, n, [](float x) { return x > 0.0f ? x : 0.0f; });
+    case Act::Relu: return each(in, out, n, [](float x) { return x < 0.0f ? 0.0f : x; });  // NaN stays
     case Act::Clamp: return each(in, out, n, [lo, hi](float x) { return std::min(std::max(x, lo), hi); });
     case Act::Hardswish:
       return each(in, out, n, [](float x) { return x * std::min(std::max(x + 3.0f, 0.0f), 6.0f) / 6.0f; });
