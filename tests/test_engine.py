@@ -188,6 +188,22 @@ def test_a_run_flushes_denormals_and_leaves_the_callers_setting(exported):
         torch.set_flush_denormal(False)
 
 
+def test_the_engine_leaves_the_callers_thread_count(exported):
+    # oneDNN's thread count is OpenMP's, which PyTorch shares: building and running an engine with
+    # threads=1 must not change torch.get_num_threads() for the calling thread.
+    _, path = exported("b_alexnet")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        engine = be.Engine(path, threads=1, kernels="dnnl" if _C.dnnl_version() else "own")
+        assert torch.get_num_threads() == 2
+        engine(torch.randn(*input_shape("b_alexnet")))
+        engine(torch.randn(3, *input_shape("b_alexnet")))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_four_threads_share_one_engine(exported):
     net, path = exported("b_lenet", "entropy", [0.4])
     engine = be.Engine(path, kernels="own")

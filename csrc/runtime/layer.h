@@ -74,7 +74,9 @@ std::vector<std::unique_ptr<Layer>> dnnl_res_block(const Op& op);
 bool have_dnnl();
 std::string dnnl_version();
 
-// Sets the thread count oneDNN layers use from the calling thread (no-op without oneDNN).
-void set_dnnl_threads(int threads);
+// Sets the thread count oneDNN layers use from the calling thread (OpenMP's, which the caller's
+// other libraries share: PyTorch's torch.get_num_threads() among them) and returns the count it
+// replaced, so that the caller's can be put back (no-op without oneDNN: returns `threads`).
+int set_dnnl_threads(int threads);
 
 }  // namespace branchy

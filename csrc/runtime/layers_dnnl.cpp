@@ -317,7 +317,11 @@ std::string dnnl_version() {
          std::to_string(v->patch);
 }
 
-void set_dnnl_threads(int threads) { omp_set_num_threads(std::max(1, threads)); }
+int set_dnnl_threads(int threads) {
+  const int before = omp_get_max_threads();
+  omp_set_num_threads(std::max(1, threads));
+  return before;
+}
 
 namespace {
 

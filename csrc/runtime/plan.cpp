@@ -83,11 +83,24 @@ struct Context::State {
   std::vector<const float*> ptrs;        // a step's input pointers
   std::vector<int64_t> alive, still;
   int max_batch;
+  const Plan::Impl* owner;               // the plan it was made for: its buffers fit no other
 };
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// oneDNN's (OpenMP's) thread count on the calling thread for a scope; the caller's comes back.
+class DnnlThreads {
+ public:
+  explicit DnnlThreads(int threads) : before_(set_dnnl_threads(threads)) {}
+  ~DnnlThreads() { set_dnnl_threads(before_); }
+  DnnlThreads(const DnnlThreads&) = delete;
+  DnnlThreads& operator=(const DnnlThreads&) = delete;
+
+ private:
+  const int before_;
+};
 
 constexpr size_t kAlignFloats = 16;  // 64 bytes
 size_t aligned(size_t floats) { return (floats + kAlignFloats - 1) / kAlignFloats * kAlignFloats; }
@@ -550,7 +563,7 @@ Plan::Plan(Model model, PlanOptions options) : impl_(std::make_unique<Impl>()) {
   if (p.options.threads < 1) throw std::invalid_argument("threads must be >= 1");
   p.thresholds = p.options.thresholds.empty() ? m.thresholds : p.options.thresholds;
   check_thresholds(p.thresholds, m.exits.size() - 1);
-  set_dnnl_threads(p.options.threads);
+  const DnnlThreads threads(p.options.threads);  // the measurements run as runs will
 
   p.exit_after_stage.assign(m.stages.size(), -1);
   for (size_t e = 0; e < m.exits.size(); ++e) p.exit_after_stage[m.exits[e].stage] = int(e);
@@ -648,7 +661,7 @@ Context::Context(std::unique_ptr<State> state) : state_(std::move(state)) {}
 Context::~Context() = default;
 
 Context::State::State(const Plan::Impl& plan, int max_batch)
-    : logits(plan.model.num_classes), ptrs(plan.max_inputs), max_batch(max_batch) {
+    : logits(plan.model.num_classes), ptrs(plan.max_inputs), max_batch(max_batch), owner(&plan) {
   if (max_batch < 1) throw std::invalid_argument("max_batch must be >= 1");
   auto states = [](const Program& program) {
     std::vector<std::unique_ptr<LayerState>> out;
@@ -725,7 +738,7 @@ struct NoProbe {
   void end(Probe::Part, int) {}
 };
 
-// What a run sets on the calling thread, for its duration:
+// What a run sets on the calling thread, for its duration (the caller's settings come back after):
 // - oneDNN's thread count, which is OpenMP's, per thread (a plan built on one thread and run from a
 //   pool's would otherwise run its layers on every core);
 // - flush-to-zero and denormals-are-zero (MXCSR): a denormal input made a 32->32 3x3 convolution
@@ -733,13 +746,13 @@ struct NoProbe {
 //   worker threads (threads > 1) keep theirs.
 class RunScope {
  public:
-  explicit RunScope(const Plan::Impl& p) {
-    if (p.dnnl) set_dnnl_threads(p.options.threads);
+  explicit RunScope(const Plan::Impl& p) : threads_before_(p.dnnl ? set_dnnl_threads(p.options.threads) : 0) {
 #if BRANCHY_X86
     _mm_setcsr(saved_ | kFlushDenormals);
 #endif
   }
   ~RunScope() {
+    if (threads_before_ > 0) set_dnnl_threads(threads_before_);
 #if BRANCHY_X86
     _mm_setcsr(saved_);
 #endif
@@ -748,6 +761,7 @@ class RunScope {
   RunScope& operator=(const RunScope&) = delete;
 
  private:
+  const int threads_before_;  // 0: oneDNN's count untouched
 #if BRANCHY_X86
   static constexpr unsigned kFlushDenormals = 0x8040;  // FTZ (bit 15) and DAZ (bit 6)
   const unsigned saved_ = _mm_getcsr();
@@ -778,6 +792,20 @@ Result run_with(const Plan::Impl& p, Context::State& ctx, const float* input, P&
 
 }  // namespace
 
+namespace {
+
+// The context's state, if `p` made it: another plan's buffers are sized for its own layers.
+Context::State& own_state(const Plan::Impl& p, Context& context) {
+  Context::State& state = context.state();
+  if (state.owner != &p) {
+    throw std::invalid_argument("this Context was made by another Plan; make one with this plan's "
+                                "make_context()");
+  }
+  return state;
+}
+
+}  // namespace
+
 void check_finite_input(const float* x, int64_t samples, int64_t per_sample) {
   for (int64_t s = 0; s < samples; ++s) {
     const float* v = x + s * per_sample;
@@ -803,16 +831,16 @@ void check_finite_input(const float* x, int64_t samples, int64_t per_sample) {
 
 Result Plan::run(Context& context, const float* input) const {
   NoProbe none;
-  return run_with(*impl_, context.state(), input, none);
+  return run_with(*impl_, own_state(*impl_, context), input, none);
 }
 
 Result Plan::run_instrumented(Context& context, const float* input, Probe& probe) const {
-  return run_with(*impl_, context.state(), input, probe);
+  return run_with(*impl_, own_state(*impl_, context), input, probe);
 }
 
 void Plan::run_batch(Context& context, const float* inputs, int64_t batch, Result* results) const {
   const Impl& p = *impl_;
-  Context::State& ctx = context.state();
+  Context::State& ctx = own_state(p, context);
   if (p.options.check_inputs) check_finite_input(inputs, batch, p.model.input.numel());
   const RunScope scope(p);
   const size_t in_size = size_t(p.model.input.numel()), slot = p.slot;
@@ -842,7 +870,7 @@ void Plan::run_batch(Context& context, const float* inputs, int64_t batch, Resul
 
 std::vector<std::vector<float>> Plan::all_exit_logits(Context& context, const float* input) const {
   const Impl& p = *impl_;
-  Context::State& ctx = context.state();
+  Context::State& ctx = own_state(p, context);
   if (p.options.check_inputs) check_finite_input(input, 1, p.model.input.numel());
   const RunScope scope(p);
   std::vector<std::vector<float>> logits;

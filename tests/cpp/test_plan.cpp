@@ -330,6 +330,38 @@ TEST(a_run_with_own_kernels_allocates_nothing) {
   }
 }
 
+// A Context holds buffers sized for the plan that made it: every entry point of another plan
+// refuses it by name (it overflowed the heap before).
+TEST(a_context_from_another_plan_is_refused) {
+  const Plan tiny = plan_with(tiny_net(), PlanOptions::Kernels::Own, tiny_net().mixed);
+  const Plan other = plan_with(tiny_net(), PlanOptions::Kernels::Own, tiny_net().mixed);
+  auto foreign = other.make_context();
+  const std::vector<float> x = samples(tiny_net(), 2, 1);
+  std::vector<Result> out(2);
+  struct Quiet final : branchy::Probe {
+    void begin(Part, int) override {}
+    void end(Part, int) override {}
+  } quiet;
+  auto refused = [](const char* entry, auto call) {
+    try {
+      call();
+    } catch (const std::invalid_argument& e) {
+      CHECK_MSG(std::string(e.what()).find("made by another Plan") != std::string::npos, "%s: %s",
+                entry, e.what());
+      return;
+    }
+    CHECK_MSG(false, "%s ran with another plan's context", entry);
+  };
+  refused("run", [&] { tiny.run(*foreign, x.data()); });
+  refused("run_instrumented", [&] { tiny.run_instrumented(*foreign, x.data(), quiet); });
+  refused("run_batch", [&] { tiny.run_batch(*foreign, x.data(), 2, out.data()); });
+  refused("all_exit_logits", [&] { tiny.all_exit_logits(*foreign, x.data()); });
+  Plan moved = plan_with(tiny_net(), PlanOptions::Kernels::Own, tiny_net().mixed);
+  auto mine = moved.make_context();
+  const Plan after(std::move(moved));  // a moved plan keeps its contexts
+  after.run(*mine, x.data());
+}
+
 // Every entry point refuses an input holding NaN or +-inf, naming it (a batch: the sample too);
 // check_inputs = false skips the scan.
 TEST(non_finite_inputs_are_refused_by_every_entry_point) {
