@@ -385,3 +385,25 @@ def test_lrn_matches_pytorch_for_odd_and_even_sizes(tmp_path, size, kernels):
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6, msg=lambda m: f"{m}\n{engine.describe()}")
     if kernels == "dnnl" and size % 2 == 0:
         assert "oneDNN" not in engine.describe().splitlines()[0]
+
+
+@pytest.mark.parametrize("kernels", ["own", "dnnl", "measure"])
+def test_verify_passes_every_chosen_kernel_of_every_op_kind(every_op, tmp_path, kernels):
+    # verify=True runs each chosen kernel against its op's reference at build: the every-op graph,
+    # then the kinds it lacks (LRN: B-AlexNet's sizes; res_block; avg pool) from the paper's nets.
+    engine = Engine(every_op[0], kernels=kernels, verify=True)
+    assert engine.describe()
+    from branchy_engine import models
+    from branchy_engine.export import write_model
+    for name, shape in (("b_alexnet", (3, 32, 32)), ("b_resnet110", (3, 32, 32))):
+        path = tmp_path / f"{name}.branchy"
+        net = models.create(name).eval()
+        write_model(net, path, shape, thresholds=[0.5] * (net.num_exits - 1))
+        Engine(str(path), kernels=kernels, verify=True)
+    avg = Value()
+    pool = Op("avg_pool2d", [avg], dict(kernel_h=3, kernel_w=3, stride_h=2, stride_w=2, pad_h=1, pad_w=1,
+                                        ceil_mode=1))
+    mean = Op("mean", [pool.output])
+    graph = Graph((3, 9, 9), 3, "entropy", [], [], avg, [Stage([pool], [pool.output])], [Exit(0, pool.output, [mean])])
+    (tmp_path / "avg.branchy").write_bytes(model_file.serialize(graph, "{}"))
+    Engine(str(tmp_path / "avg.branchy"), kernels=kernels, verify=True)

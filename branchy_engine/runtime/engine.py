@@ -62,6 +62,10 @@ class Engine:
             element), as every entry point of the runtime does by default; False skips that scan
             of each input (tens of nanoseconds for a 28x28 image) for callers that guarantee
             finite inputs. A non-finite input then gives whatever the kernels make of it.
+        verify: run each chosen kernel once against its op's reference (plain loops) while the
+            plan is built, and refuse the model (RuntimeError naming the layer) if one differs by
+            more than 1e-4 of the output's magnitude: a check of the libraries on this machine.
+            Costs the reference's time (seconds for a ResNet-50).
     """
 
     def __new__(cls, model: str, *args, device: str = "cpu", **kwargs):
@@ -72,7 +76,7 @@ class Engine:
 
     def __init__(self, model: str, threads: int = 1, thresholds: Optional[Sequence[float]] = None,
                  kernels: str = "measure", max_batch: int = 64, device: str = "cpu",
-                 check_inputs: bool = True):
+                 check_inputs: bool = True, verify: bool = False):
         if device != "cpu":
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
         if kernels not in KERNELS and not str(kernels).startswith("pin:"):
@@ -85,7 +89,7 @@ class Engine:
         self.path = str(model)
         # The runtime checks the thresholds (count, NaN, sign) and the file.
         self.plan = _C._Plan(self.path, threads, [float(t) for t in thresholds or []], kernels,
-                             bool(check_inputs))
+                             bool(check_inputs), bool(verify))
         self.max_batch = max_batch
         self.input_shape = tuple(self.plan.input_shape)
         self._local = threading.local()

@@ -60,8 +60,9 @@ void init_engine_binding(py::module_& m) {
 
   py::class_<branchy::Plan>(m, "_Plan")
       .def(py::init([](const std::string& path, int threads, std::vector<float> thresholds,
-                       const std::string& kernels, bool check_inputs) {
+                       const std::string& kernels, bool check_inputs, bool verify) {
              branchy::PlanOptions options;
+             options.verify = verify;
              options.threads = threads;
              options.thresholds = std::move(thresholds);
              options.check_inputs = check_inputs;
@@ -70,7 +71,7 @@ void init_engine_binding(py::module_& m) {
              return std::make_unique<branchy::Plan>(branchy::load_model(path), options);
            }),
            py::arg("path"), py::arg("threads"), py::arg("thresholds"), py::arg("kernels"),
-           py::arg("check_inputs") = true)
+           py::arg("check_inputs") = true, py::arg("verify") = false)
       .def("make_context", &branchy::Plan::make_context, py::arg("max_batch"))
       .def(
           "run_tensor",

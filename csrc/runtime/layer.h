@@ -62,6 +62,12 @@ class Layer {
 // Changes one sample's layout between NCHW and NHWC.
 std::unique_ptr<Layer> make_reorder(Shape shape, Layout from, Layout to);
 
+// Runs `layer` once on pseudo-random inputs against its op's reference (plain loops, NCHW) and
+// throws std::runtime_error naming the op, the kernel and the error where they differ by more
+// than 1e-4 of the reference's largest magnitude (plus 1e-5), NaN where the other has none
+// included: PlanOptions::verify's check of every chosen kernel.
+void verify_layer(const Op& op, const Layer& layer);
+
 // The oneDNN layers of the kinds oneDNN runs (layers_dnnl.cpp; none without oneDNN). Each kind's
 // declaration (ops/) names its own.
 std::vector<std::unique_ptr<Layer>> dnnl_conv2d(const Op& op);

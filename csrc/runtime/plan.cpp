@@ -107,6 +107,60 @@ size_t aligned(size_t floats) { return (floats + kAlignFloats - 1) / kAlignFloat
 
 bool spatial(const Shape& s) { return s.h * s.w > 1; }
 
+}  // namespace
+
+void verify_layer(const Op& op, const Layer& layer) {
+  // Inputs in [-2, 2] (NCHW) for the reference, and in the layer's layout for the layer.
+  std::vector<Buffer> ins, laid;
+  std::vector<const float*> ref_ptrs, layer_ptrs;
+  uint32_t seed = 777;
+  for (const Shape& s : op.ins) {
+    ins.emplace_back(size_t(s.numel()));
+    for (size_t i = 0; i < ins.back().size(); ++i) {
+      seed = seed * 1664525u + 1013904223u;
+      ins.back().data()[i] = float(seed >> 8) / float(1u << 24) * 4.0f - 2.0f;
+    }
+  }
+  for (size_t k = 0; k < ins.size(); ++k) {
+    ref_ptrs.push_back(ins[k].data());
+    if (layer.input_layout() == Layout::NHWC && spatial(op.ins[k])) {
+      laid.emplace_back(ins[k].size());
+      make_reorder(op.ins[k], Layout::NCHW, Layout::NHWC)->forward(ins[k].data(), laid.back().data(), nullptr);
+      layer_ptrs.push_back(laid.back().data());
+    } else {
+      layer_ptrs.push_back(ins[k].data());
+    }
+  }
+  const size_t n = size_t(op.out.numel());
+  Buffer want(n), got(n), back(n);
+  op.def->reference(op, ref_ptrs.data(), want.data());
+  auto state = layer.make_state();
+  layer.forward_n(layer_ptrs.data(), got.data(), state.get());
+  const float* out = got.data();
+  if (layer.output_layout() == Layout::NHWC && spatial(op.out)) {
+    make_reorder(op.out, Layout::NHWC, Layout::NCHW)->forward(got.data(), back.data(), nullptr);
+    out = back.data();
+  }
+  double scale = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    if (std::isfinite(want.data()[i])) scale = std::max(scale, double(std::fabs(want.data()[i])));
+  }
+  const double tolerance = 1e-4 * scale + 1e-5;
+  for (size_t i = 0; i < n; ++i) {
+    const float w = want.data()[i], g = out[i];
+    const bool same = std::isnan(w) ? std::isnan(g) : std::fabs(double(g) - double(w)) <= tolerance;
+    if (!same) {
+      std::ostringstream m;
+      m << "verify: " << layer.describe() << " (" << op.name() << ") gives " << g << " at output "
+        << i << " where the reference gives " << w << " (tolerance " << tolerance
+        << "); this kernel changes answers: run without it (kernels=own or pin:)";
+      throw std::runtime_error(m.str());
+    }
+  }
+}
+
+namespace {
+
 // Median time of one forward_n() in microseconds, on pseudo-random inputs.
 double measure(const Layer& layer) {
   auto state = layer.make_state();
@@ -610,6 +664,11 @@ Plan::Plan(Model model, PlanOptions options) : impl_(std::make_unique<Impl>()) {
     stage_end.push_back(trunk.size());
   }
   std::vector<Placed> placed = chooser.choose(std::move(trunk), layouts);
+  auto verify = [&](const std::vector<Placed>& chosen) {
+    if (!p.options.verify) return;
+    for (const Placed& one : chosen) verify_layer(one.op, *one.layer);
+  };
+  verify(placed);
 
   // Where each stage's passed-on values sit in its slot.
   std::vector<std::map<int32_t, size_t>> carry(m.stages.size());
@@ -634,6 +693,7 @@ Plan::Plan(Model model, PlanOptions options) : impl_(std::make_unique<Impl>()) {
     const Exit& exit = m.exits[e];
     std::map<int32_t, int> head_layouts{{exit.input, layouts.at(exit.input)}};
     std::vector<Placed> head = chooser.choose(std::move(head_ops[e]), head_layouts);
+    verify(head);
     const std::map<int32_t, size_t> in{{exit.input, carry[exit.stage].at(exit.input)}};
     p.heads.push_back(build(std::move(head), in, {{exit.logits, 0}}, kLogits, m, head_layouts, chooser));
   }

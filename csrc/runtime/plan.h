@@ -29,6 +29,8 @@ struct PlanOptions {
                                    // the kind's list), 'o' (any own kernel) or 'd' (oneDNN)
   int threads = 1;                 // threads a run may use (oneDNN layers)
   std::vector<float> thresholds;   // replace the file's (one per early exit); empty: keep them
+  bool verify = false;             // run each chosen kernel once against its op's reference at
+                                   // build; refuse the plan (std::runtime_error) on a mismatch
   bool check_inputs = true;        // refuse inputs holding NaN or +-inf (std::invalid_argument
                                    // naming the sample and element); false skips the scan
 };

@@ -5,6 +5,7 @@
 //   options: --threads T  --kernels measure|own|dnnl|pin:CHOICES  --thresholds T1,T2  --mean M --std S
 //            --predictions (print one line per sample)  --plan (print the chosen layers)
 //            --no-input-check (skip the scan that refuses samples holding NaN or +-inf)
+//            --verify (check each chosen kernel against its op's reference when the plan is built)
 //            --warmup K (K untimed calls first, cycling over the samples, through
 //            Plan::run_instrumented, so a simulator collecting inside Plan::run leaves them out)
 //            --points "T1,T2;T1,T2;..." (instead of --thresholds: the whole run once per set of
@@ -49,7 +50,7 @@ struct Args {
   std::string kernels = "measure";
   std::vector<std::vector<float>> points;  // --thresholds: one; --points: any number
   float mean = 0.0f, std = 1.0f;
-  bool predictions = false, plan = false, check_inputs = true;
+  bool predictions = false, plan = false, check_inputs = true, verify = false;
 };
 
 [[noreturn]] void usage(const std::string& error) {
@@ -57,7 +58,7 @@ struct Args {
             << "usage: branchy-run MODEL (--idx IMAGES [--labels LABELS] | --raw FILE.f32) "
                "[--limit N] [--threads T] [--kernels measure|own|dnnl|pin:CHOICES] [--thresholds T1,T2,...] "
                "[--points \"T1,T2;T1,T2\"] [--mean M] [--std S] [--predictions] [--plan] [--warmup K] "
-               "[--no-input-check]\n";
+               "[--no-input-check] [--verify]\n";
   std::exit(2);
 }
 
@@ -101,6 +102,7 @@ Args parse(int argc, char** argv) {
     else if (arg == "--predictions") a.predictions = true;
     else if (arg == "--plan") a.plan = true;
     else if (arg == "--no-input-check") a.check_inputs = false;
+    else if (arg == "--verify") a.verify = true;
     else if (arg == "-h" || arg == "--help") usage("help");
     else if (!arg.empty() && arg[0] == '-') usage("unknown option " + arg);
     else if (a.model.empty()) a.model = arg;
@@ -164,6 +166,7 @@ void run_point(const Args& args, const branchy::Model& model, const std::vector<
   options.threads = args.threads;
   options.thresholds = thresholds;
   options.check_inputs = args.check_inputs;
+  options.verify = args.verify;
   try {
     branchy::parse_kernels(args.kernels, options);
   } catch (const std::invalid_argument& e) {

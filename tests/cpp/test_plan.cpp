@@ -17,6 +17,7 @@
 #include "model_builder.h"
 #include "runtime/cpu.h"
 #include "runtime/exit_decision.h"
+#include "runtime/layer.h"
 #include "runtime/ops/registry.h"
 #include "runtime/plan.h"
 
@@ -328,6 +329,42 @@ TEST(a_run_with_own_kernels_allocates_nothing) {
     CHECK_MSG(allocations.load() == before, "%s: %ld allocations in 32 runs", net.name,
               allocations.load() - before);
   }
+}
+
+// verify: every chosen kernel of both test nets (every op kind between them) agrees with its op's
+// reference in every kernel mode; a kernel that does not is refused by name.
+TEST(verify_checks_every_chosen_kernel_and_refuses_a_wrong_one) {
+  for (const Net& net : nets()) {
+    for (auto kernels : {PlanOptions::Kernels::Own, PlanOptions::Kernels::Dnnl, PlanOptions::Kernels::Measure}) {
+      PlanOptions options;
+      options.kernels = kernels;
+      options.verify = true;
+      try {
+        const Plan plan(model_of(net), options);
+      } catch (const std::exception& e) {
+        CHECK_MSG(false, "%s %s: %s", net.name, kernels_name(kernels), e.what());
+      }
+    }
+  }
+  // A layer that writes zeros where the op's reference gives numbers.
+  struct Zeros final : branchy::Layer {
+    explicit Zeros(const branchy::Op& op) : Layer(op.ins, op.out) {}
+    void forward(const float*, float* out, branchy::LayerState*) const override {
+      std::fill(out, out + out_.numel(), 0.0f);
+    }
+    branchy::Layout input_layout() const override { return branchy::Layout::NCHW; }
+    branchy::Layout output_layout() const override { return branchy::Layout::NCHW; }
+    std::string describe() const override { return "zeros [test]"; }
+  };
+  const branchy::Model model = tiny_model();
+  const branchy::Op& conv = model.ops.front();
+  bool refused = false;
+  try {
+    branchy::verify_layer(conv, Zeros(conv));
+  } catch (const std::runtime_error& e) {
+    refused = std::string(e.what()).find("verify: zeros [test] (conv2d)") == 0;
+  }
+  CHECK(refused);
 }
 
 // A Context holds buffers sized for the plan that made it: every entry point of another plan
