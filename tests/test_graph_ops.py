@@ -407,3 +407,52 @@ def test_verify_passes_every_chosen_kernel_of_every_op_kind(every_op, tmp_path, 
     graph = Graph((3, 9, 9), 3, "entropy", [], [], avg, [Stage([pool], [pool.output])], [Exit(0, pool.output, [mean])])
     (tmp_path / "avg.branchy").write_bytes(model_file.serialize(graph, "{}"))
     Engine(str(tmp_path / "avg.branchy"), kernels=kernels, verify=True)
+
+
+def _bomb(tmp_path, name, shape, ops_of):
+    x = Value()
+    ops = ops_of(x)
+    mean = Op("mean", [ops[-1].output if ops else x])
+    graph = Graph(shape, shape[0], "entropy", [], [], x, [Stage(ops + [mean], [mean.output])],
+                  [Exit(0, mean.output, [])])
+    path = tmp_path / f"{name}.branchy"
+    path.write_bytes(model_file.serialize(graph, "{}"))
+    return str(path), path.stat().st_size
+
+
+def test_resource_bombs_are_refused_before_anything_is_allocated_or_timed(tmp_path):
+    import time
+    # A few hundred bytes declaring a 1 x 46340 x 46340 input: 8 GiB a value (the review's file
+    # asked for about 1 TiB through the contexts and was OOM-killed).
+    huge, size = _bomb(tmp_path, "huge", (1, 46340, 46340), lambda x: [])
+    assert size < 1000
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"the model needs about 8 GiB \(activations 8 GiB, weights 0 GiB"
+                                         r" as loaded and again as packed\), over the limit of 4 GiB \(max_memory\)"):
+        Engine(huge)
+    # A weightless max pool over 1500 x 1500 windows of a 3000 x 3000 input: its timing at plan
+    # time took hours.
+    pool = lambda x: [Op("max_pool2d", [x], dict(kernel_h=1500, kernel_w=1500, stride_h=1, stride_w=1,
+                                                  pad_h=0, pad_w=0, ceil_mode=0))]
+    slow, size = _bomb(tmp_path, "slow", (2, 3000, 3000), pool)
+    assert size < 1000
+    with pytest.raises(ValueError, match=r"a sample costs about 2.03e\+04 GFLOP, over the limit of 1e\+03 "
+                                         r"GFLOP \(max_flops\)"):
+        Engine(slow)
+    assert time.perf_counter() - start < 1.0
+    # The limits are the caller's: a small model passes the defaults and fails tighter ones.
+    small, _ = _bomb(tmp_path, "small", (2, 8, 8), lambda x: [])
+    Engine(small)
+    with pytest.raises(ValueError, match="over the limit of .* GiB \\(max_memory\\)"):
+        Engine(small, max_memory=100)
+    with pytest.raises(ValueError, match="max_flops"):
+        Engine(small, max_flops=10)
+    with pytest.raises(ValueError, match="max_memory and max_flops must be > 0"):
+        Engine(small, max_flops=0)
+    from branchy_engine.profiling import cachesim
+    import subprocess
+    raw = tmp_path / "x.f32"
+    np.zeros((1, 2, 8, 8), np.float32).tofile(raw)
+    run = subprocess.run([cachesim.find_runner(), small, "--raw", str(raw), "--max-flops", "10"],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and "(max_flops)" in run.stderr

@@ -66,6 +66,10 @@ class Engine:
             plan is built, and refuse the model (RuntimeError naming the layer) if one differs by
             more than 1e-4 of the output's magnitude: a check of the libraries on this machine.
             Costs the reference's time (seconds for a ResNet-50).
+        max_memory, max_flops: limits on what a model may ask, checked from its shapes before
+            anything is allocated or timed (ValueError naming the figure): bytes of weights (as
+            loaded and as packed) and activations, default 4 GiB; FLOPs per sample, default 1e12.
+            A file from elsewhere cannot then take the machine down.
     """
 
     def __new__(cls, model: str, *args, device: str = "cpu", **kwargs):
@@ -76,7 +80,8 @@ class Engine:
 
     def __init__(self, model: str, threads: int = 1, thresholds: Optional[Sequence[float]] = None,
                  kernels: str = "measure", max_batch: int = 64, device: str = "cpu",
-                 check_inputs: bool = True, verify: bool = False):
+                 check_inputs: bool = True, verify: bool = False, max_memory: int = 4 << 30,
+                 max_flops: float = 1e12):
         if device != "cpu":
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
         if kernels not in KERNELS and not str(kernels).startswith("pin:"):
@@ -86,10 +91,12 @@ class Engine:
             raise ValueError(f"threads must be >= 1, got {threads}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if not (max_memory > 0 and max_flops > 0):
+            raise ValueError(f"max_memory and max_flops must be > 0, got {max_memory} and {max_flops}")
         self.path = str(model)
         # The runtime checks the thresholds (count, NaN, sign) and the file.
         self.plan = _C._Plan(self.path, threads, [float(t) for t in thresholds or []], kernels,
-                             bool(check_inputs), bool(verify))
+                             bool(check_inputs), bool(verify), int(max_memory), float(max_flops))
         self.max_batch = max_batch
         self.input_shape = tuple(self.plan.input_shape)
         self._local = threading.local()

@@ -60,9 +60,12 @@ void init_engine_binding(py::module_& m) {
 
   py::class_<branchy::Plan>(m, "_Plan")
       .def(py::init([](const std::string& path, int threads, std::vector<float> thresholds,
-                       const std::string& kernels, bool check_inputs, bool verify) {
+                       const std::string& kernels, bool check_inputs, bool verify, int64_t max_memory,
+                       double max_flops) {
              branchy::PlanOptions options;
              options.verify = verify;
+             if (max_memory > 0) options.max_memory = max_memory;
+             if (max_flops > 0) options.max_flops = max_flops;
              options.threads = threads;
              options.thresholds = std::move(thresholds);
              options.check_inputs = check_inputs;
@@ -71,7 +74,8 @@ void init_engine_binding(py::module_& m) {
              return std::make_unique<branchy::Plan>(branchy::load_model(path), options);
            }),
            py::arg("path"), py::arg("threads"), py::arg("thresholds"), py::arg("kernels"),
-           py::arg("check_inputs") = true, py::arg("verify") = false)
+           py::arg("check_inputs") = true, py::arg("verify") = false, py::arg("max_memory") = 0,
+           py::arg("max_flops") = 0.0)
       .def("make_context", &branchy::Plan::make_context, py::arg("max_batch"))
       .def(
           "run_tensor",

@@ -609,6 +609,57 @@ void check_thresholds(const std::vector<float>& thresholds, size_t expected) {
 
 }  // namespace
 
+Demand estimate_demand(const Model& model) {
+  Demand d;
+  d.weight_bytes = model.weight_count() * int64_t(sizeof(float));
+  for (const Shape& v : model.values) d.activation_bytes += v.numel() * int64_t(sizeof(float));
+  for (const Op& op : model.ops) {
+    const double out = double(op.out.numel());
+    double per_output = 1.0;  // an element op
+    if (!op.tensors.empty() && op.out.c > 0) {
+      // Weighted: a convolution's or linear layer's weights per output channel are the
+      // multiply-adds of one output (res_block: its first convolution's, the second's alike).
+      per_output = std::max(1.0, double(op.tensors[0].count) / op.out.c) * (op.tensors.size() > 2 ? 2 : 1);
+    } else if (op.kernel_h > 0 && op.kernel_w > 0) {
+      per_output = double(op.kernel_h) * op.kernel_w;  // a pool's window
+    } else {
+      double read = 0;  // a reduction (mean) or a per-element op reads all of its inputs
+      for (const Shape& in : op.ins) read += double(in.numel());
+      per_output = std::max(1.0, read / std::max(1.0, out));
+    }
+    d.flops += 2.0 * out * per_output;
+  }
+  return d;
+}
+
+namespace {
+
+std::string gib(double bytes) {
+  std::ostringstream s;
+  s << std::setprecision(3) << bytes / double(int64_t(1) << 30) << " GiB";
+  return s.str();
+}
+
+// Refuses a model over the options' limits before anything is allocated, packed or timed.
+void check_demand(const Model& model, const PlanOptions& options) {
+  const Demand d = estimate_demand(model);
+  if (d.memory_bytes() > options.max_memory) {
+    throw std::invalid_argument(
+        "the model needs about " + gib(double(d.memory_bytes())) + " (activations " +
+        gib(double(d.activation_bytes)) + ", weights " + gib(double(d.weight_bytes)) +
+        " as loaded and again as packed), over the limit of " + gib(double(options.max_memory)) +
+        " (max_memory)");
+  }
+  if (!(d.flops <= options.max_flops)) {
+    std::ostringstream m;
+    m << "a sample costs about " << std::setprecision(3) << d.flops / 1e9 << " GFLOP, over the limit of "
+      << options.max_flops / 1e9 << " GFLOP (max_flops)";
+    throw std::invalid_argument(m.str());
+  }
+}
+
+}  // namespace
+
 Plan::Plan(Model model, PlanOptions options) : impl_(std::make_unique<Impl>()) {
   Impl& p = *impl_;
   p.model = std::move(model);
@@ -617,6 +668,7 @@ Plan::Plan(Model model, PlanOptions options) : impl_(std::make_unique<Impl>()) {
   if (p.options.threads < 1) throw std::invalid_argument("threads must be >= 1");
   p.thresholds = p.options.thresholds.empty() ? m.thresholds : p.options.thresholds;
   check_thresholds(p.thresholds, m.exits.size() - 1);
+  check_demand(m, p.options);
   const DnnlThreads threads(p.options.threads);  // the measurements run as runs will
 
   p.exit_after_stage.assign(m.stages.size(), -1);

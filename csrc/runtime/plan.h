@@ -29,11 +29,27 @@ struct PlanOptions {
                                    // the kind's list), 'o' (any own kernel) or 'd' (oneDNN)
   int threads = 1;                 // threads a run may use (oneDNN layers)
   std::vector<float> thresholds;   // replace the file's (one per early exit); empty: keep them
+  // Resource limits, checked before anything is allocated, packed or timed (std::invalid_argument
+  // naming the figure and the limit): the plan's memory (weights as loaded and packed, every
+  // activation, a context's boundary slots) and the work of one sample (multiply-adds, window
+  // reads and element ops, counted as FLOPs). The defaults admit every real network: ResNet-50 at
+  // 224x224 needs about 0.3 GiB and 8 GFLOP.
+  int64_t max_memory = int64_t(4) << 30;  // bytes
+  double max_flops = 1e12;                // per sample
   bool verify = false;             // run each chosen kernel once against its op's reference at
                                    // build; refuse the plan (std::runtime_error) on a mismatch
   bool check_inputs = true;        // refuse inputs holding NaN or +-inf (std::invalid_argument
                                    // naming the sample and element); false skips the scan
 };
+
+// What a model asks of a plan, estimated from its shapes and tensors alone (the limits' figures).
+struct Demand {
+  double flops = 0;                 // per sample: 2 x multiply-adds, window reads, element ops
+  int64_t weight_bytes = 0;         // the tensors as loaded, and once more as packed (at most)
+  int64_t activation_bytes = 0;     // every value of the graph (the arena holds fewer at once)
+  int64_t memory_bytes() const { return 2 * weight_bytes + activation_bytes; }
+};
+Demand estimate_demand(const Model& model);
 
 // Throws std::invalid_argument naming the first sample and element of x [samples, per_sample]
 // that is NaN or infinite ("input sample 2 contains NaN at element 17"; one sample: "input

@@ -6,6 +6,7 @@
 //            --predictions (print one line per sample)  --plan (print the chosen layers)
 //            --no-input-check (skip the scan that refuses samples holding NaN or +-inf)
 //            --verify (check each chosen kernel against its op's reference when the plan is built)
+//            --max-memory BYTES --max-flops N (resource limits; defaults 4 GiB and 1e12 a sample)
 //            --warmup K (K untimed calls first, cycling over the samples, through
 //            Plan::run_instrumented, so a simulator collecting inside Plan::run leaves them out)
 //            --points "T1,T2;T1,T2;..." (instead of --thresholds: the whole run once per set of
@@ -51,6 +52,7 @@ struct Args {
   std::vector<std::vector<float>> points;  // --thresholds: one; --points: any number
   float mean = 0.0f, std = 1.0f;
   bool predictions = false, plan = false, check_inputs = true, verify = false;
+  double max_memory = 0, max_flops = 0;  // 0: the defaults
 };
 
 [[noreturn]] void usage(const std::string& error) {
@@ -58,7 +60,7 @@ struct Args {
             << "usage: branchy-run MODEL (--idx IMAGES [--labels LABELS] | --raw FILE.f32) "
                "[--limit N] [--threads T] [--kernels measure|own|dnnl|pin:CHOICES] [--thresholds T1,T2,...] "
                "[--points \"T1,T2;T1,T2\"] [--mean M] [--std S] [--predictions] [--plan] [--warmup K] "
-               "[--no-input-check] [--verify]\n";
+               "[--no-input-check] [--verify] [--max-memory BYTES] [--max-flops N]\n";
   std::exit(2);
 }
 
@@ -103,6 +105,8 @@ Args parse(int argc, char** argv) {
     else if (arg == "--plan") a.plan = true;
     else if (arg == "--no-input-check") a.check_inputs = false;
     else if (arg == "--verify") a.verify = true;
+    else if (arg == "--max-memory") a.max_memory = parse_floats(value()).at(0);
+    else if (arg == "--max-flops") a.max_flops = parse_floats(value()).at(0);
     else if (arg == "-h" || arg == "--help") usage("help");
     else if (!arg.empty() && arg[0] == '-') usage("unknown option " + arg);
     else if (a.model.empty()) a.model = arg;
@@ -167,6 +171,8 @@ void run_point(const Args& args, const branchy::Model& model, const std::vector<
   options.thresholds = thresholds;
   options.check_inputs = args.check_inputs;
   options.verify = args.verify;
+  if (args.max_memory > 0) options.max_memory = int64_t(args.max_memory);
+  if (args.max_flops > 0) options.max_flops = args.max_flops;
   try {
     branchy::parse_kernels(args.kernels, options);
   } catch (const std::invalid_argument& e) {
