@@ -426,20 +426,35 @@ def test_resource_bombs_are_refused_before_anything_is_allocated_or_timed(tmp_pa
     # asked for about 1 TiB through the contexts and was OOM-killed).
     huge, size = _bomb(tmp_path, "huge", (1, 46340, 46340), lambda x: [])
     assert size < 1000
-    start = time.perf_counter()
-    with pytest.raises(ValueError, match=r"the model needs about 8 GiB \(activations 8 GiB, weights 0 GiB"
-                                         r" as loaded and again as packed\), over the limit of 4 GiB \(max_memory\)"):
-        Engine(huge)
+    def refused(path, match, **limits):  # within a second: before any allocation or timing
+        start = time.perf_counter()
+        with pytest.raises(ValueError, match=match):
+            Engine(path, **limits)
+        assert time.perf_counter() - start < 1.0
+
+    refused(huge, r"the model needs about 8 GiB \(activations 8 GiB, weights 0 GiB as loaded and 0 GiB as "
+                  r"packed\), over the limit of 4 GiB \(max_memory\)")
     # A weightless max pool over 1500 x 1500 windows of a 3000 x 3000 input: its timing at plan
     # time took hours.
     pool = lambda x: [Op("max_pool2d", [x], dict(kernel_h=1500, kernel_w=1500, stride_h=1, stride_w=1,
                                                   pad_h=0, pad_w=0, ceil_mode=0))]
     slow, size = _bomb(tmp_path, "slow", (2, 3000, 3000), pool)
     assert size < 1000
-    with pytest.raises(ValueError, match=r"a sample costs about 2.03e\+04 GFLOP, over the limit of 1e\+03 "
-                                         r"GFLOP \(max_flops\)"):
-        Engine(slow)
-    assert time.perf_counter() - start < 1.0
+    refused(slow, r"a sample costs about 2.03e\+04 GFLOP, over the limit of 1e\+03 GFLOP \(max_flops\)")
+    # 3,000 convolutions sharing one 0.6 MB weight tensor: each op packs its own copy (1.65 GiB
+    # from a 0.6 MB file); refused by what the packing would take.
+    w = Weights(5)
+    shared = [w(128, 128, 3, 3), w(128)]
+    def convs(x):
+        ops, v = [], x
+        for _ in range(3000):
+            ops.append(Op("conv2d", [v], _conv_attrs(128, 128, 3, pads=(1, 1, 1, 1)), shared))
+            v = ops[-1].output
+        return ops
+    chain, size = _bomb(tmp_path, "shared", (128, 4, 4), convs)
+    assert size < 2_000_000
+    refused(chain, r"weights 0.00055 GiB as loaded and 1.65 GiB as packed\), over the limit of 1 GiB",
+            max_memory=1 << 30)
     # The limits are the caller's: a small model passes the defaults and fails tighter ones.
     small, _ = _bomb(tmp_path, "small", (2, 8, 8), lambda x: [])
     Engine(small)

@@ -614,6 +614,7 @@ Demand estimate_demand(const Model& model) {
   d.weight_bytes = model.weight_count() * int64_t(sizeof(float));
   for (const Shape& v : model.values) d.activation_bytes += v.numel() * int64_t(sizeof(float));
   for (const Op& op : model.ops) {
+    for (const TensorView& t : op.tensors) d.packed_bytes += t.count * int64_t(sizeof(float));
     const double out = double(op.out.numel());
     double per_output = 1.0;  // an element op
     if (!op.tensors.empty() && op.out.c > 0) {
@@ -647,7 +648,8 @@ void check_demand(const Model& model, const PlanOptions& options) {
     throw std::invalid_argument(
         "the model needs about " + gib(double(d.memory_bytes())) + " (activations " +
         gib(double(d.activation_bytes)) + ", weights " + gib(double(d.weight_bytes)) +
-        " as loaded and again as packed), over the limit of " + gib(double(options.max_memory)) +
+        " as loaded and " + gib(double(d.packed_bytes)) + " as packed), over the limit of " +
+        gib(double(options.max_memory)) +
         " (max_memory)");
   }
   if (!(d.flops <= options.max_flops)) {

@@ -45,9 +45,10 @@ struct PlanOptions {
 // What a model asks of a plan, estimated from its shapes and tensors alone (the limits' figures).
 struct Demand {
   double flops = 0;                 // per sample: 2 x multiply-adds, window reads, element ops
-  int64_t weight_bytes = 0;         // the tensors as loaded, and once more as packed (at most)
+  int64_t weight_bytes = 0;         // the tensors as loaded (each stored once)
+  int64_t packed_bytes = 0;         // at most: every op packs the tensors it uses, shared or not
   int64_t activation_bytes = 0;     // every value of the graph (the arena holds fewer at once)
-  int64_t memory_bytes() const { return 2 * weight_bytes + activation_bytes; }
+  int64_t memory_bytes() const { return weight_bytes + packed_bytes + activation_bytes; }
 };
 Demand estimate_demand(const Model& model);
 
