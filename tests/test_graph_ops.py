@@ -458,8 +458,17 @@ def test_resource_bombs_are_refused_before_anything_is_allocated_or_timed(tmp_pa
     # The limits are the caller's: a small model passes the defaults and fails tighter ones.
     small, _ = _bomb(tmp_path, "small", (2, 8, 8), lambda x: [])
     Engine(small)
-    with pytest.raises(ValueError, match="over the limit of .* GiB \\(max_memory\\)"):
+    with pytest.raises(ValueError, match=r"small.branchy is \d+ bytes, over the limit of 100 bytes \(max_memory\)"):
         Engine(small, max_memory=100)
+    with pytest.raises(ValueError, match=r"the model needs about .* GiB .*, over the limit of .* GiB \(max_memory\)"):
+        Engine(small, max_memory=300)  # the file (200 bytes) fits, what the plan needs (520) does not
+    # Files refused before they are read: not a regular file (reading /dev/zero ran out of
+    # memory), and a (sparse) 5 GiB file over the default limit.
+    refused("/dev/zero", "model file /dev/zero: not a regular file")
+    sparse = tmp_path / "sparse.branchy"
+    with open(sparse, "wb") as f:
+        f.truncate(5 << 30)
+    refused(str(sparse), r"sparse.branchy is 5368709120 bytes, over the limit of 4294967296 bytes \(max_memory\)")
     with pytest.raises(ValueError, match="max_flops"):
         Engine(small, max_flops=10)
     with pytest.raises(ValueError, match="max_memory and max_flops must be > 0"):

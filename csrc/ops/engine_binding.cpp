@@ -71,7 +71,7 @@ void init_engine_binding(py::module_& m) {
              options.check_inputs = check_inputs;
              branchy::parse_kernels(kernels, options);
              py::gil_scoped_release release;
-             return std::make_unique<branchy::Plan>(branchy::load_model(path), options);
+             return std::make_unique<branchy::Plan>(branchy::load_model(path, options.max_memory), options);
            }),
            py::arg("path"), py::arg("threads"), py::arg("thresholds"), py::arg("kernels"),
            py::arg("check_inputs") = true, py::arg("verify") = false, py::arg("max_memory") = 0,

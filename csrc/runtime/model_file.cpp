@@ -12,6 +12,11 @@
 #include <limits>
 #include <sstream>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "runtime/json.h"
 #include "runtime/ops/registry.h"
 
@@ -55,13 +60,21 @@ struct Section {
 
 class Parser {
  public:
-  Parser(std::string source, const uint8_t* data, size_t size)
-      : source_(std::move(source)), data_(data), size_(size) {}
+  // `owner`, when given, keeps `data` alive; the model then points into it where its weights lie
+  // 64-byte aligned (a mapping: page-aligned), else into an aligned copy.
+  Parser(std::string source, const uint8_t* data, size_t size, std::shared_ptr<const void> owner = nullptr)
+      : source_(std::move(source)), data_(data), size_(size), owner_(std::move(owner)) {}
 
   Model parse() {
     Model m;
     read_header();
-    copy_aligned(m);
+    if (owner_ && reinterpret_cast<uintptr_t>(data_ + weights_.offset) % kAlign == 0) {
+      m.bytes = owner_;
+    } else {
+      copy_aligned(m);
+    }
+    m.file = data_;
+    m.file_size = size_;
     m.version = kFormatVersion;
     m.metadata_json = read_metadata();
     read_graph(m);
@@ -510,6 +523,7 @@ class Parser {
   std::string source_;
   const uint8_t* data_;
   size_t size_;
+  std::shared_ptr<const void> owner_;
   Section graph_{}, metadata_{}, weights_{};
   const uint8_t* graph_pos_ = nullptr;
   uint64_t graph_left_ = 0;
@@ -524,19 +538,35 @@ Model parse_model(const uint8_t* data, size_t size) {
   return Parser("model file", data, size).parse();
 }
 
-Model load_model(const std::string& path) {
+Model load_model(const std::string& path, int64_t max_bytes) {
   const std::string source = "model file " + path;
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) throw ModelError(source + ": cannot open: " + std::strerror(errno));
-  std::vector<uint8_t> bytes;
-  uint8_t chunk[1 << 16];
-  size_t got;
-  while ((got = std::fread(chunk, 1, sizeof(chunk), f)) > 0)
-    bytes.insert(bytes.end(), chunk, chunk + got);
-  const int error = std::ferror(f) ? errno : 0;
-  std::fclose(f);
-  if (error) throw ModelError(source + ": cannot read: " + std::strerror(error));
-  return Parser(source, bytes.data(), bytes.size()).parse();
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw ModelError(source + ": cannot open: " + std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    const int error = errno;
+    ::close(fd);
+    throw ModelError(source + ": cannot stat: " + std::strerror(error));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw ModelError(source + ": not a regular file");
+  }
+  if (st.st_size > max_bytes) {
+    ::close(fd);
+    throw ModelError(source + " is " + std::to_string(st.st_size) + " bytes, over the limit of " +
+                     std::to_string(max_bytes) + " bytes (max_memory)");
+  }
+  const size_t size = size_t(st.st_size);
+  void* mapped = size ? ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+  const int map_error = errno;
+  ::close(fd);  // the mapping stays
+  if (mapped == MAP_FAILED) {
+    if (size == 0) return Parser(source, nullptr, 0).parse();  // refused: too small
+    throw ModelError(source + ": cannot map: " + std::strerror(map_error));
+  }
+  std::shared_ptr<const void> owner(mapped, [size](const void* p) { ::munmap(const_cast<void*>(p), size); });
+  return Parser(source, static_cast<const uint8_t*>(mapped), size, std::move(owner)).parse();
 }
 
 }  // namespace branchy

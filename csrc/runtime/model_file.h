@@ -119,7 +119,9 @@ struct Model {
   std::vector<Stage> stages;
   std::vector<Exit> exits;
   std::string metadata_json;
-  std::shared_ptr<const std::vector<uint8_t>> bytes;
+  std::shared_ptr<const void> bytes;      // owns what the tensors point into: the file mapped, or a copy
+  const uint8_t* file = nullptr;          // the file's bytes as the tensors see them (inside `bytes`)
+  size_t file_size = 0;
 
   int64_t weight_count() const;           // f32 elements of the tensor table (each stored once)
 };
@@ -127,8 +129,10 @@ struct Model {
 // Parses and checks a whole model file held in memory; copies the bytes. Throws ModelError.
 Model parse_model(const uint8_t* data, size_t size);
 
-// Reads a file and parses it. Throws ModelError (also for I/O errors, naming the path).
-Model load_model(const std::string& path);
+// Maps a file and parses it, the weights read in place (no copy). Refused before reading: a path
+// that is not a regular file (/dev/zero), a file over `max_bytes` (PlanOptions::max_memory's
+// default). Throws ModelError (also for I/O errors, naming the path).
+Model load_model(const std::string& path, int64_t max_bytes = int64_t(4) << 30);
 
 // The model as JSON (shapes, attributes, thresholds, class names, metadata, weight count): what
 // `branchy inspect` prints and what the Python tests compare against the network.

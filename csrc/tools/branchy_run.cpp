@@ -231,7 +231,8 @@ void run_point(const Args& args, const branchy::Model& model, const std::vector<
 int main(int argc, char** argv) {
   const Args args = parse(argc, argv);
   try {
-    const branchy::Model model = branchy::load_model(args.model);
+    const branchy::Model model = args.max_memory > 0 ? branchy::load_model(args.model, int64_t(args.max_memory))
+                                                     : branchy::load_model(args.model);
     const branchy::Shape in = model.input;
     const size_t per_sample = size_t(in.numel());
 

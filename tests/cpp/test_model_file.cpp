@@ -63,8 +63,8 @@ bool contains(const std::vector<int32_t>& values, int32_t v) {
 // sees; exits after strictly increasing stages, the last after the last stage, reading one of
 // their stage's outputs, ending in [num_classes, 1, 1]; counts consistent.
 bool consistent(const Model& m) {
-  const uint8_t* lo = m.bytes->data();
-  const uint8_t* hi = lo + m.bytes->size();
+  const uint8_t* lo = m.file;
+  const uint8_t* hi = lo + m.file_size;
   auto inside = [&](const TensorView& t) {
     const auto* p = reinterpret_cast<const uint8_t*>(t.data);
     if (p < lo || p > hi || t.count < 0 || uint64_t(hi - p) / 4 < uint64_t(t.count)) return false;
