@@ -78,7 +78,8 @@ struct Context::State {
   State(const Plan::Impl& plan, int max_batch);
   std::vector<std::vector<std::unique_ptr<LayerState>>> stage_states, head_states;
   Buffer slot[2], arena;
-  Buffer batch_in, batch_out;            // max_batch slots each
+  Buffer batch_in, batch_out;            // slots for the largest batch run so far (<= max_batch)
+  int64_t batch_slots = 0;
   std::vector<float> logits;
   std::vector<const float*> ptrs;        // a step's input pointers
   std::vector<int64_t> alive, still;
@@ -773,6 +774,11 @@ Plan::Plan(Plan&&) noexcept = default;
 
 Context::Context(std::unique_ptr<State> state) : state_(std::move(state)) {}
 Context::~Context() = default;
+size_t Context::bytes() const {
+  const State& s = *state_;
+  return (s.slot[0].size() + s.slot[1].size() + s.arena.size() + s.batch_in.size() + s.batch_out.size()) *
+         sizeof(float);
+}
 
 Context::State::State(const Plan::Impl& plan, int max_batch)
     : logits(plan.model.num_classes), ptrs(plan.max_inputs), max_batch(max_batch), owner(&plan) {
@@ -787,8 +793,6 @@ Context::State::State(const Plan::Impl& plan, int max_batch)
   slot[0] = Buffer(plan.slot);
   slot[1] = Buffer(plan.slot);
   arena = Buffer(plan.arena);
-  batch_in = Buffer(plan.slot * max_batch);
-  batch_out = Buffer(plan.slot * max_batch);
   alive.reserve(max_batch);
   still.reserve(max_batch);
 }
@@ -958,6 +962,14 @@ void Plan::run_batch(Context& context, const float* inputs, int64_t batch, Resul
   if (p.options.check_inputs) check_finite_input(inputs, batch, p.model.input.numel());
   const RunScope scope(p);
   const size_t in_size = size_t(p.model.input.numel()), slot = p.slot;
+  // The batch slots grow with the batches actually run (not max_batch up front): the first batch
+  // of a larger size allocates, later ones of that size or smaller do not.
+  const int64_t wanted = std::min<int64_t>(ctx.max_batch, batch);
+  if (ctx.batch_slots < wanted) {
+    ctx.batch_in = Buffer(slot * size_t(wanted));
+    ctx.batch_out = Buffer(slot * size_t(wanted));
+    ctx.batch_slots = wanted;
+  }
   for (int64_t first = 0; first < batch; first += ctx.max_batch) {
     const int64_t n = std::min<int64_t>(ctx.max_batch, batch - first);
     // alive[j]: the sample whose values are in slot j. Slots stay put; the list is compacted.

@@ -95,6 +95,9 @@ class Context {
   ~Context();
   struct State;  // opaque: plan.cpp
   State& state() { return *state_; }
+  // Bytes of its activation buffers now (arena, boundary slots, batch slots; not layer scratch):
+  // the batch slots grow with the largest batch run so far, up to max_batch.
+  size_t bytes() const;
 
  private:
   explicit Context(std::unique_ptr<State> state);

@@ -367,6 +367,27 @@ TEST(verify_checks_every_chosen_kernel_and_refuses_a_wrong_one) {
   CHECK(refused);
 }
 
+// A context's batch slots grow with the batches run, up to max_batch, not max_batch up front.
+TEST(a_contexts_memory_grows_with_the_batch_used) {
+  const Net& net = nets()[1];
+  const Plan plan = plan_with(net, PlanOptions::Kernels::Own, net.mixed);
+  auto context = plan.make_context(64);
+  const size_t empty = context->bytes();
+  const size_t slot = plan.footprint(1).batch_bytes / 2;  // one sample's slot
+  const std::vector<float> x = samples(net, 100, 4);
+  std::vector<Result> out(100);
+  plan.run_batch(*context, x.data(), 4, out.data());
+  CHECK(context->bytes() == empty + 2 * 4 * slot);
+  plan.run_batch(*context, x.data(), 2, out.data());
+  CHECK(context->bytes() == empty + 2 * 4 * slot);
+  plan.run_batch(*context, x.data(), 100, out.data());  // in chunks of 64
+  CHECK_MSG(context->bytes() == empty + 2 * 64 * slot, "%zu bytes, want %zu", context->bytes(),
+            empty + 2 * 64 * slot);
+  std::vector<Result> single(100);
+  for (int i = 0; i < 100; ++i) single[i] = plan.run(*context, x.data() + i * input_size(net));
+  for (int i = 0; i < 100; ++i) CHECK(same(out[i], single[i]));
+}
+
 // A Context holds buffers sized for the plan that made it: every entry point of another plan
 // refuses it by name (it overflowed the heap before).
 TEST(a_context_from_another_plan_is_refused) {
