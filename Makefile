@@ -71,6 +71,7 @@ bench: $(VENV)/.built
 	$(PY) bench/cpu_engine.py
 	$(PY) bench/any_network.py
 	$(PY) bench/denormals.py
+	$(PY) bench/python_threads.py
 
 demo: $(VENV)/.built $(BUILD)/branchy-run
 	$(VENV)/bin/branchy demo

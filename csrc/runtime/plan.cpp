@@ -72,6 +72,7 @@ struct Plan::Impl {
   size_t max_inputs = 1;                 // most inputs of one step
   size_t packed = 0, scratch = 0;        // floats of packed weights and per-context scratch
   bool dnnl = false;                     // some layer is oneDNN's
+  Demand demand;                         // estimate_demand(model)
 };
 
 struct Context::State {
@@ -643,7 +644,7 @@ std::string gib(double bytes) {
 }
 
 // Refuses a model over the options' limits before anything is allocated, packed or timed.
-void check_demand(const Model& model, const PlanOptions& options) {
+Demand check_demand(const Model& model, const PlanOptions& options) {
   const Demand d = estimate_demand(model);
   if (d.memory_bytes() > options.max_memory) {
     throw std::invalid_argument(
@@ -659,6 +660,7 @@ void check_demand(const Model& model, const PlanOptions& options) {
       << options.max_flops / 1e9 << " GFLOP (max_flops)";
     throw std::invalid_argument(m.str());
   }
+  return d;
 }
 
 }  // namespace
@@ -671,7 +673,7 @@ Plan::Plan(Model model, PlanOptions options) : impl_(std::make_unique<Impl>()) {
   if (p.options.threads < 1) throw std::invalid_argument("threads must be >= 1");
   p.thresholds = p.options.thresholds.empty() ? m.thresholds : p.options.thresholds;
   check_thresholds(p.thresholds, m.exits.size() - 1);
-  check_demand(m, p.options);
+  p.demand = check_demand(m, p.options);
   const DnnlThreads threads(p.options.threads);  // the measurements run as runs will
 
   p.exit_after_stage.assign(m.stages.size(), -1);
@@ -1074,5 +1076,6 @@ void parse_kernels(const std::string& text, PlanOptions& options) {
 int Plan::num_exits() const { return int(impl_->heads.size()); }
 const std::vector<float>& Plan::thresholds() const { return impl_->thresholds; }
 bool Plan::checks_inputs() const { return impl_->options.check_inputs; }
+const Demand& Plan::demand() const { return impl_->demand; }
 
 }  // namespace branchy

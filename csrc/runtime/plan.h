@@ -42,15 +42,6 @@ struct PlanOptions {
                                    // naming the sample and element); false skips the scan
 };
 
-// What a model asks of a plan, estimated from its shapes and tensors alone (the limits' figures).
-struct Demand {
-  double flops = 0;                 // per sample: 2 x multiply-adds, window reads, element ops
-  int64_t weight_bytes = 0;         // the tensors as loaded (each stored once)
-  int64_t packed_bytes = 0;         // at most: every op packs the tensors it uses, shared or not
-  int64_t activation_bytes = 0;     // every value of the graph (the arena holds fewer at once)
-  int64_t memory_bytes() const { return weight_bytes + packed_bytes + activation_bytes; }
-};
-Demand estimate_demand(const Model& model);
 
 // Throws std::invalid_argument naming the first sample and element of x [samples, per_sample]
 // that is NaN or infinite ("input sample 2 contains NaN at element 17"; one sample: "input
@@ -90,6 +81,16 @@ struct Footprint {
 
 // Everything one thread needs to run a plan: activation buffers, layer scratch, library handles.
 // Made by Plan::make_context; used by one thread at a time.
+// What a model asks of a plan, estimated from its shapes and tensors alone (the limits' figures).
+struct Demand {
+  double flops = 0;                 // per sample: 2 x multiply-adds, window reads, element ops
+  int64_t weight_bytes = 0;         // the tensors as loaded (each stored once)
+  int64_t packed_bytes = 0;         // at most: every op packs the tensors it uses, shared or not
+  int64_t activation_bytes = 0;     // every value of the graph (the arena holds fewer at once)
+  int64_t memory_bytes() const { return weight_bytes + packed_bytes + activation_bytes; }
+};
+Demand estimate_demand(const Model& model);
+
 class Context {
  public:
   ~Context();
@@ -144,6 +145,7 @@ class Plan {
   int num_exits() const;
   const std::vector<float>& thresholds() const;
   bool checks_inputs() const;  // PlanOptions::check_inputs
+  const Demand& demand() const;  // estimate_demand(model()), as the limits saw it
 
   struct Impl;  // opaque: plan.cpp
 
