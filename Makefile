@@ -17,7 +17,7 @@ DNNL_HEADER := /usr/include/oneapi/dnnl/dnnl.hpp
 SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h')
 CPP_TESTS := $(wildcard tests/cpp/*)
 
-.PHONY: demo test bench ctest system clean help
+.PHONY: demo test bench ctest fuzz system clean help
 
 help:
 	@echo "make demo   the main job, on the embedded default data"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench  the benchmarks, timed: the fused exit decision, the CPU engine vs peers"
 	@echo "            (the paper's networks; torchvision networks vs ONNX Runtime and OpenVINO);"
 	@echo "            writes bench/results/"
+	@echo "make fuzz   libFuzzer on the model reader and plan builder, ASan + UBSan, 1,000,000 inputs"
 
 $(VENV)/.deps: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -72,6 +73,9 @@ bench: $(VENV)/.built
 	$(PY) bench/any_network.py
 	$(PY) bench/denormals.py
 	$(PY) bench/python_threads.py
+
+fuzz: $(VENV)/.built
+	RUNS=1000000 PYTHON=$(PY) bash tests/fuzz/run.sh
 
 demo: $(VENV)/.built $(BUILD)/branchy-run
 	$(VENV)/bin/branchy demo

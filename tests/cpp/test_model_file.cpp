@@ -669,7 +669,7 @@ TEST(appended_attributes_read_as_zero_in_older_files) {
       const Model m = parse(w.file());
       CHECK(m.ops.size() == 1 && m.ops[0].ints.size() == 15 && !m.ops[0].input_scale);
     } else {
-      CHECK_REFUSED(w.file(), "op 0 (conv2d): num_ints is " + std::to_string(count) + ", expected 14 to 15");
+      CHECK_REFUSED(w.file(), ("op 0 (conv2d): num_ints is " + std::to_string(count) + ", expected 14 to 15").c_str());
     }
   }
 }

@@ -1,6 +1,9 @@
-// libFuzzer target for the model file reader: on any bytes, parse_model either throws ModelError or
-// returns a model whose tensors (the table's, and each op's views of them) can all be read and
-// which summarize() can print; the sanitizers (ASan, UBSan) catch everything else. Random bytes
+// libFuzzer target for the model file reader and the plan builder: on any bytes, parse_model either
+// throws ModelError or returns a model whose tensors (the table's, and each op's views of them) can
+// all be read and which summarize() can print; a Plan of that model (own kernels, unmeasured,
+// resource limits of 64 MiB and 2e7 FLOPs a sample) is either refused with an exception or built
+// and runs a sample of zeros. The sanitizers (ASan, UBSan) catch everything else; run.sh gives
+// libFuzzer a 1 s limit per input and a memory limit. Random bytes
 // never match an FNV checksum, so each input is also parsed with its file size field and checksum
 // rewritten, to reach the checks behind them.
 #include <cstdint>
@@ -8,10 +11,26 @@
 #include <vector>
 
 #include "runtime/model_file.h"
+#include "runtime/plan.h"
 
 namespace {
 
 volatile float sink;
+
+void plan(const branchy::Model& m) {
+  branchy::PlanOptions options;
+  options.kernels = branchy::PlanOptions::Kernels::Own;
+  options.max_memory = int64_t(64) << 20;
+  options.max_flops = 2e7;
+  try {
+    const branchy::Plan plan(m, options);
+    auto context = plan.make_context(2);
+    const std::vector<float> zeros(size_t(m.input.numel()), 0.0f);
+    const branchy::Result r = plan.run(*context, zeros.data());
+    sink = r.score;
+  } catch (const std::exception&) {  // refused: limits, no kernel for an op, ...
+  }
+}
 
 void parse(const uint8_t* data, size_t size) {
   try {
@@ -26,6 +45,7 @@ void parse(const uint8_t* data, size_t size) {
       }
     }
     branchy::summarize(m);
+    plan(m);
   } catch (const branchy::ModelError&) {
   }
 }
