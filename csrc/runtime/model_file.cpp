@@ -540,7 +540,8 @@ Model parse_model(const uint8_t* data, size_t size) {
 
 Model load_model(const std::string& path, int64_t max_bytes) {
   const std::string source = "model file " + path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // Non-blocking, so that a FIFO is refused below, not waited on (no effect on regular files).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw ModelError(source + ": cannot open: " + std::strerror(errno));
   struct stat st;
   if (::fstat(fd, &st) != 0) {

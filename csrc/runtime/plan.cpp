@@ -92,6 +92,30 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Flush-to-zero and denormals-are-zero (MXCSR) on the calling thread for a scope (runs, and the
+// plan's measurements, so that kernels are timed as they will run); the caller's MXCSR comes back.
+class FlushDenormals {
+ public:
+  FlushDenormals() {
+#if BRANCHY_X86
+    _mm_setcsr(saved_ | kBits);
+#endif
+  }
+  ~FlushDenormals() {
+#if BRANCHY_X86
+    _mm_setcsr(saved_);
+#endif
+  }
+  FlushDenormals(const FlushDenormals&) = delete;
+  FlushDenormals& operator=(const FlushDenormals&) = delete;
+
+ private:
+#if BRANCHY_X86
+  static constexpr unsigned kBits = 0x8040;  // FTZ (bit 15) and DAZ (bit 6)
+  const unsigned saved_ = _mm_getcsr();
+#endif
+};
+
 // oneDNN's (OpenMP's) thread count on the calling thread for a scope; the caller's comes back.
 class DnnlThreads {
  public:
@@ -616,7 +640,13 @@ Demand estimate_demand(const Model& model) {
   d.weight_bytes = model.weight_count() * int64_t(sizeof(float));
   for (const Shape& v : model.values) d.activation_bytes += v.numel() * int64_t(sizeof(float));
   for (const Op& op : model.ops) {
-    for (const TensorView& t : op.tensors) d.packed_bytes += t.count * int64_t(sizeof(float));
+    // While the plan chooses, every candidate kernel of an op holds its own packing: the GEMM,
+    // oneDNN's reorder and, for a 3x3 stride-1 convolution, Winograd's 16/9 (and its transform
+    // on the way): up to 4 copies of the weights, 3 elsewhere.
+    const bool winograd = op.kernel_h == 3 && op.kernel_w == 3 && op.stride_h == 1 && op.stride_w == 1;
+    int64_t tensor_bytes = 0;
+    for (const TensorView& t : op.tensors) tensor_bytes += t.count * int64_t(sizeof(float));
+    d.packed_bytes += tensor_bytes * (winograd ? 4 : 3);
     const double out = double(op.out.numel());
     double per_output = 1.0;  // an element op
     if (!op.tensors.empty() && op.out.c > 0) {
@@ -675,6 +705,7 @@ Plan::Plan(Model model, PlanOptions options) : impl_(std::make_unique<Impl>()) {
   check_thresholds(p.thresholds, m.exits.size() - 1);
   p.demand = check_demand(m, p.options);
   const DnnlThreads threads(p.options.threads);  // the measurements run as runs will
+  const FlushDenormals flush;
 
   p.exit_after_stage.assign(m.stages.size(), -1);
   for (size_t e = 0; e < m.exits.size(); ++e) p.exit_after_stage[m.exits[e].stage] = int(e);
@@ -866,26 +897,16 @@ struct NoProbe {
 //   worker threads (threads > 1) keep theirs.
 class RunScope {
  public:
-  explicit RunScope(const Plan::Impl& p) : threads_before_(p.dnnl ? set_dnnl_threads(p.options.threads) : 0) {
-#if BRANCHY_X86
-    _mm_setcsr(saved_ | kFlushDenormals);
-#endif
-  }
+  explicit RunScope(const Plan::Impl& p) : threads_before_(p.dnnl ? set_dnnl_threads(p.options.threads) : 0) {}
   ~RunScope() {
     if (threads_before_ > 0) set_dnnl_threads(threads_before_);
-#if BRANCHY_X86
-    _mm_setcsr(saved_);
-#endif
   }
   RunScope(const RunScope&) = delete;
   RunScope& operator=(const RunScope&) = delete;
 
  private:
   const int threads_before_;  // 0: oneDNN's count untouched
-#if BRANCHY_X86
-  static constexpr unsigned kFlushDenormals = 0x8040;  // FTZ (bit 15) and DAZ (bit 6)
-  const unsigned saved_ = _mm_getcsr();
-#endif
+  const FlushDenormals flush_;
 };
 
 template <class P>

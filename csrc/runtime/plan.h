@@ -85,7 +85,8 @@ struct Footprint {
 struct Demand {
   double flops = 0;                 // per sample: 2 x multiply-adds, window reads, element ops
   int64_t weight_bytes = 0;         // the tensors as loaded (each stored once)
-  int64_t packed_bytes = 0;         // at most: every op packs the tensors it uses, shared or not
+  int64_t packed_bytes = 0;         // at most: every candidate kernel of every op packs its own
+                                    // copy while the plan chooses (3-4x an op's tensors)
   int64_t activation_bytes = 0;     // every value of the graph (the arena holds fewer at once)
   int64_t memory_bytes() const { return weight_bytes + packed_bytes + activation_bytes; }
 };

@@ -20,14 +20,18 @@ for f in "$ROOT"/csrc/runtime/*.cpp "$ROOT"/csrc/runtime/kernels/*.cpp "$ROOT"/c
 done
 FLAGS=(-std=c++17 -g -O1 -fno-sanitize-recover=all -I"$ROOT/csrc")
 SANITIZE=(-fsanitize=address,undefined)
+export OBJ_DIR="$OUT/obj"
+rm -rf "$OUT/obj"  # no object of a source since renamed or removed
 mkdir -p "$OUT/corpus" "$OUT/obj"
 
 # The runtime compiled once, on every CPU, with the sanitizers and libFuzzer's coverage hooks (which
 # the mutation test's binary carries unused); both programs link these objects.
 echo "== the runtime under ASan + UBSan (${#SOURCES[@]} sources)"
-printf '%s\n' "${SOURCES[@]}" | xargs -P "$(nproc)" -I{} sh -c \
-  'clang++ "$@" -c "{}" -o "$0/$(echo "{}" | md5sum | cut -c1-12).o"' "$OUT/obj" \
-  "${FLAGS[@]}" "${SANITIZE[@]}" -fsanitize=fuzzer-no-link
+# The flags go in a response file; each source reaches the shell as its one argument, and its
+# object is named by the hash of its path.
+printf '"%s"\n' "${FLAGS[@]}" "${SANITIZE[@]}" -fsanitize=fuzzer-no-link > "$OUT/flags"
+printf '%s\0' "${SOURCES[@]}" | xargs -0 -P "$(nproc)" -n 1 sh -c \
+  'clang++ @"$OBJ_DIR/../flags" -c "$1" -o "$OBJ_DIR/$(printf %s "$1" | md5sum | cut -c1-12).o"' sh
 OBJECTS=("$OUT"/obj/*.o)
 
 echo "== C++ mutation test under ASan + UBSan"

@@ -6,6 +6,9 @@
 // GEMM: 16 multiplies per tile and channel pair where the direct form takes 36 (2.25x fewer).
 // The transforms add and subtract only (G's halves are exact), so the result differs from the
 // direct sum by rounding alone; bias, residual and activation come with the output transform.
+// Not for infinities: the input transform subtracts neighbouring pixels, so two +inf pixels give
+// NaN where the direct sum gives inf. Inputs and weights are finite (the engine refuses others);
+// an activation past 3.4e38 inside a network is already an overflow either way.
 #pragma once
 
 #include <cstddef>
