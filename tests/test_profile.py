@@ -186,11 +186,14 @@ def test_simulator_counts_misses_and_more_for_a_bigger_model(shipped, tmp_path):
 def test_a_model_that_fits_in_d1_misses_nothing_once_warm(tiny):
     # A stated D1 (48 KiB, 12-way, as on recent Intel cores), not the host's: on an 8-way 32 KiB D1
     # (AMD EPYC build machines) the tiny model's page-aligned buffers share sets and conflict-miss
-    # a few lines per inference (measured 2-4), which is the host's geometry, not a cold cache.
+    # a few lines per inference (measured 2-4), which is the host's geometry, not a cold cache. Even
+    # at 12 ways, where the heap puts the buffers moves a line or so in and out of conflict between
+    # builds (measured 0.1 and 1.1 per inference): under 2, where a cold or too-small cache misses
+    # thousands (LeNet: about 6,700).
     caches = dict(cachesim.host_caches(), D1=cachesim.Cache(49152, 12, 64))
     sim = cachesim.simulate(tiny, samples(10), kernels="own", warmup=5, caches=caches)
     assert sim["per_inference"]["instructions"] > 0 and sum(sim["exit_counts"]) == 10
-    assert sim["per_inference"]["d1_misses"] < 1.0
+    assert sim["per_inference"]["d1_misses"] < 2.0
 
 
 def test_simulator_sees_early_exits_save_misses(shipped):
