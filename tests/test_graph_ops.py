@@ -277,12 +277,12 @@ def test_the_plan_reports_its_memory(every_op):
     engine = Engine(every_op[0], kernels="own")
     f = engine.footprint()
     assert f["weight_bytes"] == model_file.summary(every_op[0])["weights"] * 4
-    # Values are placed 64-byte aligned: [8, 9, 9] takes 656 floats. The own kernels after the
-    # first conv are NHWC, so stage 0 keeps an NHWC copy of a for the add; the arena's widest
-    # moment is the pointwise conv, reading b and writing c while that copy waits (a and d are in
-    # the out slot); stage 1 peaks lower, its values reusing the space as they die.
-    assert "reorder NCHW->NHWC" in engine.describe().split("exit 0")[0]
-    assert f["arena_bytes"] == 3 * 656 * 4
+    # Values are placed 64-byte aligned: [8, 9, 9] takes 656 floats. The own kernels are NHWC
+    # (stage 1's max pool of the skip a too), so stage 0 reorders its input first and a stays
+    # NHWC; the arena's widest moment is the pointwise conv, reading b and writing c (a and d are
+    # in the out slot); stage 1 peaks no higher, its values reusing the space as they die.
+    assert engine.describe().splitlines()[0].startswith("stage 0: reorder NCHW->NHWC")
+    assert f["arena_bytes"] == 2 * 656 * 4
     # A slot holds what stage 0 passes on: d and a.
     assert f["slot_bytes"] == 2 * 656 * 4
     assert engine.describe().rstrip().splitlines()[-1].startswith("memory: weights")
@@ -365,6 +365,30 @@ def test_nan_travels_as_in_pytorch_through_every_kernel(every_op, kernels, isa):
             f"{torch.isnan(w[0]).tolist()}\n{engine.describe()}")
     result = engine(x[0].float())
     assert math.isnan(result.score) and result.exit == 1  # NaN leaves at the last exit
+
+
+@pytest.mark.parametrize("kernels", ["own", "dnnl", "measure", "pin:00", "pin:10"])
+def test_max_pools_keep_nan_in_every_kernel_mode(tmp_path, kernels):
+    # oneDNN's max pooling dropped a NaN among numbers and gave -3.4e38 for a window of NaN only;
+    # the plan could pick it in "dnnl" and "measure" modes. A max pool's every kernel (own NCHW,
+    # own NHWC: pin digits 0 and 1, the mean's after) now gives PyTorch's answer, NaN where PyTorch has NaN.
+    x = Value()
+    pool = Op("max_pool2d", [x], dict(kernel_h=3, kernel_w=3, stride_h=2, stride_w=2, pad_h=1, pad_w=1,
+                                      ceil_mode=0, activation=0))
+    mean = Op("mean", [pool.output])
+    graph = Graph((20, 12, 12), 20, "entropy", [], [], x, [Stage([pool], [pool.output])],
+                  [Exit(0, pool.output, [mean])])
+    path = tmp_path / "pool.branchy"
+    path.write_bytes(model_file.serialize(graph, "{}"))
+    sample = torch.randn(20, 12, 12)
+    sample[3, 5, 7] = float("nan")            # a NaN among numbers
+    sample[17, 0:2, 0:2] = float("nan")       # window (0, 0) of channel 17: NaN only (padding aside)
+    engine = Engine(str(path), kernels=kernels, check_inputs=False)
+    assert "oneDNN" not in engine.describe()
+    got = engine.all_exit_logits(sample)[0]
+    want = F.max_pool2d(sample[None], 3, 2, 1).mean((2, 3))[0]
+    assert torch.equal(torch.isnan(got), torch.isnan(want)) and torch.isnan(want).sum() == 2
+    torch.testing.assert_close(got, want, equal_nan=True)
 
 
 @pytest.mark.parametrize("size", [3, 4, 5])

@@ -256,6 +256,9 @@ std::unique_ptr<Layer> pool_layer(const Op& op) {
   const int prh = (op.out.h - 1) * op.stride_h + op.kernel_h - op.in.h - op.pad_h;
   const int prw = (op.out.w - 1) * op.stride_w + op.kernel_w - op.in.w - op.pad_w;
   const bool max = op.max_pool;
+  // oneDNN's max pooling drops NaN (a NaN among numbers vanishes; a window of NaN only gives
+  // -3.4e38), where PyTorch's is NaN: the own kernels run max pools, in either layout.
+  if (max) return nullptr;
   // oneDNN's average counts the extra ceil-mode padding; PyTorch's does not. Only where none.
   if (!max && (prh != op.pad_h || prw != op.pad_w)) return nullptr;
   const memory::desc src = activation(op.in), dst = activation(op.out);

@@ -114,6 +114,15 @@ void check_conv(const ConvGeometry& g) {
   }
 }
 
+// One [C, H, W] sample as [H, W, C].
+std::vector<float> to_nhwc(const Shape& s, const std::vector<float>& x) {
+  std::vector<float> y(size_t(s.numel()));
+  for (int c = 0; c < s.c; ++c) {
+    for (int i = 0; i < s.h * s.w; ++i) y[size_t(i) * s.c + c] = x[size_t(c) * s.h * s.w + i];
+  }
+  return y;
+}
+
 Op pool_op(bool max, int c, int h, int w, int k, int stride, int pad, bool ceil, bool relu) {
   // PyTorch's output size: in ceil mode, a last window starting in the right padding is dropped.
   auto size = [&](int in) {
@@ -156,6 +165,22 @@ void check_pool(const Op& op) {
               op.kernel_h, op.stride_h, op.pad_h, op.ceil_mode, op.relu, bad,
               got[std::max(bad, 0L)], want[std::max(bad, 0L)]);
     CHECK_MSG(canaries_intact(got, out_n), "%s pool %dx%dx%d: wrote past the output",
+              branchy::isa_name(isa), op.in.c, op.in.h, op.in.w);
+  }
+  // The NHWC kernel, any window, on every tier (plain loops included).
+  const std::vector<float> in_nhwc = to_nhwc(op.in, in), want_nhwc = to_nhwc(op.out, want);
+  const std::vector<float> scale_nhwc = to_nhwc(op.out, scale);
+  std::vector<Isa> isas = simd_isas();
+  isas.insert(isas.begin(), Isa::Portable);
+  for (Isa isa : isas) {
+    std::vector<float> got = with_canaries(out_n);
+    branchy::pool_nhwc(op, isa, in_nhwc.data(), got.data());
+    const long bad = first_mismatch(got, want_nhwc, scale_nhwc, out_n, op.max_pool ? 0.0f : 1e-6f);
+    CHECK_MSG(bad < 0, "%s NHWC %s %dx%dx%d k%d s%d p%d ceil %d relu %d: [%ld] %.9g want %.9g",
+              branchy::isa_name(isa), op.name(), op.in.c, op.in.h, op.in.w, op.kernel_h,
+              op.stride_h, op.pad_h, op.ceil_mode, op.relu, bad, got[std::max(bad, 0L)],
+              want_nhwc[std::max(bad, 0L)]);
+    CHECK_MSG(canaries_intact(got, out_n), "%s NHWC pool %dx%dx%d: wrote past the output",
               branchy::isa_name(isa), op.in.c, op.in.h, op.in.w);
   }
 }
@@ -442,6 +467,8 @@ TEST(pool_tiers_match_portable_over_odd_sizes) {
           check_pool(pool_op(max, c, h, w, 2, 2, 0, ceil, relu));
           // Other windows take the plain loops on every tier.
           check_pool(pool_op(max, c, h + 2, w + 2, 3, 2, 1, ceil, relu));
+          // Past four vectors of channels on AVX-512 (the NHWC kernel's blocks), any window.
+          check_pool(pool_op(max, 64 + w, 1 + h % 5, 1 + w % 7, 1 + w % 4, 1 + w % 3, (w % 4) / 2, ceil, relu));
         }
       }
     }
@@ -455,7 +482,7 @@ TEST(max_pools_carry_nan_on_every_tier) {
   for (auto [k, stride, pad] : {std::tuple{2, 2, 0}, std::tuple{3, 2, 1}}) {
     for (bool relu : {false, true}) {
       for (int w = 1; w <= 37; w += 3) {
-        const Op op = pool_op(true, 3, 7, w, k, stride, pad, false, relu);
+        const Op op = pool_op(true, w % 2 ? 3 : 67, 7, w, k, stride, pad, false, relu);
         if (op.out.h < 1 || op.out.w < 1) continue;
         std::vector<float> in = uniform(size_t(op.in.numel()), 5 + w);
         for (size_t i = w % 5; i < in.size(); i += 11) in[i] = std::nanf("");
@@ -483,6 +510,16 @@ TEST(max_pools_carry_nan_on_every_tier) {
           size_t off = 0;
           for (size_t i = 0; i < got.size(); ++i) off += std::isnan(got[i]) != nan_at[i];
           CHECK_MSG(off == 0, "%s max pool k%d s%d p%d relu %d width %d: %zu outputs with NaN "
+                    "where PyTorch has none or the reverse", branchy::isa_name(isa), k, stride, pad,
+                    relu, w, off);
+          // The NHWC kernel.
+          branchy::pool_nhwc(op, isa, to_nhwc(op.in, in).data(), got.data());
+          std::vector<float> nan_nhwc(nan_at.size());
+          for (size_t i = 0; i < nan_at.size(); ++i) nan_nhwc[i] = nan_at[i];
+          nan_nhwc = to_nhwc(op.out, nan_nhwc);
+          off = 0;
+          for (size_t i = 0; i < got.size(); ++i) off += std::isnan(got[i]) != (nan_nhwc[i] != 0.0f);
+          CHECK_MSG(off == 0, "%s NHWC max pool k%d s%d p%d relu %d width %d: %zu outputs with NaN "
                     "where PyTorch has none or the reverse", branchy::isa_name(isa), k, stride, pad,
                     relu, w, off);
         }

@@ -54,6 +54,40 @@ void pool_nchw(const Op& op, Isa isa, const float* in, float* out) {
   }
 }
 
+void pool_nhwc(const Op& op, Isa isa, const float* in, float* out) {
+  const bool max = op.max_pool;
+#if BRANCHY_X86
+  switch (isa) {
+    case Isa::Avx512: return max ? avx512::pool_nhwc<true>(op, in, out) : avx512::pool_nhwc<false>(op, in, out);
+    case Isa::Avx2: return max ? avx2::pool_nhwc<true>(op, in, out) : avx2::pool_nhwc<false>(op, in, out);
+    case Isa::Portable: break;
+  }
+#endif
+  (void)isa;
+  const int c = op.in.c;
+  for (int oy = 0; oy < op.out.h; ++oy) {
+    const int y0 = oy * op.stride_h - op.pad_h;
+    const int y1 = int(std::min<int64_t>(int64_t(y0) + op.kernel_h, int64_t(op.in.h) + op.pad_h));
+    for (int ox = 0; ox < op.out.w; ++ox) {
+      const int x0 = ox * op.stride_w - op.pad_w;
+      const int x1 = int(std::min<int64_t>(int64_t(x0) + op.kernel_w, int64_t(op.in.w) + op.pad_w));
+      const int64_t divisor = int64_t(y1 - y0) * (x1 - x0);
+      float* dst = out + (size_t(oy) * op.out.w + ox) * c;
+      for (int k = 0; k < c; ++k) {
+        float acc = max ? -std::numeric_limits<float>::infinity() : 0.0f;
+        for (int y = std::max(y0, 0); y < std::min(y1, op.in.h); ++y) {
+          for (int x = std::max(x0, 0); x < std::min(x1, op.in.w); ++x) {
+            const float v = in[(size_t(y) * op.in.w + x) * c + k];
+            acc = max ? (v > acc || v != v ? v : acc) : acc + v;
+          }
+        }
+        if (!max) acc /= float(divisor);
+        dst[k] = op.relu ? std::max(acc, 0.0f) : acc;
+      }
+    }
+  }
+}
+
 void lrn_nchw(const Op& op, const float* in, float* out) {
   const size_t plane = size_t(op.in.h) * op.in.w;
   const int before = op.size / 2, after = (op.size - 1) / 2;

@@ -20,6 +20,10 @@ void pool_nchw(const Op& op, Isa isa, const float* in, float* out);
 // without padding, Portable (plain loops) for any other window.
 Isa pool_isa(const Op& op, Isa isa);
 
+// pool_nchw's pooling of an NHWC sample, any window, with the SIMD tier `isa` (at most
+// best_isa(); Portable: plain loops).
+void pool_nhwc(const Op& op, Isa isa, const float* in, float* out);
+
 // PyTorch LocalResponseNorm across channels of an NCHW sample.
 void lrn_nchw(const Op& op, const float* in, float* out);
 

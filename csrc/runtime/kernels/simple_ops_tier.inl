@@ -38,6 +38,65 @@ BRANCHY_TIER void pool_k2s2(const Op& op, const float* in, float* out) {
   }
 }
 
+// V vectors of channels from c0 of one NHWC output pixel: the window's pixels inside the input,
+// [ya, yb) x [xa, xb), combined lane by lane with max_nan (a NaN wins, as in PyTorch) or summed
+// and divided by `divisor`. Channels past `n` (< kLanes, last vector only) are not read or written.
+template <bool Max, int V>
+BRANCHY_TIER inline void pool_pixel(const Op& op, const float* in, float* dst, int c0, int n, int ya,
+                                    int yb, int xa, int xb, Vec divisor) {
+  const Vec fill = broadcast(Max ? -std::numeric_limits<float>::infinity() : 0.0f);
+  const size_t c = size_t(op.in.c);
+  Vec acc[V];
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) acc[v] = fill;
+  for (int y = ya; y < yb; ++y) {
+    const float* row = in + size_t(y) * op.in.w * c + c0;
+    for (int x = xa; x < xb; ++x) {
+      const float* p = row + size_t(x) * c;
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) {
+        const Vec a = n < kLanes ? load_first(p, n, fill) : load(p + v * kLanes);
+        acc[v] = Max ? max_nan(acc[v], a) : add(acc[v], a);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) {
+    Vec r = Max ? acc[v] : div(acc[v], divisor);
+    if (op.relu) r = max(zero(), r);  // NaN stays NaN
+    if (n < kLanes) {
+      store_first(dst + c0, r, n);
+    } else {
+      store(dst + c0 + v * kLanes, r);
+    }
+  }
+}
+
+// Any window on an NHWC sample (pool_nchw's rules), one output pixel at a time: its channels four
+// vectors at a time, then one at a time, then a masked vector for the rest.
+template <bool Max>
+BRANCHY_TIER void pool_nhwc(const Op& op, const float* in, float* out) {
+  const int c = op.in.c;
+  for (int oy = 0; oy < op.out.h; ++oy) {
+    const int y0 = oy * op.stride_h - op.pad_h;
+    const int y1 = int(std::min<int64_t>(int64_t(y0) + op.kernel_h, int64_t(op.in.h) + op.pad_h));
+    const int ya = std::max(y0, 0), yb = std::min(y1, op.in.h);
+    for (int ox = 0; ox < op.out.w; ++ox) {
+      const int x0 = ox * op.stride_w - op.pad_w;
+      const int x1 = int(std::min<int64_t>(int64_t(x0) + op.kernel_w, int64_t(op.in.w) + op.pad_w));
+      const int xa = std::max(x0, 0), xb = std::min(x1, op.in.w);
+      const Vec divisor = broadcast(float(int64_t(y1 - y0) * (x1 - x0)));
+      float* dst = out + (size_t(oy) * op.out.w + ox) * c;
+      int c0 = 0;
+      for (; c0 + 4 * kLanes <= c; c0 += 4 * kLanes) {
+        pool_pixel<Max, 4>(op, in, dst, c0, kLanes, ya, yb, xa, xb, divisor);
+      }
+      for (; c0 + kLanes <= c; c0 += kLanes) pool_pixel<Max, 1>(op, in, dst, c0, kLanes, ya, yb, xa, xb, divisor);
+      if (c0 < c) pool_pixel<Max, 1>(op, in, dst, c0, c - c0, ya, yb, xa, xb, divisor);
+    }
+  }
+}
+
 // One block of kLanes outputs, w is [in][kLanes]. Four accumulators over consecutive inputs hide
 // the FMA latency.
 BRANCHY_TIER Vec linear_block(int in, const float* w, const float* x) {

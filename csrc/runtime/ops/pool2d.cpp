@@ -56,32 +56,45 @@ void reference(const Op& op, const float* const* ins, float* out) {
   if (op.act != Act::Relu) apply_act(op.act, op.act_lo, op.act_hi, out, size_t(op.out.numel()));
 }
 
+// The own pooling in either layout: NCHW with SIMD for 2x2 windows at stride 2 (pool_isa), NHWC
+// with SIMD for any window.
 class PoolLayer : public Layer {
  public:
-  explicit PoolLayer(const Op& op) : Layer(op.in, op.out), op_(op), isa_(pool_isa(op, active_isa())) {}
+  PoolLayer(const Op& op, Layout layout)
+      : Layer(op.in, op.out),
+        op_(op),
+        layout_(layout),
+        isa_(layout == Layout::NCHW ? pool_isa(op, active_isa()) : active_isa()) {}
   void forward(const float* in, float* out, LayerState*) const override {
-    pool_nchw(op_, isa_, in, out);
+    if (layout_ == Layout::NCHW) {
+      pool_nchw(op_, isa_, in, out);
+    } else {
+      pool_nhwc(op_, isa_, in, out);
+    }
     if (op_.act != Act::Relu) apply_act(op_.act, op_.act_lo, op_.act_hi, out, size_t(out_.numel()));
   }
-  Layout input_layout() const override { return Layout::NCHW; }
-  Layout output_layout() const override { return Layout::NCHW; }
+  Layout input_layout() const override { return layout_; }
+  Layout output_layout() const override { return layout_; }
+  bool portable() const override { return isa_ == Isa::Portable; }
   std::string describe() const override {
     std::ostringstream s;
     s << op_.name() << " k" << op_.kernel_h << " s" << op_.stride_h << " p" << op_.pad_h
       << (op_.ceil_mode ? " ceil" : "");
     if (op_.act != Act::None) s << " +" << act_name(op_.act);
-    s << " [own " << isa_name(isa_) << ", NCHW]";
+    s << " [own " << isa_name(isa_) << ", " << layout_name(layout_) << "]";
     return s.str();
   }
 
  private:
   Op op_;
+  Layout layout_;
   Isa isa_;
 };
 
 Layers own(const Op& op) {
   Layers out;
-  out.push_back(std::make_unique<PoolLayer>(op));
+  out.push_back(std::make_unique<PoolLayer>(op, Layout::NCHW));
+  out.push_back(std::make_unique<PoolLayer>(op, Layout::NHWC));
   return out;
 }
 
