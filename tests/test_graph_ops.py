@@ -433,6 +433,44 @@ def test_verify_passes_every_chosen_kernel_of_every_op_kind(every_op, tmp_path, 
     Engine(str(tmp_path / "avg.branchy"), kernels=kernels, verify=True)
 
 
+@pytest.mark.parametrize("kernels", ["own", "dnnl", "measure", "pin:" + "0" * 6, "pin:" + "1" * 6])
+def test_ops_alike_share_one_layer_and_give_pytorchs_answer(tmp_path, kernels):
+    # One weight tensor used by four convolutions (two of them between others): ops alike share
+    # their kernel, packed once, and each still reads and writes its own values.
+    w = Weights(11)
+    shared, other = [w(8, 8, 3, 3), w(8)], [w(8, 8, 3, 3), w(8)]
+    x = Value()
+    ops, v = [], x
+    for weights in (shared, shared, other, shared, shared):
+        ops.append(Op("conv2d", [v], _conv_attrs(8, 8, 3, pads=(1, 1, 1, 1), act=1), weights))
+        v = ops[-1].output
+    mean = Op("mean", [v])
+    graph = Graph((8, 6, 6), 8, "entropy", [], [], x, [Stage(ops + [mean], [mean.output])],
+                  [Exit(0, mean.output, [])])
+    path = tmp_path / "alike.branchy"
+    path.write_bytes(model_file.serialize(graph, "{}"))
+    engine = Engine(str(path), kernels=kernels)
+    sample = torch.randn(8, 6, 6, dtype=torch.float64)
+    want = sample[None]
+    for weights in (shared, shared, other, shared, shared):
+        want = F.relu(F.conv2d(want, torch.from_numpy(weights[0]), torch.from_numpy(weights[1]), padding=1))
+    got = engine.all_exit_logits(sample.float())[0]
+    torch.testing.assert_close(got.double(), want.mean((2, 3))[0], rtol=1e-5, atol=1e-5)
+    # Two layers' packings (shared and other), not five: as much as a model of one of each
+    # pinned to the same kernels.
+    c = engine.choices
+    assert c[0] == c[1] == c[3] == c[4]
+    pair = [Op("conv2d", [x], _conv_attrs(8, 8, 3, pads=(1, 1, 1, 1), act=1), shared)]
+    pair.append(Op("conv2d", [pair[0].output], _conv_attrs(8, 8, 3, pads=(1, 1, 1, 1), act=1), other))
+    pair.append(Op("mean", [pair[1].output]))
+    graph = Graph((8, 6, 6), 8, "entropy", [], [], x, [Stage(pair, [pair[2].output])],
+                  [Exit(0, pair[2].output, [])])
+    (tmp_path / "pair.branchy").write_bytes(model_file.serialize(graph, "{}"))
+    two = Engine(str(tmp_path / "pair.branchy"), kernels="pin:" + c[0] + c[2] + c[5])
+    assert engine.footprint()["packed_bytes"] == two.footprint()["packed_bytes"]
+    assert engine.footprint()["scratch_bytes"] == two.footprint()["scratch_bytes"]
+
+
 def _bomb(tmp_path, name, shape, ops_of):
     x = Value()
     ops = ops_of(x)
@@ -465,8 +503,9 @@ def test_resource_bombs_are_refused_before_anything_is_allocated_or_timed(tmp_pa
     slow, size = _bomb(tmp_path, "slow", (2, 3000, 3000), pool)
     assert size < 1000
     refused(slow, r"a sample costs about 2.03e\+04 GFLOP, over the limit of 1e\+03 GFLOP \(max_flops\)")
-    # 3,000 convolutions sharing one 0.6 MB weight tensor: each op packs its own copy (1.65 GiB
-    # from a 0.6 MB file); refused by what the packing would take.
+    # 3,000 convolutions sharing one 0.6 MB weight tensor: each op packed its own copy (1.65 GiB
+    # from a 0.6 MB file) and kept its own scratch. Ops alike now share one layer: one packing,
+    # one state per context; the plan is made at once, in every kernel mode.
     w = Weights(5)
     shared = [w(128, 128, 3, 3), w(128)]
     def convs(x):
@@ -477,8 +516,12 @@ def test_resource_bombs_are_refused_before_anything_is_allocated_or_timed(tmp_pa
         return ops
     chain, size = _bomb(tmp_path, "shared", (128, 4, 4), convs)
     assert size < 2_000_000
-    refused(chain, r"weights 0.00055 GiB as loaded and [\d.]+ GiB as packed\), over the limit of 1 GiB",
-            max_memory=1 << 30)
+    for kernels in ("own", "dnnl", "measure"):
+        start = time.perf_counter()
+        f = Engine(chain, kernels=kernels, max_memory=64 << 20).footprint()
+        assert time.perf_counter() - start < 2.0
+        assert f["packed_bytes"] <= 4 * f["weight_bytes"] and f["scratch_bytes"] < f["weight_bytes"], f
+
     # The limits are the caller's: a small model passes the defaults and fails tighter ones.
     small, _ = _bomb(tmp_path, "small", (2, 8, 8), lambda x: [])
     Engine(small)
@@ -486,6 +529,11 @@ def test_resource_bombs_are_refused_before_anything_is_allocated_or_timed(tmp_pa
         Engine(small, max_memory=100)
     with pytest.raises(ValueError, match=r"the model needs about .* GiB .*, over the limit of .* GiB \(max_memory\)"):
         Engine(small, max_memory=300)  # the file (200 bytes) fits, what the plan needs (520) does not
+    # What the plan holds and a context needs (two slots of the input: 1 KiB), checked once the
+    # plan is made, before any context: over a limit the estimate (520 bytes) passed.
+    with pytest.raises(ValueError, match=r"the plan needs about [\d.e-]+ GiB \(weights, packed weights, and a "
+                                         r"context's activations and scratch\), over the limit of [\d.e-]+ GiB"):
+        Engine(small, max_memory=600)
     # Files refused before they are read: not a regular file (reading /dev/zero ran out of
     # memory), and a (sparse) 5 GiB file over the default limit.
     refused("/dev/zero", "model file /dev/zero: not a regular file")

@@ -18,6 +18,7 @@
 #include <iomanip>
 #include <limits>
 #include <map>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 
@@ -45,7 +46,7 @@ struct Slot {
 
 // One call: a layer reading value buffers and writing one, or (no layer) a copy of `copy_floats`.
 struct Step {
-  std::unique_ptr<Layer> layer;
+  std::shared_ptr<const Layer> layer;  // ops alike (op_key) share one
   std::vector<Slot> ins;
   Slot out;
   size_t copy_floats = 0;
@@ -77,7 +78,9 @@ struct Plan::Impl {
 
 struct Context::State {
   State(const Plan::Impl& plan, int max_batch);
-  std::vector<std::vector<std::unique_ptr<LayerState>>> stage_states, head_states;
+  // Each step's state; steps of one layer (ops alike) share it, as their runs never overlap.
+  std::vector<std::vector<LayerState*>> stage_states, head_states;
+  std::map<const Layer*, std::unique_ptr<LayerState>> layer_states;
   Buffer slot[2], arena;
   Buffer batch_in, batch_out;            // slots for the largest batch run so far (<= max_batch)
   int64_t batch_slots = 0;
@@ -230,8 +233,25 @@ std::string shape_key(const std::vector<Shape>& shapes) {
   return key;
 }
 
+// What makes two ops run alike: kind, attributes, tensors (where they are in the file) and shapes.
+std::string op_key(const Op& op) {
+  std::ostringstream k;
+  k << op.def->code << ';';
+  for (int32_t v : op.ints) k << v << ',';
+  k << ';';
+  for (float v : op.floats) {
+    uint32_t bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    k << bits << ',';
+  }
+  k << ';';
+  for (const TensorView& t : op.tensors) k << static_cast<const void*>(t.data) << ':' << t.count << ',';
+  k << ';' << shape_key(op.ins) << "-> " << shape_key({op.out});
+  return k.str();
+}
+
 struct Candidate {
-  std::unique_ptr<Layer> layer;
+  std::shared_ptr<const Layer> layer;
   bool dnnl;
   int own_index;  // its place in the kind's own list (-1: oneDNN)
 };
@@ -244,7 +264,7 @@ char choice_of(const Candidate& c) {
 // The op as the plan runs it, and the chosen layer.
 struct Placed {
   Op op;                        // inputs resolved through the folds
-  std::unique_ptr<Layer> layer;
+  std::shared_ptr<const Layer> layer;
   double micros = 0.0;
 };
 
@@ -262,6 +282,11 @@ class Chooser {
     const size_t n = ops.size();
     const size_t first = next_op_;  // these ops' numbering in the whole plan (choices)
     next_op_ += n;
+    // Candidates live while their ops are chosen: the losers go with this call.
+    struct Forget {
+      std::map<std::string, std::vector<Candidate>>& alike;
+      ~Forget() { alike.clear(); }
+    } forget{alike_};
     std::map<int32_t, size_t> last_use;
     for (size_t i = 0; i < n; ++i) {
       for (int32_t v : ops[i].inputs) last_use[v] = i;
@@ -329,7 +354,7 @@ class Chooser {
       kinds += choice_of(cand);
       const double micros = measuring() ? layer_cost(cand, first + i) : 0.0;
       layouts[ops[i].output] = int(cand.layer->output_layout());
-      out.push_back(Placed{std::move(ops[i]), std::move(cand.layer), micros});
+      out.push_back(Placed{std::move(ops[i]), cand.layer, micros});
     }
     choices_ += kinds;
     return out;
@@ -392,7 +417,7 @@ class Chooser {
       kinds += choice_of(cand);
       const double micros = measuring() ? layer_cost(cand, first + i) : 0.0;
       layouts[ops[i].output] = int(cand.layer->output_layout());
-      out.push_back(Placed{std::move(ops[i]), std::move(cand.layer), micros});
+      out.push_back(Placed{std::move(ops[i]), cand.layer, micros});
     }
     choices_ += kinds;
     return out;
@@ -424,6 +449,18 @@ class Chooser {
   // primitives cost JIT compilation, heavy under a cache simulator); pinned to oneDNN, oneDNN's
   // only where it has any.
   std::vector<Candidate> candidates_for(const Op& op, size_t index) {
+    // Ops alike (3,000 convolutions of one weight tensor) share their candidates, and so the
+    // chosen layer: their weights are packed once.
+    std::string key = op_key(op);
+    if (options_.kernels == PlanOptions::Kernels::Pinned) key += options_.pinned.at(index);
+    auto known = alike_.find(key);
+    if (known != alike_.end()) return known->second;
+    std::vector<Candidate> made = new_candidates(op, index);
+    alike_.emplace(std::move(key), made);
+    return made;
+  }
+
+  std::vector<Candidate> new_candidates(const Op& op, size_t index) {
     std::vector<Candidate> all;
     for (auto& layer : op.def->own(op)) all.push_back(Candidate{std::move(layer), false, int(all.size())});
     if (options_.kernels == PlanOptions::Kernels::Pinned) {
@@ -474,6 +511,7 @@ class Chooser {
 
   const PlanOptions& options_;
   std::map<std::string, double> measured_;
+  std::map<std::string, std::vector<Candidate>> alike_;  // candidates_for's, during one choose()
   size_t next_op_ = 0;
   std::string choices_;
 };
@@ -567,7 +605,7 @@ Program build(std::vector<Placed> placed, const std::map<int32_t, size_t>& in,
       }
     }
     step.out = p.op.output;
-    step.step.layer = std::move(p.layer);
+    step.step.layer = p.layer;
     step.step.micros = p.micros;
     pending.push_back(std::move(step));
   }
@@ -639,14 +677,17 @@ Demand estimate_demand(const Model& model) {
   Demand d;
   d.weight_bytes = model.weight_count() * int64_t(sizeof(float));
   for (const Shape& v : model.values) d.activation_bytes += v.numel() * int64_t(sizeof(float));
+  std::set<std::string> alike;
   for (const Op& op : model.ops) {
     // While the plan chooses, every candidate kernel of an op holds its own packing: the GEMM,
     // oneDNN's reorder and, for a 3x3 stride-1 convolution, Winograd's 16/9 (and its transform
-    // on the way): up to 4 copies of the weights, 3 elsewhere.
+    // on the way): up to 4 copies of the weights, 3 elsewhere. Ops alike share theirs (a
+    // linear layer whose input flatten is folded for one reader and kept for another is packed
+    // twice: a bounded miss, linear weights only).
     const bool winograd = op.kernel_h == 3 && op.kernel_w == 3 && op.stride_h == 1 && op.stride_w == 1;
     int64_t tensor_bytes = 0;
     for (const TensorView& t : op.tensors) tensor_bytes += t.count * int64_t(sizeof(float));
-    d.packed_bytes += tensor_bytes * (winograd ? 4 : 3);
+    if (tensor_bytes > 0 && alike.insert(op_key(op)).second) d.packed_bytes += tensor_bytes * (winograd ? 4 : 3);
     const double out = double(op.out.numel());
     double per_output = 1.0;  // an element op
     if (!op.tensors.empty() && op.out.c > 0) {
@@ -788,17 +829,27 @@ Plan::Plan(Model model, PlanOptions options) : impl_(std::make_unique<Impl>()) {
 
   p.choices = chooser.choices();
   p.dnnl = p.choices.find('d') != std::string::npos;
+  std::set<const Layer*> counted;  // a layer shared by ops alike: one packing, one state
   for (const auto* programs : {&p.stages, &p.heads}) {
     for (const Program& program : *programs) {
       p.arena = std::max(p.arena, program.arena);
       for (const Step& step : program.steps) {
         p.max_inputs = std::max(p.max_inputs, step.ins.size());
         if (step.layer) {
-          p.packed += step.layer->packed_floats();
-          p.scratch += step.layer->scratch_floats();
+          if (counted.insert(step.layer.get()).second) {
+            p.packed += step.layer->packed_floats();
+            p.scratch += step.layer->scratch_floats();
+          }
         }
       }
     }
+  }
+  // What the plan holds and what each context will: refused before any context is made.
+  const double bytes = double(m.weight_count() + p.packed + p.arena + 2 * p.slot + p.scratch) * sizeof(float);
+  if (bytes > double(p.options.max_memory)) {
+    throw std::invalid_argument("the plan needs about " + gib(bytes) + " (weights, packed weights, and a " +
+                                "context's activations and scratch), over the limit of " +
+                                gib(double(p.options.max_memory)) + " (max_memory)");
   }
 }
 
@@ -816,9 +867,17 @@ size_t Context::bytes() const {
 Context::State::State(const Plan::Impl& plan, int max_batch)
     : logits(plan.model.num_classes), ptrs(plan.max_inputs), max_batch(max_batch), owner(&plan) {
   if (max_batch < 1) throw std::invalid_argument("max_batch must be >= 1");
-  auto states = [](const Program& program) {
-    std::vector<std::unique_ptr<LayerState>> out;
-    for (const Step& step : program.steps) out.push_back(step.layer ? step.layer->make_state() : nullptr);
+  auto states = [&](const Program& program) {
+    std::vector<LayerState*> out;
+    for (const Step& step : program.steps) {
+      if (!step.layer) {
+        out.push_back(nullptr);
+        continue;
+      }
+      auto [it, made] = layer_states.try_emplace(step.layer.get());
+      if (made) it->second = step.layer->make_state();
+      out.push_back(it->second.get());
+    }
     return out;
   };
   for (const auto& s : plan.stages) stage_states.push_back(states(s));
@@ -837,7 +896,7 @@ std::unique_ptr<Context> Plan::make_context(int max_batch) const {
 namespace {
 
 // Runs a program with its regions at `base`.
-void run_program(const Program& program, std::vector<std::unique_ptr<LayerState>>& states,
+void run_program(const Program& program, const std::vector<LayerState*>& states,
                  float* const* base, const float** ptrs) {
   for (size_t i = 0; i < program.steps.size(); ++i) {
     const Step& step = program.steps[i];
@@ -847,7 +906,7 @@ void run_program(const Program& program, std::vector<std::unique_ptr<LayerState>
       continue;
     }
     for (size_t k = 0; k < step.ins.size(); ++k) ptrs[k] = base[step.ins[k].region] + step.ins[k].offset;
-    step.layer->forward_n(ptrs, out, states[i].get());
+    step.layer->forward_n(ptrs, out, states[i]);
   }
 }
 
