@@ -2,6 +2,7 @@
 import math
 import os
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -376,3 +377,42 @@ def test_branchy_run_command(tmp_path, capsys):
     assert refused.returncode == 1 and "input sample 1 contains -inf at element 2" in refused.stderr
     assert subprocess.run(runner + ["--no-input-check"], capture_output=True, text=True).returncode == 0
     assert "gives inputs [3, 32, 32], the model takes [1, 28, 28]" in capsys.readouterr().err
+
+
+_OUT_OF_MEMORY = r'''
+import resource, sys, torch
+from branchy_engine import Engine
+huge, big = sys.argv[1], sys.argv[2]
+
+def limit(headroom):  # the address space: what this process has mapped plus `headroom`
+    vm = int([l for l in open("/proc/self/status") if l.startswith("VmSize")][0].split()[1]) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (vm + headroom, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+engine = Engine(big, max_batch=20000)
+x = torch.randn(20000, 3, 64, 64)   # the batch slots would take 2 x 1 GiB
+limit(512 << 20)
+for make in (lambda: Engine(huge, max_memory=1 << 40), lambda: engine(x)):
+    try:
+        make()
+        print("no error")
+    except MemoryError as e:
+        print("MemoryError:", e)
+resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.getrlimit(resource.RLIMIT_AS)[1]))
+print("after:", engine(x[:2]).exit.tolist(), engine.stats()["samples"])
+'''
+
+
+def test_running_out_of_memory_is_a_python_memory_error(tmp_path):
+    # A std::bad_alloc (a plan allowed past max_memory by the caller, or a batch's buffers) is a
+    # Python MemoryError that says what ran out, never an abort; the engine still works after.
+    # In a child process whose address space is limited, so that nothing else feels it.
+    from test_graph_ops import _bomb
+    huge, _ = _bomb(tmp_path, "huge", (1, 46340, 46340), lambda x: [])
+    big, _ = _bomb(tmp_path, "big", (3, 64, 64), lambda x: [])
+    child = subprocess.run([sys.executable, "-c", _OUT_OF_MEMORY, huge, big], capture_output=True,
+                           text=True, timeout=300)
+    assert child.returncode == 0, child.stderr
+    lines = child.stdout.splitlines()
+    message = "MemoryError: the engine ran out of memory (std::bad_alloc): the model's weights or a context's buffers"
+    assert lines[0].startswith(message) and lines[1].startswith(message), child.stdout
+    assert lines[2] == "after: [0, 0] 2", child.stdout

@@ -8,6 +8,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <exception>
+#include <new>
 #include <sstream>
 #include <stdexcept>
 
@@ -60,6 +62,19 @@ py::dict op_dict(const branchy::Op& op) {
 
 void init_engine_binding(py::module_& m) {
   py::register_exception<branchy::ModelError>(m, "ModelError", PyExc_ValueError);
+  // Any C++ exception reaches Python as one (pybind11 maps std::exception to RuntimeError); an
+  // allocation that fails says what ran out, not only "std::bad_alloc".
+  py::register_local_exception_translator([](std::exception_ptr thrown) {
+    try {
+      if (thrown) std::rethrow_exception(thrown);
+    } catch (const std::bad_alloc& e) {
+      PyErr_SetString(PyExc_MemoryError,
+                      (std::string("the engine ran out of memory (") + e.what() +
+                       "): the model's weights or a context's buffers did not fit; a smaller "
+                       "max_batch or max_memory refuses such a model before it allocates")
+                          .c_str());
+    }
+  });
 
   py::class_<branchy::Context>(m, "_Context");
 
