@@ -100,7 +100,7 @@ def lower(net: BranchyNet, input_shape: Sequence[int]):
 
 def write_model(net: BranchyNet, output, input_shape: Sequence[int], criterion: str = "entropy",
                 thresholds: Sequence[float] = (), class_names: Sequence[str] = (),
-                metadata: Optional[dict] = None) -> dict:
+                metadata: Optional[dict] = None, input_prep=None) -> dict:
     """Writes `net` (any BranchyNet whose ops the engine has, export.lower) to `output` atomically.
 
     Args:
@@ -109,6 +109,11 @@ def write_model(net: BranchyNet, output, input_shape: Sequence[int], criterion: 
         criterion, thresholds: the exit rule, checked as choose_thresholds does.
         class_names: empty or one per class.
         metadata: free-form JSON-able record for the file's metadata section.
+        input_prep: how raw 8-bit pixels become the network's input, recorded so that the engine
+            can take images as cameras and files give them (Engine(..., input="uint8")): a
+            model_file.InputPrep or a dict with pixel_max (255), mean and std (one per channel,
+            in units of pixel / pixel_max), e.g. ImageNet's mean (0.485, 0.456, 0.406) and std
+            (0.229, 0.224, 0.225). None records nothing: the engine then takes prepared floats only.
     Returns:
         the file as the C++ reader summarizes it (model_file.summary) plus "path" and "bytes".
     Raises:
@@ -121,8 +126,10 @@ def write_model(net: BranchyNet, output, input_shape: Sequence[int], criterion: 
     if class_names and len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
     stages, exits, x = lower(net, input_shape)
+    if isinstance(input_prep, dict):
+        input_prep = model_file.InputPrep(**input_prep)
     graph = model_file.Graph(tuple(input_shape), num_classes, criterion, list(thresholds),
-                             list(class_names), x, stages, exits)
+                             list(class_names), x, stages, exits, input_prep)
     data = model_file.serialize(graph, json.dumps(_plain(metadata or {}), allow_nan=False))
     with atomic_path(output) as tmp:
         with open(tmp, "wb") as f:
@@ -158,8 +165,11 @@ def export(checkpoint_path, output, thresholds: Optional[Sequence[float]] = None
         "exporter": {"branchy_engine": branchy_engine.__version__, "torch": str(torch.__version__)},
         "export_date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    prep = None
+    if dataset.get("mean") is not None:  # the training run's normalisation of pixels / 255
+        prep = model_file.InputPrep(255.0, list(dataset["mean"]), list(dataset["std"]))
     return write_model(net, output, dataset["input_shape"], criterion, values,
-                       dataset.get("class_names") or [], metadata)
+                       dataset.get("class_names") or [], metadata, prep)
 
 
 def report(summary: dict) -> str:

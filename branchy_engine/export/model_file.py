@@ -4,6 +4,7 @@ runtime's own checks) as a summary or a table. Op kinds come from the runtime's 
 import functools
 import hashlib
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import numpy as np
 
 MAGIC = b"BRANCHY\0"
 VERSION = 2
+FLAG_INPUT_PREP = 0x1  # the graph section records the input preparation after the class names
 HEADER = struct.Struct("<8sIIQQQQQQQ")  # magic, version, flags, file size, 3 x (offset, size)
 ALIGN = 64
 CRITERIA = ("entropy", "maxprob")  # index = the criterion's code in the file
@@ -70,6 +72,25 @@ class Exit:
 
 
 @dataclass
+class InputPrep:
+    """How raw 8-bit pixels become the network's input, as training prepared them:
+    x / pixel_max, then (x - mean[c]) / std[c] per channel (255 and the dataset's statistics)."""
+    pixel_max: float
+    mean: Sequence[float]
+    std: Sequence[float]
+
+    def check(self, channels: int):
+        if not (math.isfinite(self.pixel_max) and self.pixel_max > 0):
+            raise ValueError(f"input preparation: pixel_max must be finite and > 0, got {self.pixel_max}")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) != channels:
+                raise ValueError(f"input preparation: {len(values)} {name} values for {channels} channels")
+            if not all(math.isfinite(v) for v in values) or (name == "std" and not all(v > 0 for v in values)):
+                raise ValueError(f"input preparation: {name} must be finite{' and > 0' * (name == 'std')}, "
+                                 f"got {list(values)}")
+
+
+@dataclass
 class Graph:
     """Everything but the metadata: input [C, H, W] (the Value `input`), exit rule, stages, exits."""
     input_shape: Tuple[int, int, int]
@@ -80,6 +101,7 @@ class Graph:
     input: Value
     stages: List[Stage]
     exits: List[Exit]
+    input_prep: Optional[InputPrep] = None  # recorded in the file (header flag 0x1) when given
 
 
 _DEFAULT_ZERO = ("activation", "activation_lo", "activation_hi", "input_scale")
@@ -141,6 +163,12 @@ def serialize(graph: Graph, metadata_json: str) -> bytes:
     for name in graph.class_names:
         raw = name.encode("utf-8")
         out.append(struct.pack("<I", len(raw)) + raw + b"\0" * (-len(raw) % 4))
+    flags = 0
+    if graph.input_prep is not None:
+        prep = graph.input_prep
+        prep.check(graph.input_shape[0])
+        flags |= FLAG_INPUT_PREP
+        out.append(struct.pack(f"<f{2 * len(prep.mean)}f", prep.pixel_max, *prep.mean, *prep.std))
     op_words = []
     for op in ops:
         ints, floats = _attribute_words(op)
@@ -176,7 +204,7 @@ def serialize(graph: Graph, metadata_json: str) -> bytes:
     metadata_at = graph_at + len(graph_bytes)
     weights_at = _align(metadata_at + len(metadata))
     size = weights_at + len(weights) + 8
-    header = HEADER.pack(MAGIC, VERSION, 0, size, graph_at, len(graph_bytes), metadata_at,
+    header = HEADER.pack(MAGIC, VERSION, flags, size, graph_at, len(graph_bytes), metadata_at,
                          len(metadata), weights_at, len(weights))
     body = b"".join([header, graph_bytes, metadata, b"\0" * (weights_at - metadata_at - len(metadata)),
                      weights])

@@ -1,7 +1,9 @@
 """branchy_engine.Engine: the compiled CPU runtime, from Python.
 
     engine = Engine("model.branchy", threads=1)
-    out = engine(x)            # x: float32 [C, H, W] (one sample) or [B, C, H, W]
+    out = engine(x)            # x: float32 [C, H, W] (one sample) or [B, C, H, W], prepared
+                               # (normalised) as in training
+    Engine("model.branchy", input="uint8")(pixels)   # raw 8-bit images, [H, W, C] or [C, H, W]
     out.prediction, out.exit, out.score
     engine.stats()             # samples that left at each exit so far
 """
@@ -15,7 +17,8 @@ from torch import Tensor
 
 from branchy_engine.runtime.ops import _C
 
-KERNELS = ("measure", "own", "dnnl")  # or "pin:" + Engine.choices (a digit or d per op)
+KERNELS = ("measure", "own", "dnnl")
+INPUTS = ("float", "uint8", "uint8_chw", "uint8_hwc")  # or "pin:" + Engine.choices (a digit or d per op)
 
 
 def thresholds_for_exit(num_exits: int, e: int) -> List[float]:
@@ -66,6 +69,13 @@ class Engine:
             plan is built, and refuse the model (RuntimeError naming the layer) if one differs by
             more than 1e-4 of the output's magnitude: a check of the libraries on this machine.
             Costs the reference's time (seconds for a ResNet-50).
+        input: what calls pass. "float" (default): float32 [C, H, W] or [B, C, H, W], already
+            prepared as in training (scaled and normalised: what the network saw, e.g.
+            (pixels / 255 - mean) / std). "uint8": raw 8-bit images as cameras and image files
+            give them, one [H, W, C] or [C, H, W] ([H, W] for one channel) or a batch of them;
+            the runtime scales and normalises them itself, as the model file records (branchy
+            export records the training normalisation). "uint8_chw" / "uint8_hwc" fix the order
+            for an image whose shape reads both ways.
         max_memory, max_flops: limits on what a model may ask, checked from its shapes before
             anything is allocated or timed (ValueError naming the figure): bytes of weights (as
             loaded and as packed) and activations, default 4 GiB; FLOPs per sample, default 1e12.
@@ -81,7 +91,7 @@ class Engine:
     def __init__(self, model: str, threads: int = 1, thresholds: Optional[Sequence[float]] = None,
                  kernels: str = "measure", max_batch: int = 64, device: str = "cpu",
                  check_inputs: bool = True, verify: bool = False, max_memory: int = 4 << 30,
-                 max_flops: float = 1e12):
+                 max_flops: float = 1e12, input: str = "float"):
         if device != "cpu":
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
         if kernels not in KERNELS and not str(kernels).startswith("pin:"):
@@ -91,6 +101,8 @@ class Engine:
             raise ValueError(f"threads must be >= 1, got {threads}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if input not in INPUTS:
+            raise ValueError(f"input must be one of {INPUTS}, got {input!r}")
         if not (max_memory > 0 and max_flops > 0):
             raise ValueError(f"max_memory and max_flops must be > 0, got {max_memory} and {max_flops}")
         self.path = str(model)
@@ -102,7 +114,17 @@ class Engine:
         self._local = threading.local()
         self._counts = torch.zeros(self.plan.num_exits, dtype=torch.int64)  # the runtime adds to it
         self._counts_address = self._counts.data_ptr()
-        self._run = self.plan.run_tensor  # bound once: __call__ is the batch-1 hot path
+        self.input = input
+        if input == "float":
+            self._run = self.plan.run_tensor  # bound once: __call__ is the batch-1 hot path
+        else:
+            if self.input_prep is None:
+                raise ValueError(f"{self.path} records no input preparation, so the engine cannot take "
+                                 "raw pixels: re-export it (branchy export records the training "
+                                 "normalisation; write_model takes input_prep=), or use input='float'")
+            order = {"uint8": "auto", "uint8_chw": "chw", "uint8_hwc": "hwc"}[input]
+            run_pixels = self.plan.run_pixels
+            self._run = lambda context, x, counts: run_pixels(context, x, counts, order)
 
     @property
     def num_exits(self) -> int:
@@ -119,6 +141,21 @@ class Engine:
     @property
     def class_names(self) -> List[str]:
         return list(self.plan.class_names)
+
+    @property
+    def input_prep(self) -> Optional[dict]:
+        """How raw pixels become the network's input, as the file records it: pixel_max, mean,
+        std (x / pixel_max, then (x - mean) / std per channel); None if it records none."""
+        return self.plan.input_prep
+
+    def prepare(self, pixels) -> Tensor:
+        """Raw 8-bit pixels (uint8 [H, W, C] or [C, H, W], or a batch) -> the float32 [C, H, W]
+        ([B, C, H, W]) this engine takes with input="float": scaled and normalised as in
+        training, by the runtime's own code (the floats the uint8 input path runs on)."""
+        if type(pixels) is not torch.Tensor and isinstance(pixels, np.ndarray):
+            pixels = torch.from_numpy(pixels)
+        order = {"uint8_chw": "chw", "uint8_hwc": "hwc"}.get(self.input, "auto")
+        return self.plan.prepare_pixels(pixels, order)
 
     @property
     def metadata(self) -> dict:

@@ -25,6 +25,9 @@ namespace py = pybind11;
 namespace {
 
 using branchy_ops::checked_input;
+using branchy_ops::checked_pixels;
+using branchy_ops::Pixels;
+using branchy_ops::to_python;
 
 // One sample's FLOPs from which a call releases the GIL while the runtime works, so that Python
 // threads sharing an engine run in parallel: about 20 us of work, against the 0.1-0.2 us that
@@ -34,6 +37,21 @@ constexpr double kGilFlops = 2e6;
 void count(uintptr_t counts, int exit) {
   // Engines are shared between threads: count without a lock.
   __atomic_fetch_add(reinterpret_cast<int64_t*>(counts) + exit, 1, __ATOMIC_RELAXED);
+}
+
+// A batch's results as three tensors [B] (prediction, exit, score), each sample counted.
+py::object batch_results(const std::vector<branchy::Result>& results, uintptr_t counts) {
+  const int64_t batch = int64_t(results.size());
+  at::Tensor prediction = at::empty({batch}, at::kLong);
+  at::Tensor exit = at::empty({batch}, at::kLong);
+  at::Tensor score = at::empty({batch}, at::kFloat);
+  for (int64_t i = 0; i < batch; ++i) {
+    prediction.data_ptr<int64_t>()[i] = results[i].prediction;
+    exit.data_ptr<int64_t>()[i] = results[i].exit;
+    score.data_ptr<float>()[i] = results[i].score;
+    count(counts, results[i].exit);
+  }
+  return py::make_tuple(to_python(prediction), to_python(exit), to_python(score));
 }
 
 py::tuple shape(const branchy::Shape& s) { return py::make_tuple(s.c, s.h, s.w); }
@@ -115,28 +133,57 @@ void init_engine_binding(py::module_& m) {
               count(counts, r.exit);
               return py::make_tuple(r.prediction, r.exit, r.score);
             }
-            const int64_t batch = x.size(0);
-            std::vector<branchy::Result> results(batch);
+            std::vector<branchy::Result> results(x.size(0));
             {
               py::gil_scoped_release release;
-              plan.run_batch(ctx, data, batch, results.data());
+              plan.run_batch(ctx, data, x.size(0), results.data());
             }
-            at::Tensor prediction = at::empty({batch}, at::kLong);
-            at::Tensor exit = at::empty({batch}, at::kLong);
-            at::Tensor score = at::empty({batch}, at::kFloat);
-            for (int64_t i = 0; i < batch; ++i) {
-              prediction.data_ptr<int64_t>()[i] = results[i].prediction;
-              exit.data_ptr<int64_t>()[i] = results[i].exit;
-              score.data_ptr<float>()[i] = results[i].score;
-              count(counts, results[i].exit);
-            }
-            return py::make_tuple(py::reinterpret_steal<py::object>(THPVariable_Wrap(prediction)),
-                                  py::reinterpret_steal<py::object>(THPVariable_Wrap(exit)),
-                                  py::reinterpret_steal<py::object>(THPVariable_Wrap(score)));
+            return batch_results(results, counts);
           },
           "One sample [C, H, W] -> (prediction, exit, score) as Python numbers; a batch "
           "[B, C, H, W] -> three tensors. Adds each sample to counts[exit]. Errors name the "
           "problem with the input (type, dtype, device, shape, NaN or infinity).")
+      .def(
+          "run_pixels",
+          [](const branchy::Plan& plan, branchy::Context& ctx, py::handle input, uintptr_t counts,
+             const std::string& order) -> py::object {
+            const Pixels px = checked_pixels(plan, input, order);
+            const uint8_t* data = px.x.data_ptr<uint8_t>();
+            if (!px.batch) {
+              branchy::Result r;
+              {
+                py::gil_scoped_release release;
+                r = plan.run_pixels(ctx, data, px.order);
+              }
+              count(counts, r.exit);
+              return py::make_tuple(r.prediction, r.exit, r.score);
+            }
+            std::vector<branchy::Result> results(px.x.size(0));
+            {
+              py::gil_scoped_release release;
+              plan.run_batch_pixels(ctx, data, px.x.size(0), px.order, results.data());
+            }
+            return batch_results(results, counts);
+          },
+          "run_tensor on raw 8-bit pixels (order 'auto', 'chw' or 'hwc'), prepared inside the "
+          "runtime as the model file records.")
+      .def("prepare_pixels",
+           [](const branchy::Plan& plan, py::handle input, const std::string& order) {
+             const Pixels px = checked_pixels(plan, input, order);
+             const auto& s = plan.model().input;
+             const int64_t batch = px.batch ? px.x.size(0) : 1, per_sample = s.numel();
+             branchy::check_input_prep(plan.model());
+             at::Tensor out = px.batch ? at::empty({batch, s.c, s.h, s.w}, at::kFloat)
+                                       : at::empty({s.c, s.h, s.w}, at::kFloat);
+             for (int64_t i = 0; i < batch; ++i) {
+               branchy::prepare_pixels(plan.model().prep, s, px.x.data_ptr<uint8_t>() + i * per_sample,
+                                       px.order, out.data_ptr<float>() + i * per_sample);
+             }
+             return to_python(out);
+           },
+           py::arg("pixels"), py::arg("order"),
+           "Raw 8-bit pixels -> the float32 [C, H, W] (or [B, C, H, W]) the network takes, as the "
+           "runtime prepares them.")
       .def("all_exit_logits",
            [](const branchy::Plan& plan, branchy::Context& ctx, py::handle input) {
              const at::Tensor x = checked_input(plan, input);
@@ -231,7 +278,16 @@ void init_engine_binding(py::module_& m) {
                                return p.model().criterion == branchy::Criterion::Entropy ? "entropy" : "maxprob";
                              })
       .def_property_readonly("class_names", [](const branchy::Plan& p) { return p.model().class_names; })
-      .def_property_readonly("metadata_json", [](const branchy::Plan& p) { return p.model().metadata_json; });
+      .def_property_readonly("metadata_json", [](const branchy::Plan& p) { return p.model().metadata_json; })
+      .def_property_readonly("input_prep", [](const branchy::Plan& p) -> py::object {
+        const branchy::InputPrep& prep = p.model().prep;
+        if (!prep.recorded()) return py::none();
+        py::dict d;
+        d["pixel_max"] = prep.pixel_max;
+        d["mean"] = prep.mean;
+        d["std"] = prep.std;
+        return std::move(d);
+      });
 
   m.def(
       "load_model_ops",

@@ -111,8 +111,9 @@ class Parser {
            "checkpoint with this branchy-engine: branchy export CKPT -o FILE (format version 2)");
     }
     if (version != kFormatVersion) fail("format version ", version, " is invalid (expected 2)");
-    if (flags != 0)
+    if (flags & ~kFlagInputPrep)
       fail("flags 0x", std::hex, flags, std::dec, " has bits this reader does not know");
+    flags_ = flags;
     const uint64_t file_size = le64(data_ + 16);
     if (file_size != size_) {
       fail("file size field says ", file_size, " bytes but the file has ", size_,
@@ -230,6 +231,7 @@ class Parser {
     m.criterion = criterion == 0 ? Criterion::Entropy : Criterion::MaxProb;
     read_thresholds(m);
     read_class_names(m);
+    if (flags_ & kFlagInputPrep) read_input_prep(m);
     read_tensors(m);
     read_ops(m);
     read_stages(m);
@@ -265,6 +267,25 @@ class Parser {
       m.class_names.emplace_back(reinterpret_cast<const char*>(graph_pos_), length);
       graph_pos_ += padded;
       graph_left_ -= padded;
+    }
+    at_.clear();
+  }
+
+  // f32 pixel_max, then mean and std per input channel: all finite, pixel_max and std > 0.
+  void read_input_prep(Model& m) {
+    at_ = "input preparation";
+    InputPrep& p = m.prep;
+    p.pixel_max = f32("pixel_max");
+    if (!(std::isfinite(p.pixel_max) && p.pixel_max > 0)) fail("pixel_max is ", p.pixel_max, ", expected finite and > 0");
+    for (auto* list : {&p.mean, &p.std}) {
+      const bool mean = list == &p.mean;
+      for (int32_t c = 0; c < m.input.c; ++c) {
+        const float v = f32(mean ? "mean" : "std");
+        if (!std::isfinite(v) || (!mean && !(v > 0))) {
+          fail(mean ? "mean" : "std", " of channel ", c, " is ", v, mean ? ", expected finite" : ", expected finite and > 0");
+        }
+        list->push_back(v);
+      }
     }
     at_.clear();
   }
@@ -525,6 +546,7 @@ class Parser {
   size_t size_;
   std::shared_ptr<const void> owner_;
   Section graph_{}, metadata_{}, weights_{};
+  uint32_t flags_ = 0;
   const uint8_t* graph_pos_ = nullptr;
   uint64_t graph_left_ = 0;
   std::string at_;  // where in the graph the parser is, for messages

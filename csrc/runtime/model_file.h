@@ -15,6 +15,8 @@
 namespace branchy {
 
 constexpr uint32_t kFormatVersion = 2;
+// Header flag: the graph section records the input preparation (InputPrep) after the class names.
+constexpr uint32_t kFlagInputPrep = 0x1;
 
 // A file that is not a usable model: the message names the field or check that failed.
 class ModelError : public std::runtime_error {
@@ -104,6 +106,15 @@ struct Exit {
   int32_t logits = 0;                   // value id of the logits (input when the head is empty)
 };
 
+// How raw 8-bit pixels became the float input the network was trained on: x / pixel_max, then
+// (x - mean[c]) / std[c], each step in float32 as PyTorch computes it (so that the runtime's
+// preparation gives the very floats training's did).
+struct InputPrep {
+  float pixel_max = 0.0f;  // 0: the file records none (then only prepared float input runs)
+  std::vector<float> mean, std;  // one per input channel
+  bool recorded() const { return pixel_max > 0.0f; }
+};
+
 // A parsed, checked model. It owns a copy of the file's bytes, placed 0-63 bytes into `bytes` so
 // that the weights section is 64-byte aligned in memory; the TensorViews point into it.
 struct Model {
@@ -113,6 +124,7 @@ struct Model {
   Criterion criterion = Criterion::Entropy;
   std::vector<float> thresholds;          // one per early exit (num_exits - 1)
   std::vector<std::string> class_names;   // empty or num_classes
+  InputPrep prep;                         // the input preparation, when the file records it
   std::vector<TensorView> tensors;        // the tensor table; every one used by some op
   std::vector<Op> ops;                    // the stages' ops, then the heads'
   std::vector<Shape> values;              // value 0: the input; value i + 1: ops[i]'s output

@@ -75,6 +75,18 @@ std::string summarize(const Model& model) {
   append_list(out, model.thresholds, [&](float t) { json::append_float(out, t); });
   out += ", \"class_names\": ";
   append_list(out, model.class_names, [&](const std::string& s) { json::append_string(out, s); });
+  out += ", \"input_prep\": ";
+  if (model.prep.recorded()) {
+    out += "{\"pixel_max\": ";
+    json::append_float(out, model.prep.pixel_max);
+    out += ", \"mean\": ";
+    append_list(out, model.prep.mean, [&](float v) { json::append_float(out, v); });
+    out += ", \"std\": ";
+    append_list(out, model.prep.std, [&](float v) { json::append_float(out, v); });
+    out += "}";
+  } else {
+    out += "null";
+  }
   out += ", \"stages\": ";
   append_list(out, model.stages, [&](const Stage& s) {
     out += "{\"ops\": ";

@@ -968,9 +968,10 @@ class RunScope {
   const FlushDenormals flush_;
 };
 
+// `check`: the input check, unless the input is known finite (prepared from pixels).
 template <class P>
-Result run_with(const Plan::Impl& p, Context::State& ctx, const float* input, P& probe) {
-  if (p.options.check_inputs) check_finite_input(input, 1, p.model.input.numel());
+Result run_with(const Plan::Impl& p, Context::State& ctx, const float* input, P& probe, bool check = true) {
+  if (check && p.options.check_inputs) check_finite_input(input, 1, p.model.input.numel());
   const RunScope scope(p);
   Result result;
   const float* x = input;
@@ -990,6 +991,57 @@ Result run_with(const Plan::Impl& p, Context::State& ctx, const float* input, P&
   return result;  // unreachable for a checked model: the last stage has the last exit
 }
 
+// A batch's samples: float32 [batch, C, H, W] (floats), or raw pixels prepared a chunk at a time
+// into the context's batch slots.
+struct Samples {
+  const float* floats;
+  const uint8_t* pixels;
+  PixelOrder order;
+};
+
+void run_batch_from(const Plan::Impl& p, Context::State& ctx, int64_t batch, Result* results,
+                    const Samples& samples) {
+  const RunScope scope(p);
+  const size_t in_size = size_t(p.model.input.numel()), slot = p.slot;
+  // The batch slots grow with the batches actually run (not max_batch up front): the first batch
+  // of a larger size allocates, later ones of that size or smaller do not.
+  const int64_t wanted = std::min<int64_t>(ctx.max_batch, batch);
+  if (ctx.batch_slots < wanted) {
+    ctx.batch_in = Buffer(slot * size_t(wanted));
+    ctx.batch_out = Buffer(slot * size_t(wanted));
+    ctx.batch_slots = wanted;
+  }
+  for (int64_t first = 0; first < batch; first += ctx.max_batch) {
+    const int64_t n = std::min<int64_t>(ctx.max_batch, batch - first);
+    // alive[j]: the sample whose values are in slot j. Slots stay put; the list is compacted.
+    ctx.alive.clear();
+    for (int64_t i = 0; i < n; ++i) ctx.alive.push_back(first + i);
+    float* cur = ctx.batch_in.data();
+    float* next = ctx.batch_out.data();
+    if (samples.pixels) {
+      for (int64_t j = 0; j < n; ++j) {
+        prepare_pixels(p.model.prep, p.model.input, samples.pixels + (first + j) * in_size, samples.order,
+                       cur + j * slot);
+      }
+    }
+    for (size_t s = 0; s < p.stages.size() && !ctx.alive.empty(); ++s) {
+      const int e = p.exit_after_stage[s];
+      ctx.still.clear();
+      for (size_t j = 0; j < ctx.alive.size(); ++j) {
+        const int64_t i = ctx.alive[j];
+        const float* src = s > 0 || samples.pixels ? cur + j * slot : samples.floats + i * in_size;
+        float* dst = next + ctx.still.size() * slot;
+        run_stage(p, ctx, s, src, dst);
+        if (e >= 0 && decide(p, ctx, e, dst, results[i])) continue;
+        ctx.still.push_back(i);  // survives: its values stay in slot still.size() - 1
+      }
+      std::swap(ctx.alive, ctx.still);
+      std::swap(cur, next);
+    }
+  }
+}
+
+
 }  // namespace
 
 namespace {
@@ -1005,6 +1057,32 @@ Context::State& own_state(const Plan::Impl& p, Context& context) {
 }
 
 }  // namespace
+
+void check_input_prep(const Model& m) {
+  if (!m.prep.recorded()) {
+    throw std::invalid_argument(
+        "this model file records no input preparation, so the engine cannot turn raw pixels into "
+        "its input: re-export it (branchy export records the training normalisation; write_model "
+        "takes input_prep=), or pass float32 input prepared as in training");
+  }
+}
+
+void prepare_pixels(const InputPrep& prep, const Shape& shape, const uint8_t* pixels, PixelOrder order,
+                    float* out) {
+  const size_t plane = size_t(shape.h) * shape.w, channels = size_t(shape.c);
+  for (size_t c = 0; c < channels; ++c) {
+    // The 256 values a pixel of this channel can become, each computed as PyTorch does.
+    float value[256];
+    for (int v = 0; v < 256; ++v) value[v] = (float(v) / prep.pixel_max - prep.mean[c]) / prep.std[c];
+    float* dst = out + c * plane;
+    if (order == PixelOrder::CHW) {
+      const uint8_t* src = pixels + c * plane;
+      for (size_t i = 0; i < plane; ++i) dst[i] = value[src[i]];
+    } else {
+      for (size_t i = 0; i < plane; ++i) dst[i] = value[pixels[i * channels + c]];
+    }
+  }
+}
 
 void check_finite_input(const float* x, int64_t samples, int64_t per_sample) {
   for (int64_t s = 0; s < samples; ++s) {
@@ -1042,38 +1120,25 @@ void Plan::run_batch(Context& context, const float* inputs, int64_t batch, Resul
   const Impl& p = *impl_;
   Context::State& ctx = own_state(p, context);
   if (p.options.check_inputs) check_finite_input(inputs, batch, p.model.input.numel());
-  const RunScope scope(p);
-  const size_t in_size = size_t(p.model.input.numel()), slot = p.slot;
-  // The batch slots grow with the batches actually run (not max_batch up front): the first batch
-  // of a larger size allocates, later ones of that size or smaller do not.
-  const int64_t wanted = std::min<int64_t>(ctx.max_batch, batch);
-  if (ctx.batch_slots < wanted) {
-    ctx.batch_in = Buffer(slot * size_t(wanted));
-    ctx.batch_out = Buffer(slot * size_t(wanted));
-    ctx.batch_slots = wanted;
-  }
-  for (int64_t first = 0; first < batch; first += ctx.max_batch) {
-    const int64_t n = std::min<int64_t>(ctx.max_batch, batch - first);
-    // alive[j]: the sample whose values are in slot j. Slots stay put; the list is compacted.
-    ctx.alive.clear();
-    for (int64_t i = 0; i < n; ++i) ctx.alive.push_back(first + i);
-    float* cur = ctx.batch_in.data();
-    float* next = ctx.batch_out.data();
-    for (size_t s = 0; s < p.stages.size() && !ctx.alive.empty(); ++s) {
-      const int e = p.exit_after_stage[s];
-      ctx.still.clear();
-      for (size_t j = 0; j < ctx.alive.size(); ++j) {
-        const int64_t i = ctx.alive[j];
-        const float* src = s == 0 ? inputs + i * in_size : cur + j * slot;
-        float* dst = next + ctx.still.size() * slot;
-        run_stage(p, ctx, s, src, dst);
-        if (e >= 0 && decide(p, ctx, e, dst, results[i])) continue;
-        ctx.still.push_back(i);  // survives: its values stay in slot still.size() - 1
-      }
-      std::swap(ctx.alive, ctx.still);
-      std::swap(cur, next);
-    }
-  }
+  run_batch_from(p, ctx, batch, results, Samples{inputs, nullptr, PixelOrder::CHW});
+}
+
+void Plan::run_batch_pixels(Context& context, const uint8_t* pixels, int64_t batch, PixelOrder order,
+                            Result* results) const {
+  const Impl& p = *impl_;
+  Context::State& ctx = own_state(p, context);
+  check_input_prep(p.model);
+  run_batch_from(p, ctx, batch, results, Samples{nullptr, pixels, order});
+}
+
+Result Plan::run_pixels(Context& context, const uint8_t* pixels, PixelOrder order) const {
+  const Impl& p = *impl_;
+  Context::State& ctx = own_state(p, context);
+  check_input_prep(p.model);
+  // Into the second boundary slot, which stage 0 neither reads nor writes (it writes the first).
+  prepare_pixels(p.model.prep, p.model.input, pixels, order, ctx.slot[1].data());
+  NoProbe none;
+  return run_with(p, ctx, ctx.slot[1].data(), none, false);
 }
 
 std::vector<std::vector<float>> Plan::all_exit_logits(Context& context, const float* input) const {

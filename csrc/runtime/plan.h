@@ -71,6 +71,18 @@ struct Result {
 
 class Plan;
 
+// How raw 8-bit pixels of one image lie in memory: planes [C, H, W], or pixels [H, W, C] (what
+// cameras and image files give).
+enum class PixelOrder { CHW, HWC };
+
+// One image of raw 8-bit pixels as the float32 [C, H, W] the network takes, as training prepared
+// it (the model file's InputPrep): x / pixel_max, then (x - mean[c]) / std[c], in float32 as
+// PyTorch computes it, so the floats are the very ones training's preparation gave.
+void prepare_pixels(const InputPrep& prep, const Shape& shape, const uint8_t* pixels, PixelOrder order,
+                    float* out);
+// Throws std::invalid_argument, saying what to do, if the model records no input preparation.
+void check_input_prep(const Model& model);
+
 // What a plan keeps in memory (bytes): the model's weights as the file holds them, weights packed
 // for the kernels, the activation arena (values inside a stage or head, placed by liveness), one
 // stage-boundary slot (run() holds two; a batch of n holds 2n) and the layers' scratch.
@@ -126,6 +138,14 @@ class Plan {
   // `batch` samples, contiguous [batch, C, H, W]: each leaves at its own exit. Stage by stage, only
   // the samples still in flight run the next stage. results[i] belongs to input i.
   void run_batch(Context& context, const float* inputs, int64_t batch, Result* results) const;
+
+  // run() and run_batch() on images of raw 8-bit pixels ([C, H, W] or [H, W, C] each, `batch`
+  // contiguous), prepared inside the context as the model file records (prepare_pixels): no
+  // allocation, no input check needed. Throws std::invalid_argument if the file records no input
+  // preparation.
+  Result run_pixels(Context& context, const uint8_t* pixels, PixelOrder order) const;
+  void run_batch_pixels(Context& context, const uint8_t* pixels, int64_t batch, PixelOrder order,
+                        Result* results) const;
 
   // Every exit's logits for one sample, no early exit (for checking against the framework).
   std::vector<std::vector<float>> all_exit_logits(Context& context, const float* input) const;
