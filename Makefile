@@ -15,9 +15,9 @@ endif
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 DNNL_HEADER := /usr/include/oneapi/dnnl/dnnl.hpp
 SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h')
-CPP_TESTS := $(wildcard tests/cpp/*)
+CPP_TESTS := $(wildcard tests/cpp/*) $(wildcard tests/stress/*.cpp)
 
-.PHONY: demo test bench ctest fuzz system clean help
+.PHONY: demo test bench ctest fuzz tsan system clean help
 
 help:
 	@echo "make demo   the main job, on the embedded default data"
@@ -27,6 +27,8 @@ help:
 	@echo "            (the paper's networks; torchvision networks vs ONNX Runtime and OpenVINO);"
 	@echo "            writes bench/results/"
 	@echo "make fuzz   libFuzzer on the model reader and plan builder, ASan + UBSan, 1,000,000 inputs"
+	@echo "make tsan   4 threads x 10,000 mixed calls on one plan, equal to serial calls, under"
+	@echo "            ThreadSanitizer (the runtime without oneDNN and OpenMP)"
 
 $(VENV)/.deps: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -76,6 +78,9 @@ bench: $(VENV)/.built
 
 fuzz: $(VENV)/.built
 	RUNS=1000000 PYTHON=$(PY) bash tests/fuzz/run.sh
+
+tsan: $(VENV)/.built
+	THREADS=4 CALLS=10000 PYTHON=$(PY) bash tests/stress/run.sh
 
 demo: $(VENV)/.built $(BUILD)/branchy-run
 	$(VENV)/bin/branchy demo

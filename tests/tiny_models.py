@@ -1,4 +1,6 @@
-"""A tiny BranchyNet with every op the model file has (for the exporter tests and the fuzz corpus)."""
+"""Small BranchyNets for the tests: a tiny one with every op the model file has (for the exporter
+tests and the fuzz corpus), and one just heavy enough for Python threads to run in parallel (the
+thread stress tests)."""
 import torch
 from torch import nn
 
@@ -41,5 +43,34 @@ def tiny_net(seed: int = 0) -> BranchyNet:
         1: nn.Sequential(nn.Flatten(), nn.ReLU(), nn.Linear(54, 8), nn.ReLU(), nn.Linear(8, NUM_CLASSES)),
     }
     net = BranchyNet(stages, exits, name="tiny")
+    randomize_batch_norm(net, seed)
+    return net.eval()
+
+
+STRESS_INPUT_SHAPE = (3, 16, 16)
+
+
+def stress_net(seed: int = 0) -> BranchyNet:
+    """[B, 3, 16, 16] -> three exits of 10 classes, in eval mode: 2.7 MFLOP a sample as the plan
+    estimates it, over the 2 MFLOP from which an engine call releases the GIL
+    (csrc/ops/engine_binding.cpp), so that single-sample calls from Python threads run in parallel.
+
+    stage 0: conv+BN+ReLU [16,16,16], max pool [16,8,8]
+    stage 1: ResBlock [32,8,8], LRN
+    stage 2: conv+ReLU [32,8,8], avg pool [32,4,4], dropout
+    exit 0: flatten, linear.  exit 1: avg pool, flatten, linear.  exit 2: flatten, linear+ReLU, linear
+    """
+    torch.manual_seed(seed)
+    stages = [
+        nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2)),
+        nn.Sequential(ResBlock(16, 32), nn.LocalResponseNorm(5, alpha=1e-3, beta=0.75, k=1.0)),
+        nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Dropout(0.5)),
+    ]
+    exits = {
+        0: nn.Sequential(nn.Flatten(), nn.Linear(16 * 8 * 8, 10)),
+        1: nn.Sequential(nn.AvgPool2d(2), nn.Flatten(), nn.Linear(32 * 4 * 4, 10)),
+        2: nn.Sequential(nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10)),
+    }
+    net = BranchyNet(stages, exits, name="stress")
     randomize_batch_norm(net, seed)
     return net.eval()

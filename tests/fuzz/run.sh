@@ -10,29 +10,17 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${FUZZ_OUT:-$ROOT/build/fuzz}
 RUNS=${RUNS:-100000}
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
-command -v clang++ > /dev/null || { echo "run.sh: clang++ not found (apt-get install -y clang)" >&2; exit 2; }
+source "$ROOT/tests/sanitized_runtime.sh"
+
+FLAGS=("${RUNTIME_FLAGS[@]}" -fno-sanitize-recover=all)
+SANITIZE=(-fsanitize=address,undefined)
+mkdir -p "$OUT/corpus"
 
 # The reader checks each op through the op registry (csrc/runtime/ops/), whose declarations name
-# their kernels: the whole runtime but oneDNN (layers_dnnl_none.cpp stands in for it).
-SOURCES=()
-for f in "$ROOT"/csrc/runtime/*.cpp "$ROOT"/csrc/runtime/kernels/*.cpp "$ROOT"/csrc/runtime/ops/*.cpp; do
-  [[ $(basename "$f") == layers_dnnl.cpp ]] || SOURCES+=("$f")
-done
-FLAGS=(-std=c++17 -g -O1 -fno-sanitize-recover=all -I"$ROOT/csrc")
-SANITIZE=(-fsanitize=address,undefined)
-export OBJ_DIR="$OUT/obj"
-rm -rf "$OUT/obj"  # no object of a source since renamed or removed
-mkdir -p "$OUT/corpus" "$OUT/obj"
-
-# The runtime compiled once, on every CPU, with the sanitizers and libFuzzer's coverage hooks (which
-# the mutation test's binary carries unused); both programs link these objects.
-echo "== the runtime under ASan + UBSan (${#SOURCES[@]} sources)"
-# The flags go in a response file; each source reaches the shell as its one argument, and its
-# object is named by the hash of its path.
-printf '"%s"\n' "${FLAGS[@]}" "${SANITIZE[@]}" -fsanitize=fuzzer-no-link > "$OUT/flags"
-printf '%s\0' "${SOURCES[@]}" | xargs -0 -P "$(nproc)" -n 1 sh -c \
-  'clang++ @"$OBJ_DIR/../flags" -c "$1" -o "$OBJ_DIR/$(printf %s "$1" | md5sum | cut -c1-12).o"' sh
-OBJECTS=("$OUT"/obj/*.o)
+# their kernels: the whole runtime but oneDNN, compiled once with the sanitizers and libFuzzer's
+# coverage hooks (which the mutation test's binary carries unused); both programs link it.
+build_runtime "$OUT/obj" "ASan + UBSan" -fno-sanitize-recover=all "${SANITIZE[@]}" -fsanitize=fuzzer-no-link
+OBJECTS=("${RUNTIME_OBJECTS[@]}")
 
 echo "== C++ mutation test under ASan + UBSan"
 clang++ "${FLAGS[@]}" "${SANITIZE[@]}" -I"$ROOT/tests/cpp" \
