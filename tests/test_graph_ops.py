@@ -543,8 +543,6 @@ def test_resource_bombs_are_refused_before_anything_is_allocated_or_timed(tmp_pa
     refused(str(sparse), r"sparse.branchy is 5368709120 bytes, over the limit of 4294967296 bytes \(max_memory\)")
     with pytest.raises(ValueError, match="max_flops"):
         Engine(small, max_flops=10)
-    with pytest.raises(ValueError, match="max_memory and max_flops must be > 0"):
-        Engine(small, max_flops=0)
     from branchy_engine.profiling import cachesim
     import subprocess
     raw = tmp_path / "x.f32"
@@ -552,3 +550,18 @@ def test_resource_bombs_are_refused_before_anything_is_allocated_or_timed(tmp_pa
     run = subprocess.run([cachesim.find_runner(), small, "--raw", str(raw), "--max-flops", "10"],
                          capture_output=True, text=True)
     assert run.returncode == 1 and "(max_flops)" in run.stderr
+
+
+@pytest.mark.parametrize("limits", [dict(max_memory=0), dict(max_memory=-1), dict(max_memory=math.nan),
+                                    dict(max_flops=0), dict(max_flops=-1e12), dict(max_flops=math.nan)])
+def test_a_limit_that_is_not_positive_is_refused(tmp_path, limits):
+    small, _ = _bomb(tmp_path, "small", (2, 8, 8), lambda x: [])
+    with pytest.raises(ValueError, match=r"^max_memory and max_flops must be > 0, got "):
+        Engine(small, **limits)
+
+
+def test_an_infinite_or_huge_limit_lifts_it(tmp_path):
+    # max_memory past int64 (the runtime's byte count) used to fail converting it.
+    small, _ = _bomb(tmp_path, "small", (2, 8, 8), lambda x: [])
+    Engine(small, max_memory=math.inf, max_flops=math.inf)
+    Engine(small, max_memory=1 << 70)
