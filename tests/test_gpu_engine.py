@@ -87,6 +87,8 @@ def test_engine_device_switch_and_errors(exported):
         engine(torch.randn(2, 5, 6))
     with pytest.raises(TypeError, match="float32"):
         engine(torch.randn(*INPUT_SHAPE).double())
+    with pytest.raises(ValueError, match=r"^input must be on cpu \(the engine's device\), got meta$"):
+        engine(torch.empty(4, *INPUT_SHAPE, device="meta"))
     with pytest.raises(ValueError, match="thresholds: expected 1"):
         engine.set_thresholds([0.1, 0.2])
     with pytest.raises(ValueError, match="not NaN"):
