@@ -19,11 +19,9 @@ bench/results/any-network.json, .md and .png; exits 1 if a bar fails (--quick wr
 checks nothing: it proves the script runs).
 """
 import argparse
-import datetime
 import io
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,16 +33,15 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
-from branchy_engine import Engine, _C  # noqa: E402
+from branchy_engine import Engine  # noqa: E402
 from branchy_engine.calibrate import costs as costs_mod  # noqa: E402
 from branchy_engine.runtime.engine import thresholds_for_exit  # noqa: E402
 from branchy_engine.export import write_model  # noqa: E402
-from branchy_engine.fileio import write_text  # noqa: E402
 from branchy_engine.models import attach_exits, default_exits  # noqa: E402
 from branchy_engine.timing import warm_up  # noqa: E402
 from tiny_models import randomize_batch_norm  # noqa: E402
+import report  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 MODELS = ("mobilenet_v3_small", "mobilenet_v2", "efficientnet_b0", "resnet18", "resnet50")
 BARS = {"mobilenet_v3_small": 1.0, "mobilenet_v2": 1.0, "efficientnet_b0": 1.0, "resnet18": 1.1,
         "resnet50": 1.1}
@@ -281,40 +278,32 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=15, help="timing rounds per runner (default: %(default)s)")
     p.add_argument("--quick", action="store_true",
                    help="mobilenet_v3_small at 64x64, 3 rounds; writes nothing, checks no bar")
-    p.add_argument("--out", default=RESULTS, help="where the results go (default: bench/results)")
+    p.add_argument("--out", default=report.RESULTS, help="where the results go (default: bench/results)")
     args = p.parse_args(argv)
     models = ["mobilenet_v3_small"] if args.quick else args.models.split(",")
     size, rounds = (64, 3) if args.quick else (args.size, args.rounds)
     torch.set_num_threads(1)
-    result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "command": "python bench/any_network.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "machine": {"cpu": costs_mod.cpu_model(), "isa": _C.cpu_isa(), "threads": 1,
-                          "platform": platform.platform()},
-              "input_size": size,
-              "timing": f"Each figure: median over {rounds} interleaved rounds of the mean of a round's "
-                        f"calls (about 20 ms a round), after warm-up; every runner of a model, the "
-                        f"engine's exit paths included, timed in the same rounds; engine C++ loop: "
-                        f"Engine.time_run; kernels measured per layer at plan time.",
-              "models": []}
-    failed = False
+    timing = (f"Each figure: median over {rounds} interleaved rounds of the mean of a round's calls "
+              f"(about 20 ms a round), after warm-up; every runner of a model, the engine's exit "
+              f"paths included, timed in the same rounds; engine C++ loop: Engine.time_run; kernels "
+              f"measured per layer at plan time.")
+    results = []
     with tempfile.TemporaryDirectory() as directory:
-        result["python_call"] = python_overhead(directory, rounds)
-        failed |= not result["python_call"]["ok"]
-        print(f"python call: {json.dumps(result['python_call'])}", flush=True)
+        python_call = python_overhead(directory, rounds)
+        failed = not python_call["ok"]
+        print(f"python call: {json.dumps(python_call)}", flush=True)
         for name in models:
             print(f"{name}:", flush=True)
             r = measure(name, size, rounds, directory, lambda s: print(s, flush=True))
-            result["models"].append(r)
+            results.append(r)
             for bar, v in r["bars"].items():
                 failed |= not v["ok"]
                 print(f"  {bar}: {'PASS' if v['ok'] else 'FAIL'} {json.dumps(v)}", flush=True)
-    md = markdown(result)
-    print(md)
+    result = report.write_run(__file__, argv, {"input_size": size, "timing": timing, "models": results,
+                                               "python_call": python_call},
+                              markdown, args.out, args.quick, indent=2, threads=1)
     if args.quick:
         return 0
-    os.makedirs(args.out, exist_ok=True)
-    write_text(os.path.join(args.out, "any-network.json"), json.dumps(result, indent=2) + "\n")
-    write_text(os.path.join(args.out, "any-network.md"), md)
     plot(result, os.path.join(args.out, "any-network.png"))
     return 1 if failed else 0
 

@@ -12,10 +12,7 @@ bench/results/denormals.json and .md; exits 1 if a bar fails (--quick: 3 rounds,
 checks nothing: it proves the script runs).
 """
 import argparse
-import datetime
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -24,13 +21,11 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from branchy_engine import Engine, _C  # noqa: E402
-from branchy_engine.calibrate.costs import cpu_model  # noqa: E402
+from branchy_engine import Engine  # noqa: E402
 from branchy_engine.export import write_model  # noqa: E402
-from branchy_engine.fileio import write_text  # noqa: E402
 from branchy_engine.models import attach_exits  # noqa: E402
+import report  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 SHAPE = (32, 56, 56)
 LIMIT = 1.5
 DENORMAL = 1e-39  # times a standard normal: every input value below 2^-126 (1.18e-38)
@@ -91,27 +86,17 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="3 rounds; writes nothing, checks no bar")
-    p.add_argument("--out", default=RESULTS, help="where the results go (default: bench/results)")
+    p.add_argument("--out", default=report.RESULTS, help="where the results go (default: bench/results)")
     args = p.parse_args(argv)
     rounds = 3 if args.quick else args.rounds
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as directory:
         rows = measure(rounds, directory)
-    result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "command": "python bench/denormals.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "machine": {"cpu": cpu_model(), "isa": _C.cpu_isa(), "platform": platform.platform()},
-              "timing": f"Each figure: median over {rounds} interleaved rounds of Engine.time_run's "
-                        f"mean over a round's calls (about 20 ms a round, 2 warm-up calls each); "
-                        f"denormal input: a standard normal times {DENORMAL:g}.",
-              "rows": rows}
-    text = markdown(result)
-    print(text)
-    if args.quick:
-        return 0
-    os.makedirs(args.out, exist_ok=True)
-    write_text(os.path.join(args.out, "denormals.json"), json.dumps(result, indent=1) + "\n")
-    write_text(os.path.join(args.out, "denormals.md"), text)
-    return 0 if all(r["ok"] for r in rows) else 1
+    timing = (f"Each figure: median over {rounds} interleaved rounds of Engine.time_run's mean over "
+              f"a round's calls (about 20 ms a round, 2 warm-up calls each); denormal input: a "
+              f"standard normal times {DENORMAL:g}.")
+    report.write_run(__file__, argv, {"timing": timing, "rows": rows}, markdown, args.out, args.quick)
+    return 0 if args.quick or all(r["ok"] for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -11,10 +11,7 @@ over interleaved rounds, after warm-up. Bar: two threads at least 1.7x one threa
 the bar fails (--quick: 2 rounds, writes nowhere, checks nothing: it proves the script runs).
 """
 import argparse
-import datetime
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -24,13 +21,11 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from branchy_engine import Engine, _C, models  # noqa: E402
-from branchy_engine.calibrate.costs import cpu_model  # noqa: E402
+from branchy_engine import Engine, models  # noqa: E402
 from branchy_engine.export import write_model  # noqa: E402
-from branchy_engine.fileio import write_text  # noqa: E402
 from branchy_engine.timing import usable_cpus  # noqa: E402
+import report  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 CALLS = 400
 LIMIT = 1.7
 
@@ -92,27 +87,17 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="2 rounds of 40 calls; writes nothing, checks no bar")
-    p.add_argument("--out", default=RESULTS, help="where the results go (default: bench/results)")
+    p.add_argument("--out", default=report.RESULTS, help="where the results go (default: bench/results)")
     args = p.parse_args(argv)
     rounds, calls = (2, 40) if args.quick else (args.rounds, CALLS)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as directory:
         row = measure(rounds, calls, directory)
-    result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "command": "python bench/python_threads.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "machine": {"cpu": cpu_model(), "isa": _C.cpu_isa(), "platform": platform.platform()},
-              "timing": f"Throughput over {calls} calls (batch 1) on one thread and split between two "
-                        f"threads started together; medians over {rounds} interleaved rounds after "
-                        f"warm-up; Engine(threads=1).",
-              "row": row}
-    text = markdown(result)
-    print(text)
-    if args.quick:
-        return 0
-    os.makedirs(args.out, exist_ok=True)
-    write_text(os.path.join(args.out, "python-threads.json"), json.dumps(result, indent=1) + "\n")
-    write_text(os.path.join(args.out, "python-threads.md"), text)
-    return 0 if row["ok"] else 1
+    timing = (f"Throughput over {calls} calls (batch 1) on one thread and split between two threads "
+              f"started together; medians over {rounds} interleaved rounds after warm-up; "
+              f"Engine(threads=1).")
+    report.write_run(__file__, argv, {"timing": timing, "row": row}, markdown, args.out, args.quick)
+    return 0 if args.quick or row["ok"] else 1
 
 
 if __name__ == "__main__":

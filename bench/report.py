@@ -16,10 +16,17 @@ PASS or FAIL (a group without both sides measured fails its bar), and the exit s
 bar fails.
 """
 import argparse
+import datetime
 import json
+import os
+import platform
 import sys
 
+from branchy_engine import _C
+from branchy_engine.calibrate.costs import cpu_model
 from branchy_engine.fileio import write_text
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 FORMAT = "branchy-engine benchmark summary"
 FORMAT_VERSION = 1
@@ -129,6 +136,37 @@ def markdown(summary):
         if bar["ratio"] is None:
             lines.append(f"| {name} | not measured | | | | FAIL (bar {bar['required']:g}x) |")
     return "\n".join(lines) + "\n"
+
+
+def write_run(script, argv, fields, markdown, out=RESULTS, quick=False, indent=1, **machine):
+    """The end of a bench/*.py script's main(): its record, printed as Markdown and, unless quick,
+    written to OUT/NAME.json and OUT/NAME.md (NAME: the script's file name without .py, "_" as "-",
+    e.g. python-threads).
+
+    Args:
+        script: the script's __file__.
+        argv: main's argv (None: sys.argv[1:]), for the record's command.
+        fields: what the script measured, in the record's order after date, command and machine.
+        markdown: record -> the Markdown text.
+        quick: print only (a quick run proves the script runs; its figures are not kept).
+        indent: the JSON's indent.
+        machine: more machine fields, between "isa" and "platform" (e.g. threads=1).
+    Returns:
+        the record: {"date", "command", "machine": {"cpu", "isa", **machine, "platform"}, **fields}.
+    """
+    name = os.path.basename(script)
+    record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "command": f"python bench/{name} " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "machine": {"cpu": cpu_model(), "isa": _C.cpu_isa(), **machine, "platform": platform.platform()},
+              **fields}
+    text = markdown(record)
+    print(text)
+    if not quick:
+        stem = os.path.join(out, os.path.splitext(name)[0].replace("_", "-"))
+        os.makedirs(out, exist_ok=True)
+        write_text(stem + ".json", json.dumps(record, indent=indent) + "\n")
+        write_text(stem + ".md", text)
+    return record
 
 
 def main(argv=None):

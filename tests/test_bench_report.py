@@ -1,9 +1,12 @@
 """bench/report.py: medians paired by group, ratios against the peer, bars checked, and a summary
 JSON small enough for bench/results/ in place of pytest-benchmark's raw dump."""
+import datetime
+import importlib
 import importlib.util
 import json
 import os
 import subprocess
+import types
 
 import pytest
 
@@ -136,3 +139,42 @@ def test_branchy_bench_keeps_the_raw_dump_out_of_the_results(tmp_path, monkeypat
     assert all(bar["pass"] for bar in s["bars"].values()) and len(s["bars"]) == 2
     assert (tmp_path / "results" / "exit_decision-cpu.md").read_text().count("PASS") == 2
     assert sorted(os.listdir(tmp_path / "results")) == ["exit_decision-cpu.json", "exit_decision-cpu.md"]
+
+
+BENCH = os.path.join(os.path.dirname(__file__), "..", "bench")
+
+
+@pytest.mark.parametrize("script, name, indent, machine", [
+    ("denormals", "denormals", 1, []), ("python_threads", "python-threads", 1, []),
+    ("any_network", "any-network", 2, ["threads"])])
+def test_a_bench_script_record_rewritten_by_write_run_is_byte_identical(tmp_path, monkeypatch, capsys,
+                                                                        script, name, indent, machine):
+    # The committed record's date, command and machine given back through write_run (with the
+    # script's own markdown and the indent its main passes) give the committed files byte for byte:
+    # the shared tail keeps the three scripts' formats.
+    monkeypatch.syspath_prepend(BENCH)
+    markdown = importlib.import_module(script).markdown
+    committed = os.path.join(BENCH, "results", name)
+    with open(committed + ".json") as f:
+        record = json.load(f)
+    m = record["machine"]
+    when = datetime.datetime.fromisoformat(record["date"])
+    monkeypatch.setattr(report, "cpu_model", lambda: m["cpu"])
+    monkeypatch.setattr(report, "_C", types.SimpleNamespace(cpu_isa=lambda: m["isa"]))
+    monkeypatch.setattr(report.platform, "platform", lambda: m["platform"])
+    monkeypatch.setattr(report, "datetime", types.SimpleNamespace(
+        datetime=types.SimpleNamespace(now=lambda tz: when), timezone=datetime.timezone))
+    fields = {k: v for k, v in record.items() if k not in ("date", "command", "machine")}
+    argv = record["command"].split(" ")[2:]
+    out = tmp_path / "results"
+    extra = {k: m[k] for k in machine}
+    got = report.write_run(f"bench/{script}.py", argv, fields, markdown, str(out), indent=indent, **extra)
+    assert got == record
+    for ext in (".json", ".md"):
+        with open(committed + ext) as f:
+            assert (out / (name + ext)).read_text() == f.read()
+    assert capsys.readouterr().out == (out / (name + ".md")).read_text() + "\n"
+    # A quick run prints the same and writes nothing.
+    quick = tmp_path / "quick"
+    report.write_run(f"bench/{script}.py", argv, fields, markdown, str(quick), quick=True, indent=indent, **extra)
+    assert not quick.exists() and capsys.readouterr().out == markdown(got) + "\n"

@@ -286,6 +286,26 @@ def test_bad_input_names_the_problem(exported, tmp_path):
         be.Engine(str(tmp_path / "junk.branchy"))
 
 
+def test_a_context_of_another_engine_and_an_input_on_another_device_are_refused(exported):
+    # Engine makes its own contexts; its plan's entry points take one from the caller, and a
+    # context sized for another plan would overflow its buffers.
+    _, path = exported("b_lenet")
+    engine, other = be.Engine(path, kernels="own"), be.Engine(path, kernels="own")
+    foreign = other.plan.make_context(4)
+    x = torch.randn(1, 28, 28)
+    for call in (lambda: engine.plan.all_exit_logits(foreign, x),
+                 lambda: engine.plan.run_tensor(foreign, x, engine._counts_address),
+                 lambda: engine.plan.run_tensor(foreign, torch.stack([x, x]), engine._counts_address)):
+        with pytest.raises(ValueError, match=r"^this Context was made by another Plan; make one with this "
+                                             r"plan's make_context\(\)$"):
+            call()
+    # A tensor off the CPU, without a GPU: the meta device.
+    with pytest.raises(ValueError, match="^input must be on the CPU for this engine, got meta$"):
+        engine(torch.empty(1, 28, 28, device="meta"))
+    assert engine.stats()["samples"] == 0
+    assert engine(x).exit in (0, 1)
+
+
 def test_cuda_input_is_refused_by_the_cpu_engine(exported, cuda):
     _, path = exported("b_lenet")
     with pytest.raises(ValueError, match="must be on the CPU"):

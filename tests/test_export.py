@@ -302,6 +302,58 @@ def test_a_failed_export_leaves_the_existing_file(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["b.pt", "m.branchy"]
 
 
+NON_FINITE = [(math.nan, "NaN"), (math.inf, r"\+inf"), (-math.inf, "-inf")]
+
+
+@pytest.mark.parametrize("value, name", NON_FINITE)
+@pytest.mark.parametrize("tensor, element, message", [
+    (lambda net: net.stages[0][0].weight, 7, "parameter stages.0.0.weight [4, 2, 3, 3]"),
+    (lambda net: net.stages[0][1].running_var, 2, "buffer stages.0.1.running_var [4]"),
+    (lambda net: net.exits["1"][4].bias, 1, "parameter exits.1.4.bias [3]"),
+])
+def test_a_non_finite_weight_is_refused_before_anything_is_written(tmp_path, tensor, element, message,
+                                                                    value, name):
+    # Named by the module's own parameter or buffer (a BatchNorm's is folded away before the
+    # file); the existing file stays and no temporary file is left beside it.
+    net = tiny_net()
+    with torch.no_grad():
+        tensor(net).view(-1)[element] = value
+    out = tmp_path / "m.branchy"
+    out.write_bytes(b"previous")
+    with pytest.raises(ValueError, match=f"^{re.escape(message)} holds {name} at element {element} "
+                                         r"\(weights must be finite\)$"):
+        write_model(net, out, INPUT_SHAPE, thresholds=[0.5])
+    assert out.read_bytes() == b"previous"
+    assert os.listdir(tmp_path) == ["m.branchy"]
+
+
+def _relu_linear_graph(weight, bias):
+    """A file's graph: op 0 a ReLU, op 1 a linear layer (3 -> 2) from module exits.0.1."""
+    x = model_file.Value()
+    relu = model_file.Op("activation", [x], dict(activation=1))
+    linear = model_file.Op("linear", [relu.output], dict(in_features=3, out_features=2), [weight, bias],
+                           source="exits.0.1")
+    return model_file.Graph((3, 1, 1), 2, "entropy", [], [], x,
+                            [model_file.Stage([relu, linear], [linear.output])],
+                            [model_file.Exit(0, linear.output, [])])
+
+
+@pytest.mark.parametrize("value, name", NON_FINITE + [(1e39, r"\+inf"), (-1e39, "-inf")])
+def test_the_writer_names_the_op_tensor_and_element_of_a_non_finite_weight(value, name):
+    # A float64 weight past float32's range (BatchNorm folding can make one) is written as inf:
+    # refused too, with the value.
+    weight = np.ones((2, 3))
+    weight[1, 2] = value
+    overflow = r" \(-?1e\+39 is past float32's range\)" if math.isfinite(value) else ""
+    with pytest.raises(ValueError, match=f"^op 1 \\(linear from exits.0.1\\): tensor 0 \\(weight\\) holds "
+                                         f"{name} at element 5{overflow} \\(weights must be finite\\)$"):
+        model_file.serialize(_relu_linear_graph(weight, np.zeros(2)), "{}")
+    with pytest.raises(ValueError, match=f"tensor 1 \\(bias\\) holds {name} at element 1"):
+        model_file.serialize(_relu_linear_graph(np.ones((2, 3)), np.array([0.0, value])), "{}")
+    # check_finite=False writes it, for the tests of the reader's own check.
+    assert model_file.serialize(_relu_linear_graph(weight, np.zeros(2)), "{}", check_finite=False)
+
+
 # ---- damaged files through the C++ reader ----
 
 @pytest.fixture(scope="module")

@@ -87,6 +87,8 @@ def test_engine_device_switch_and_errors(exported):
         engine(torch.randn(2, 5, 6))
     with pytest.raises(TypeError, match="float32"):
         engine(torch.randn(*INPUT_SHAPE).double())
+    with pytest.raises(ValueError, match=r"^input must be on cpu \(the engine's device\), got meta$"):
+        engine(torch.empty(4, *INPUT_SHAPE, device="meta"))
     with pytest.raises(ValueError, match="thresholds: expected 1"):
         engine.set_thresholds([0.1, 0.2])
     with pytest.raises(ValueError, match="not NaN"):
@@ -162,6 +164,46 @@ def test_eager_calls_pass_thresholds_as_python_floats(exported, policy):
     assert engine._threshold_value(0) == math.inf and engine._threshold_value(1) == 0.0
 
 
+NON_FINITE = [(math.nan, "NaN"), (math.inf, r"\+inf"), (-math.inf, "-inf")]
+
+
+def refuses_non_finite_inputs_as_the_cpu_engine(engine, path, device):
+    """engine (b_lenet) refuses NaN and +-inf inputs, one sample and batches, with the CPU engine's
+    message; nothing counts in its stats, and it still runs finite inputs afterwards."""
+    cpu = be.Engine(path, kernels="own")
+    x = torch.randn(1, 28, 28, generator=torch.Generator().manual_seed(1))
+    for value, name in NON_FINITE:
+        one = x.clone()
+        one[0, 27, 3] = value  # element 27 * 28 + 3 = 759
+        batch = torch.stack([x, x, one])
+        for bad, says in ((one, f"input contains {name} at element 759"),
+                          (one[None], f"input contains {name} at element 759"),  # a batch of one
+                          (batch, f"input sample 2 contains {name} at element 759")):
+            with pytest.raises(ValueError, match=f"^{says} \\(inputs must be finite; ") as got:
+                engine(bad.to(device))
+            with pytest.raises(ValueError) as want:
+                cpu(bad)
+            assert str(got.value).split(" (")[0] == str(want.value).split(" (")[0]
+    assert engine.stats()["samples"] == 0 and engine.last_buckets == []
+    assert engine(x.to(device)).exit in (0, 1)
+    assert engine(torch.stack([x, x]).to(device)).exit.shape == (2,)
+
+
+@pytest.mark.parametrize("policy", ["per-sample", "whole-batch"])
+def test_non_finite_inputs_are_refused_as_the_cpu_engine_does(exported, policy):
+    _, path = exported("b_lenet")
+    engine = GpuEngine(path, device="cpu", mode="eager", thresholds=[0.3], max_batch=4, policy=policy)
+    refuses_non_finite_inputs_as_the_cpu_engine(engine, path, "cpu")
+    # The documented opt-out: no check, whatever the network makes of it (a NaN row never leaves
+    # early).
+    unchecked = GpuEngine(path, device="cpu", mode="eager", max_batch=4, policy=policy, check_inputs=False)
+    assert not unchecked.check_inputs and engine.check_inputs
+    bad = torch.randn(3, 1, 28, 28)
+    bad[2, 0, 5, 5] = math.nan
+    assert unchecked(bad).exit.tolist()[2] == 1
+    assert unchecked.stats()["samples"] == 3
+
+
 # ---- on a GPU ----
 
 @pytest.mark.parametrize("mode", ["eager", "graphs", "conditional"])
@@ -203,6 +245,17 @@ def test_bad_input_on_a_gpu_leaves_the_engine_usable(exported, cuda):
     with pytest.raises(TypeError, match="float32"):
         engine(torch.randn(1, 28, 28, device="cuda").half())
     assert engine(torch.randn(1, 28, 28, device="cuda")).exit in (0, 1)
+
+
+@pytest.mark.parametrize("policy", ["per-sample", "whole-batch"])
+@pytest.mark.parametrize("mode", ["eager", "graphs", "conditional"])
+def test_non_finite_inputs_are_refused_on_a_gpu(exported, cuda, mode, policy):
+    # test_gpu_claims counts the host waits of a checked call in mode conditional: still one.
+    _, path = exported("b_lenet")
+    engine = be.Engine(path, device="cuda", mode=mode, thresholds=[0.3], max_batch=4, policy=policy)
+    refuses_non_finite_inputs_as_the_cpu_engine(engine, path, engine.device)
+    unchecked = be.Engine(path, device="cuda", mode=mode, max_batch=4, policy=policy, check_inputs=False)
+    assert unchecked(torch.full((1, 28, 28), math.nan, device="cuda")).exit == 1
 
 
 def test_an_engine_on_a_second_gpu_stays_there(exported, cuda):

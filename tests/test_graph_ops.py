@@ -6,6 +6,8 @@ kinds (docs and the torch table follow it), and the plan reports its memory."""
 import math
 import os
 import re
+import struct
+import subprocess
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from branchy_engine import Engine
 from branchy_engine.export import model_file
 from branchy_engine._extension import load
+from branchy_engine.profiling import cachesim
 from branchy_engine.runtime.gpu.layers import TORCH_OPS, LoadedNet
 from branchy_engine.export.model_file import Exit, Graph, Op, Stage, Value
 
@@ -331,7 +334,7 @@ def test_a_file_with_a_non_finite_weight_is_refused(tmp_path, value, name):
     op = Op("linear", [x], dict(in_features=3, out_features=2), [weight, np.zeros(2)])
     graph = Graph((3, 1, 1), 2, "entropy", [], [], x, [Stage([op], [op.output])], [Exit(0, op.output, [])])
     path = tmp_path / "bad.branchy"
-    path.write_bytes(model_file.serialize(graph, "{}"))
+    path.write_bytes(model_file.serialize(graph, "{}", check_finite=False))  # the writer refuses it
     with pytest.raises(ValueError, match=f"tensor 0: holds {name} at element 5 \\(weights must be finite\\)"):
         Engine(str(path))
 
@@ -537,18 +540,158 @@ def test_resource_bombs_are_refused_before_anything_is_allocated_or_timed(tmp_pa
     # Files refused before they are read: not a regular file (reading /dev/zero ran out of
     # memory), and a (sparse) 5 GiB file over the default limit.
     refused("/dev/zero", "model file /dev/zero: not a regular file")
+    refused(str(tmp_path), f"model file {re.escape(str(tmp_path))}: not a regular file")
     sparse = tmp_path / "sparse.branchy"
     with open(sparse, "wb") as f:
         f.truncate(5 << 30)
     refused(str(sparse), r"sparse.branchy is 5368709120 bytes, over the limit of 4294967296 bytes \(max_memory\)")
-    with pytest.raises(ValueError, match="max_flops"):
+    with pytest.raises(ValueError, match=r"a sample costs about 2.56e-07 GFLOP, over the limit of 1e-08 GFLOP "
+                                         r"\(max_flops\)"):
         Engine(small, max_flops=10)
-    with pytest.raises(ValueError, match="max_memory and max_flops must be > 0"):
-        Engine(small, max_flops=0)
-    from branchy_engine.profiling import cachesim
-    import subprocess
-    raw = tmp_path / "x.f32"
-    np.zeros((1, 2, 8, 8), np.float32).tofile(raw)
-    run = subprocess.run([cachesim.find_runner(), small, "--raw", str(raw), "--max-flops", "10"],
-                         capture_output=True, text=True)
-    assert run.returncode == 1 and "(max_flops)" in run.stderr
+
+
+@pytest.mark.parametrize("limits", [dict(max_memory=0), dict(max_memory=-1), dict(max_memory=math.nan),
+                                    dict(max_flops=0), dict(max_flops=-1e12), dict(max_flops=math.nan)])
+def test_a_limit_that_is_not_positive_is_refused(tmp_path, limits):
+    small, _ = _bomb(tmp_path, "small", (2, 8, 8), lambda x: [])
+    with pytest.raises(ValueError, match=r"^max_memory and max_flops must be > 0, got "):
+        Engine(small, **limits)
+
+
+def test_an_infinite_or_huge_limit_lifts_it(tmp_path):
+    # max_memory past int64 (the runtime's byte count) used to fail converting it.
+    small, _ = _bomb(tmp_path, "small", (2, 8, 8), lambda x: [])
+    Engine(small, max_memory=math.inf, max_flops=math.inf)
+    Engine(small, max_memory=1 << 70)
+
+
+def _run_cli(model, inputs, *options):
+    """branchy-run MODEL --raw INPUTS OPTIONS: (exit status, stderr)."""
+    run = subprocess.run([cachesim.find_runner(), str(model), "--raw", str(inputs), "--kernels", "own", *options],
+                         capture_output=True, text=True, cwd=os.path.dirname(str(inputs)))  # any core file there
+    return run.returncode, run.stderr
+
+
+def _cli_refuses(model, inputs, message, *options):
+    """branchy-run exits 1 with "branchy-run: " and the library's message (a regex), as the Python
+    engine raises it."""
+    code, err = _run_cli(model, inputs, *options)
+    assert code == 1 and re.match(f"branchy-run: {message}", err), err
+
+
+@pytest.fixture
+def small_cli(tmp_path):
+    """(a model of input [2, 8, 8] and one exit, a raw file of 3 finite samples, the samples)."""
+    small, _ = _bomb(tmp_path, "small", (2, 8, 8), lambda x: [])
+    x = np.random.RandomState(0).standard_normal((3, 2, 8, 8)).astype(np.float32)
+    x.tofile(tmp_path / "x.f32")
+    assert _run_cli(small, tmp_path / "x.f32")[0] == 0
+    return small, tmp_path / "x.f32", x
+
+
+def test_branchy_run_limit_flags_name_the_figure(small_cli):
+    small, raw, _ = small_cli
+    _cli_refuses(small, raw, r"model file \S*small.branchy is 200 bytes, over the limit of 100 bytes \(max_memory\)",
+                 "--max-memory", "100")
+    _cli_refuses(small, raw, r"the model needs about [\d.e-]+ GiB \(activations [\d.e-]+ GiB, weights 0 GiB as "
+                             r"loaded and 0 GiB as packed\), over the limit of [\d.e-]+ GiB \(max_memory\)",
+                 "--max-memory", "300")
+    _cli_refuses(small, raw, r"the plan needs about [\d.e-]+ GiB \(weights, packed weights, and a context's "
+                             r"activations and scratch\), over the limit of [\d.e-]+ GiB \(max_memory\)",
+                 "--max-memory", "600")
+    _cli_refuses(small, raw, r"a sample costs about 2.56e-07 GFLOP, over the limit of 1e-08 GFLOP \(max_flops\)",
+                 "--max-flops", "10")
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="csrc/tools/branchy_run.cpp: --max-memory/--max-flops of 0, a negative number or "
+                          "nan silently mean the defaults; an empty value aborts (std::out_of_range escapes "
+                          "parse()); 1e30 overflows int64 into a negative limit")
+@pytest.mark.parametrize("flag, value", [("--max-memory", "0"), ("--max-memory", "-5"), ("--max-flops", "nan"),
+                                         ("--max-memory", ""), ("--max-memory", "1e30")])
+def test_branchy_run_refuses_a_bad_limit_value_by_name(small_cli, flag, value):
+    small, raw, _ = small_cli
+    code, err = _run_cli(small, raw, flag, value)
+    assert code == 2 and flag in err, err
+
+
+def test_branchy_run_refuses_resource_bombs_and_files_that_are_not_models(tmp_path, small_cli):
+    # As test_resource_bombs_are_refused_before_anything_is_allocated_or_timed, through the
+    # runner. A huge input shape needs a raw input as large (8 GiB), which the runner reads before
+    # it builds the plan: not run here.
+    _, raw, _ = small_cli
+    pool = lambda v: [Op("max_pool2d", [v], dict(kernel_h=1500, kernel_w=1500, stride_h=1, stride_w=1,
+                                                  pad_h=0, pad_w=0, ceil_mode=0))]
+    slow, _ = _bomb(tmp_path, "slow", (2, 3000, 3000), pool)
+    zeros = tmp_path / "zeros.f32"
+    with open(zeros, "wb") as f:
+        f.truncate(2 * 3000 * 3000 * 4)  # one sample of zeros, sparse
+    _cli_refuses(slow, zeros, r"a sample costs about 2.03e\+04 GFLOP, over the limit of 1e\+03 GFLOP \(max_flops\)")
+    w = Weights(5)
+    shared = [w(128, 128, 3, 3), w(128)]
+
+    def convs(v):
+        ops = []
+        for _ in range(3000):
+            ops.append(Op("conv2d", [v], _conv_attrs(128, 128, 3, pads=(1, 1, 1, 1)), shared))
+            v = ops[-1].output
+        return ops
+    chain, _ = _bomb(tmp_path, "shared", (128, 4, 4), convs)
+    np.zeros((1, 128, 4, 4), np.float32).tofile(tmp_path / "chain.f32")
+    # Ops alike share one layer, packed once: no longer a bomb, it runs within 64 MiB.
+    assert _run_cli(chain, tmp_path / "chain.f32", "--max-memory", str(64 << 20))[0] == 0
+    sparse = tmp_path / "sparse.branchy"
+    with open(sparse, "wb") as f:
+        f.truncate(5 << 30)
+    _cli_refuses(sparse, raw, r"model file \S*sparse.branchy is 5368709120 bytes, over the limit of 4294967296 "
+                              r"bytes \(max_memory\)")
+    _cli_refuses("/dev/zero", raw, "model file /dev/zero: not a regular file")
+    _cli_refuses(tmp_path, raw, f"model file {re.escape(str(tmp_path))}: not a regular file")
+    # A non-finite weight: a file the Python writer refuses to write.
+    v = Value()
+    weight = np.ones((2, 128))
+    weight[1, 3] = math.inf
+    flat = Op("flatten", [v])
+    linear = Op("linear", [flat.output], dict(in_features=128, out_features=2), [weight, np.zeros(2)])
+    graph = Graph((2, 8, 8), 2, "entropy", [], [], v, [Stage([flat, linear], [linear.output])],
+                  [Exit(0, linear.output, [])])
+    bad = tmp_path / "inf.branchy"
+    bad.write_bytes(model_file.serialize(graph, "{}", check_finite=False))
+    _cli_refuses(bad, raw, r"model file \S*inf.branchy: tensor 0: holds \+inf at element 131 "
+                           r"\(weights must be finite\)")
+
+
+@pytest.mark.parametrize("value, name", [(math.nan, "NaN"), (math.inf, r"\+inf"), (-math.inf, "-inf")])
+def test_branchy_run_refuses_non_finite_inputs_by_sample_and_element(tmp_path, small_cli, value, name):
+    # Every sample is scanned before the first runs, so the error names the sample.
+    small, _, x = small_cli
+    x[1, 0, 0, 2] = value
+    x.tofile(tmp_path / "bad.f32")
+    _cli_refuses(small, tmp_path / "bad.f32", f"input sample 1 contains {name} at element 2 ")
+    x[1:2].tofile(tmp_path / "one.f32")
+    _cli_refuses(small, tmp_path / "one.f32", f"input contains {name} at element 2 ")
+    assert _run_cli(small, tmp_path / "bad.f32", "--no-input-check")[0] == 0
+
+
+def test_branchy_run_refuses_wrong_thresholds_and_inputs_of_another_shape(tmp_path, small_cli):
+    small, raw, _ = small_cli
+    v = Value()
+    first = Op("activation", [v], dict(activation=1))
+    second = Op("activation", [first.output], dict(activation=1))
+    heads = [Op("mean", [first.output]), Op("mean", [second.output])]
+    two = tmp_path / "two.branchy"  # two exits
+    two.write_bytes(model_file.serialize(Graph(
+        (2, 8, 8), 2, "entropy", [0.5], [], v, [Stage([first], [first.output]), Stage([second], [second.output])],
+        [Exit(0, first.output, [heads[0]]), Exit(1, second.output, [heads[1]])]), "{}"))
+    assert _run_cli(two, raw, "--thresholds", "0.25")[0] == 0
+    _cli_refuses(two, raw, r"thresholds: expected 1 \(one per early exit\), got 2", "--thresholds", "0.5,0.5")
+    _cli_refuses(two, raw, r"thresholds must be >= 0 and not NaN", "--thresholds", "nan")
+    _cli_refuses(small, raw, r"thresholds: expected 0 \(one per early exit\), got 1", "--thresholds", "0.5")
+    (tmp_path / "short.f32").write_bytes(raw.read_bytes()[:-4])
+    _cli_refuses(small, tmp_path / "short.f32",
+                 r"\S*short.f32: 1532 bytes is not a whole number of float32 samples of 128")
+    idx = tmp_path / "images.idx"
+    idx.write_bytes(struct.pack(">IIII", 0x803, 2, 28, 28) + bytes(2 * 28 * 28))  # MNIST-like
+    run = subprocess.run([cachesim.find_runner(), str(small), "--idx", str(idx)], capture_output=True, text=True)
+    assert run.returncode == 1 and re.match(r"branchy-run: \S*images.idx: images are 28x28 grey, the model "
+                                            r"takes \[2, 8, 8\]", run.stderr), run.stderr

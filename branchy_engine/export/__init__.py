@@ -81,6 +81,18 @@ def _plain(value):
     return str(value)
 
 
+def check_finite_weights(net: torch.nn.Module):
+    """Raises ValueError naming the first parameter or floating-point buffer (e.g. a BatchNorm's
+    running_var) of `net` that holds NaN or +-inf, and the element: such a weight would reach the
+    file (the C++ reader refuses it) or, folded, turn a whole layer into NaN."""
+    for kind, tensors in (("parameter", net.named_parameters()), ("buffer", net.named_buffers())):
+        for name, t in tensors:
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                i, what = model_file.first_non_finite(t.detach().cpu().double().numpy())
+                raise ValueError(f"{kind} {name} {list(t.shape)} holds {what} at element {i} "
+                                 f"(weights must be finite)")
+
+
 def lower(net: BranchyNet, input_shape: Sequence[int]):
     """(stages, exits, input Value) of `net` as the model file's graph.
 
@@ -117,10 +129,12 @@ def write_model(net: BranchyNet, output, input_shape: Sequence[int], criterion: 
     Returns:
         the file as the C++ reader summarizes it (model_file.summary) plus "path" and "bytes".
     Raises:
-        ValueError for a module the engine cannot run or a file the C++ reader refuses; `output`
-        then keeps its previous content.
+        ValueError for a module the engine cannot run, a parameter or buffer holding NaN or +-inf
+        (check_finite_weights), or a file the C++ reader refuses; `output` then keeps its
+        previous content.
     """
     net.eval()
+    check_finite_weights(net)
     criterion, thresholds, _ = choose_thresholds(None, net.num_exits, list(thresholds), criterion)
     num_classes = _num_classes(net, input_shape)
     if class_names and len(class_names) != num_classes:

@@ -139,13 +139,29 @@ def _attribute_words(op: Op) -> Tuple[List[int], List[float]]:
             [float(op.attrs.get(n, 0.0)) for n in spec["floats"]])
 
 
+def first_non_finite(values) -> Optional[Tuple[int, str]]:
+    """Where an array first holds NaN or +-inf: (flat index in C order, as the C++ reader counts,
+    "NaN", "+inf" or "-inf"); None if every element is finite."""
+    flat = np.asarray(values).reshape(-1)
+    if np.isfinite(flat).all():
+        return None
+    i = int(np.flatnonzero(~np.isfinite(flat))[0])
+    return i, "NaN" if np.isnan(flat[i]) else "+inf" if flat[i] > 0 else "-inf"
+
+
 def _ordered_ops(g: Graph) -> List[Op]:
     return [op for s in g.stages for op in s.ops] + [op for e in g.exits for op in e.ops]
 
 
-def serialize(graph: Graph, metadata_json: str) -> bytes:
+def serialize(graph: Graph, metadata_json: str, check_finite: bool = True) -> bytes:
     """The whole file: header, graph, metadata, weights (each distinct tensor once, 64-byte
-    aligned), checksum."""
+    aligned), checksum.
+
+    Raises ValueError naming the op (its index in the file, kind and source), the tensor and the
+    element if a weight is NaN or +-inf as written (float32: a finite float64 past its range
+    counts), since the C++ reader refuses such a file. check_finite=False writes it anyway: how
+    tests make the file the reader must refuse.
+    """
     ops = _ordered_ops(graph)
     ids = {id(graph.input): 0}
     for i, op in enumerate(ops):
@@ -170,11 +186,22 @@ def serialize(graph: Graph, metadata_json: str) -> bytes:
         flags |= FLAG_INPUT_PREP
         out.append(struct.pack(f"<f{2 * len(prep.mean)}f", prep.pixel_max, *prep.mean, *prep.std))
     op_words = []
-    for op in ops:
+    for n, op in enumerate(ops):
         ints, floats = _attribute_words(op)
         refs = []
-        for t in op.tensors:
-            raw = np.ascontiguousarray(t, dtype="<f4").tobytes()
+        for k, t in enumerate(op.tensors):
+            with np.errstate(over="ignore"):  # past float32's range: inf, refused just below
+                f32 = np.ascontiguousarray(t, dtype="<f4")
+            bad = first_non_finite(f32) if check_finite else None
+            if bad:
+                i, what = bad
+                name = registry()[op.kind]["tensors"][k].split(" [")[0]
+                value = np.asarray(t).reshape(-1)[i]
+                overflow = f" ({value:g} is past float32's range)" if np.isfinite(value) else ""
+                raise ValueError(f"op {n} ({op.kind}{' from ' + op.source if op.source else ''}): "
+                                 f"tensor {k} ({name}) holds {what} at element {i}{overflow} "
+                                 f"(weights must be finite)")
+            raw = f32.tobytes()
             key = hashlib.sha256(raw).digest()
             if key not in tensor_ids:
                 weights.extend(b"\0" * (_align(len(weights)) - len(weights)))

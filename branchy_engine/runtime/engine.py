@@ -79,7 +79,7 @@ class Engine:
         max_memory, max_flops: limits on what a model may ask, checked from its shapes before
             anything is allocated or timed (ValueError naming the figure): bytes of weights (as
             loaded and as packed) and activations, default 4 GiB; FLOPs per sample, default 1e12.
-            A file from elsewhere cannot then take the machine down.
+            A file from elsewhere cannot then take the machine down. float("inf") lifts a limit.
     """
 
     def __new__(cls, model: str, *args, device: str = "cpu", **kwargs):
@@ -106,6 +106,7 @@ class Engine:
         if not (max_memory > 0 and max_flops > 0):
             raise ValueError(f"max_memory and max_flops must be > 0, got {max_memory} and {max_flops}")
         self.path = str(model)
+        max_memory = min(max_memory, (1 << 63) - 1)  # the runtime counts bytes in int64
         # The runtime checks the thresholds (count, NaN, sign) and the file.
         self.plan = _C._Plan(self.path, threads, [float(t) for t in thresholds or []], kernels,
                              bool(check_inputs), bool(verify), int(max_memory), float(max_flops))

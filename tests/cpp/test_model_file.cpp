@@ -750,4 +750,48 @@ TEST(load_model_reads_a_file_and_names_the_path) {
   std::remove(path);
 }
 
+// A weight that is NaN or +-inf is refused, naming the tensor and the element: it would give NaN,
+// or an answer that depends on which kernel ran. The Python writer refuses to write one; a file
+// from elsewhere may hold one.
+TEST(non_finite_weights_are_refused_naming_the_tensor_and_element) {
+  for (float bad : {std::nanf(""), kInf, -kInf}) {
+    Writer w = tiny_writer();
+    set32(w.weights, w.tensors[2].offset + 4 * 5, bits(bad));  // res_block's conv1 weight
+    const std::string name = std::isnan(bad) ? "NaN" : bad > 0 ? "+inf" : "-inf";
+    const std::string says = "tensor 2: holds " + name + " at element 5 (weights must be finite)";
+    CHECK_REFUSED(w.file(), says.c_str());
+  }
+}
+
+// Files refused before they are read: what is not a regular file (reading /dev/zero ran out of
+// memory) and a file over the caller's byte limit.
+TEST(load_model_refuses_a_non_regular_file_and_one_over_the_limit) {
+  auto message = [](const std::string& path, int64_t max_bytes) -> std::string {
+    try {
+      branchy::load_model(path, max_bytes);
+    } catch (const ModelError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  for (const char* path : {"/dev/zero", "/tmp"}) {
+    const std::string says = std::string("model file ") + path + ": not a regular file";
+    CHECK_MSG(message(path, int64_t(4) << 30) == says, "%s", message(path, int64_t(4) << 30).c_str());
+  }
+  char path[] = "/tmp/branchy_test_XXXXXX";
+  const int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  if (fd < 0) return;
+  close(fd);
+  const std::vector<uint8_t> f = tiny();
+  std::FILE* out = std::fopen(path, "wb");
+  std::fwrite(f.data(), 1, f.size(), out);
+  std::fclose(out);
+  const std::string says = std::string("model file ") + path + " is " + std::to_string(f.size()) +
+                           " bytes, over the limit of 100 bytes (max_memory)";
+  CHECK_MSG(message(path, 100) == says, "%s", message(path, 100).c_str());
+  CHECK(message(path, int64_t(f.size())).empty());
+  std::remove(path);
+}
+
 int main() { return check::run_all(); }

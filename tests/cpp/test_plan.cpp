@@ -420,6 +420,37 @@ TEST(a_context_from_another_plan_is_refused) {
   after.run(*mine, x.data());
 }
 
+// A plan checks its limits and thresholds when it is built, before anything is allocated, packed
+// or timed; each refusal names the figure.
+TEST(limits_and_thresholds_are_refused_by_name) {
+  auto refused = [](PlanOptions options, const std::string& starts, const std::string& ends) {
+    options.kernels = PlanOptions::Kernels::Own;
+    try {
+      const Plan plan(tiny_model(), options);
+    } catch (const std::invalid_argument& e) {
+      const std::string m = e.what();
+      CHECK_MSG(m.find(starts) == 0 && m.size() >= ends.size() &&
+                    m.compare(m.size() - ends.size(), ends.size(), ends) == 0,
+                "expected \"%s...%s\", got \"%s\"", starts.c_str(), ends.c_str(), m.c_str());
+      return;
+    }
+    CHECK_MSG(false, "a plan was built; expected \"%s...%s\"", starts.c_str(), ends.c_str());
+  };
+  PlanOptions options;
+  options.max_memory = 100;
+  refused(options, "the model needs about ", ", over the limit of 9.31e-08 GiB (max_memory)");
+  options = {};
+  options.max_flops = 10;
+  refused(options, "a sample costs about ", ", over the limit of 1e-08 GFLOP (max_flops)");
+  options = {};
+  options.thresholds = {0.1f, 0.2f};
+  refused(options, "thresholds: expected 1 (one per early exit), got 2", "");
+  options.thresholds = {NAN};
+  refused(options, "thresholds must be >= 0 and not NaN", "");
+  options.thresholds = {-1.0f};
+  refused(options, "thresholds must be >= 0 and not NaN", "");
+}
+
 // Every entry point refuses an input holding NaN or +-inf, naming it (a batch: the sample too);
 // check_inputs = false skips the scan.
 TEST(non_finite_inputs_are_refused_by_every_entry_point) {

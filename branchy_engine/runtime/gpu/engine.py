@@ -67,6 +67,12 @@ class GpuEngine:
         max_batch: the largest batch (buffers and the largest bucket are sized by it).
         if_nodes: who builds the conditional mode's IF nodes: "auto", "extension" or "torch"
             (gpu/capture.py).
+        check_inputs: refuse inputs holding NaN or +-inf with the CPU engine's ValueError
+            ("input sample 2 contains +inf at element 759 ..."). The check runs on the device
+            before the network and is read back at the host wait the call makes anyway (no
+            extra synchronisation), so a refused input has run through the network: its result
+            is dropped and the stats do not count it. False skips the check's two kernels and
+            copy, for callers that guarantee finite inputs.
 
     After a per-sample batch call, last_buckets lists the (exit, bucket) graphs it ran, in order
     (empty after any other call).
@@ -74,7 +80,7 @@ class GpuEngine:
 
     def __init__(self, model: str, device: str = "cuda", mode: str = "conditional",
                  thresholds: Optional[Sequence[float]] = None, max_batch: int = 256,
-                 policy: str = "per-sample", if_nodes: str = "auto"):
+                 policy: str = "per-sample", if_nodes: str = "auto", check_inputs: bool = True):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if policy not in POLICIES:
@@ -104,12 +110,14 @@ class GpuEngine:
         self._threshold = torch.zeros(max(1, self.num_exits - 1), dtype=torch.float32, device=self.device)
         self.set_thresholds(spec["thresholds"] if thresholds is None else thresholds)
         self.mode, self.policy, self.max_batch = mode, policy, max_batch
+        self.check_inputs = bool(check_inputs)
         self.fallback_reason = ""
         self.if_nodes = ""  # the IF node maker in use (mode conditional)
         self.last_buckets: List[Tuple[int, int]] = []
         self._counts = torch.zeros(self.num_exits, dtype=torch.int64)
         self._graphs: Dict[tuple, tuple] = {}
         self._buffers = None
+        self._finite = torch.ones((), dtype=torch.bool)  # the input check's flag (pinned on a GPU)
         if self.device.type == "cuda":
             self._pool = torch.cuda.graph_pool_handle()
             # Every capture goes to this stream of the engine's GPU: torch.cuda.graph's own default
@@ -117,6 +125,7 @@ class GpuEngine:
             self._capture_stream = torch.cuda.Stream(self.device)
             with self._on_device():
                 self._pinned = torch.zeros(3, dtype=torch.float64, pin_memory=True)
+                self._finite = self._finite.pin_memory()
             self._exit_ids = torch.arange(self.num_exits, dtype=torch.float64, device=self.device)
             if mode == "conditional":
                 self.if_nodes, why = capture.if_node_support(if_nodes)
@@ -168,6 +177,27 @@ class GpuEngine:
             raise ValueError(f"batch {x.shape[0]} is larger than max_batch {self.max_batch}")
         return x.contiguous()
 
+    def _start_input_check(self, x):
+        """Queues the finiteness test of x and its copy to the host flag (pinned memory: no wait);
+        _refuse_non_finite reads it after the call's own synchronisation."""
+        if self.check_inputs:
+            self._finite.copy_(torch.isfinite(x).all(), non_blocking=True)
+
+    def _refuse_non_finite(self, x):
+        """Raises the CPU engine's ValueError naming the first sample and element of x that is NaN
+        or +-inf, if _start_input_check found one. Call after a host wait on the current stream."""
+        if not self.check_inputs or bool(self._finite):
+            return
+        self.last_buckets = []
+        rows = x.reshape(x.shape[0] if x.dim() == 4 else 1, -1)
+        bad = ~torch.isfinite(rows)
+        sample = int(bad.any(1).nonzero()[0])
+        element = int(bad[sample].nonzero()[0])
+        value = float(rows[sample, element])
+        raise ValueError(f"{'input' if rows.shape[0] == 1 else f'input sample {sample}'} contains "
+                         f"{'NaN' if math.isnan(value) else '+inf' if value > 0 else '-inf'} at element "
+                         f"{element} (inputs must be finite; check_inputs=False skips this check)")
+
     @property
     def _graphed(self) -> bool:
         """Whether calls replay captured graphs (modes graphs and conditional on a GPU)."""
@@ -209,7 +239,8 @@ class GpuEngine:
     def __call__(self, x) -> EngineOutput:
         """One sample [C, H, W] -> (prediction, exit, score) as Python numbers; a batch
         [B, C, H, W] -> three tensors [B] on the device (prediction and exit int64, score
-        float32)."""
+        float32). Errors name the problem (type, dtype, device, shape, batch size, NaN or
+        infinity)."""
         x = self._checked(x)
         self.last_buckets = []
         if x.dim() == 4 and x.shape[0] == 0:
@@ -217,14 +248,18 @@ class GpuEngine:
             empty = torch.empty(0, dtype=torch.int64, device=self.device)
             return EngineOutput(empty, empty.clone(), torch.empty(0, dtype=torch.float32, device=self.device))
         with self._on_device(), self._eager_math():
+            self._start_input_check(x)
             if x.dim() == 3:
                 run = {"eager": self._eager_one, "graphs": self._graphs_one,
                        "conditional": self._conditional_one}[self.mode]
-                out = run(x[None])
+                out = run(x[None])  # its result read back: a host wait
+                self._refuse_non_finite(x)
                 self._counts[out.exit] += 1
                 return out
             out = self._per_sample(x) if self.policy == "per-sample" else self._whole_batch(x)
-        self._counts += torch.bincount(out.exit.cpu(), minlength=self.num_exits)
+            exits = out.exit.cpu()  # a host wait
+        self._refuse_non_finite(x)
+        self._counts += torch.bincount(exits, minlength=self.num_exits)
         return out
 
     @torch.inference_mode()
