@@ -186,3 +186,12 @@ def test_the_test_split_as_raw_pixels_gives_branchy_runs_accuracy(tmp_path, caps
     assert f"{100.0 * float((out.prediction == labels).double().mean()):.2f}" == printed
     x, _, _ = data.model_samples(engine.metadata, engine.input_shape)
     assert torch.equal(out.score, Engine(path, kernels="own")(x).score)  # the same floats ran
+
+
+def test_the_gpu_engine_says_where_raw_pixels_go(rgb):
+    # Raw pixels are the CPU engine's; the GPU engine says how to prepare them (checked before
+    # anything needs a GPU).
+    with pytest.raises(ValueError, match=re.escape("input='uint8': the GPU engine takes float32 input prepared "
+                                                   "as in training; turn raw pixels into it with the CPU "
+                                                   "engine's prepare()")):
+        Engine(rgb, device="cuda", input="uint8")

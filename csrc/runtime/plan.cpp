@@ -692,8 +692,9 @@ Demand estimate_demand(const Model& model) {
     double per_output = 1.0;  // an element op
     if (!op.tensors.empty() && op.out.c > 0) {
       // Weighted: a convolution's or linear layer's weights per output channel are the
-      // multiply-adds of one output (res_block: its first convolution's, the second's alike).
-      per_output = std::max(1.0, double(op.tensors[0].count) / op.out.c) * (op.tensors.size() > 2 ? 2 : 1);
+      // multiply-adds of one output (res_block: both convolutions', weights at 0 and 2).
+      const double weights = double(op.tensors[0].count) + (op.tensors.size() > 2 ? double(op.tensors[2].count) : 0.0);
+      per_output = std::max(1.0, weights / op.out.c);
     } else if (op.kernel_h > 0 && op.kernel_w > 0) {
       per_output = double(op.kernel_h) * op.kernel_w;  // a pool's window
     } else {
@@ -1102,7 +1103,8 @@ void check_finite_input(const float* x, int64_t samples, int64_t per_sample) {
                                   " contains " +
                                   (std::isnan(v[i]) ? "NaN" : v[i] > 0 ? "+inf" : "-inf") +
                                   " at element " + std::to_string(i) +
-                                  " (inputs must be finite; check_inputs=false skips this scan)");
+                                  " (inputs must be finite; a caller that guarantees it can skip the scan: Engine(check_inputs=False), "
+                                  "PlanOptions::check_inputs = false, branchy-run --no-input-check)");
     }
   }
 }

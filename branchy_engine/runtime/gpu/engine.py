@@ -67,6 +67,8 @@ class GpuEngine:
         max_batch: the largest batch (buffers and the largest bucket are sized by it).
         if_nodes: who builds the conditional mode's IF nodes: "auto", "extension" or "torch"
             (gpu/capture.py).
+        input: "float" only (raw uint8 pixels are the CPU engine's: its prepare() gives this
+            engine's input).
         check_inputs: refuse inputs holding NaN or +-inf with the CPU engine's ValueError
             ("input sample 2 contains +inf at element 759 ..."). The check runs on the device
             before the network and is read back at the host wait the call makes anyway (no
@@ -80,7 +82,12 @@ class GpuEngine:
 
     def __init__(self, model: str, device: str = "cuda", mode: str = "conditional",
                  thresholds: Optional[Sequence[float]] = None, max_batch: int = 256,
-                 policy: str = "per-sample", if_nodes: str = "auto", check_inputs: bool = True):
+                 policy: str = "per-sample", if_nodes: str = "auto", check_inputs: bool = True,
+                 input: str = "float"):
+        if input != "float":
+            raise ValueError(f"input={input!r}: the GPU engine takes float32 input prepared as in training; "
+                             "turn raw pixels into it with the CPU engine's prepare() "
+                             "(Engine(model, input='uint8').prepare(pixels))")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if policy not in POLICIES:
@@ -196,7 +203,7 @@ class GpuEngine:
         value = float(rows[sample, element])
         raise ValueError(f"{'input' if rows.shape[0] == 1 else f'input sample {sample}'} contains "
                          f"{'NaN' if math.isnan(value) else '+inf' if value > 0 else '-inf'} at element "
-                         f"{element} (inputs must be finite; check_inputs=False skips this check)")
+                         f"{element} (inputs must be finite; a caller that guarantees it can skip the scan: Engine(check_inputs=False))")
 
     @property
     def _graphed(self) -> bool:
