@@ -556,8 +556,8 @@ class Parser {
 
 }  // namespace
 
-Model parse_model(const uint8_t* data, size_t size) {
-  return Parser("model file", data, size).parse();
+Model parse_model(const uint8_t* data, size_t size, std::shared_ptr<const void> owner) {
+  return Parser("model file", data, size, std::move(owner)).parse();
 }
 
 Model load_model(const std::string& path, int64_t max_bytes) {

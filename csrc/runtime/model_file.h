@@ -138,8 +138,10 @@ struct Model {
   int64_t weight_count() const;           // f32 elements of the tensor table (each stored once)
 };
 
-// Parses and checks a whole model file held in memory; copies the bytes. Throws ModelError.
-Model parse_model(const uint8_t* data, size_t size);
+// Parses and checks a whole model file held in memory. Copies the bytes, unless `owner` keeps
+// them alive and the weights section lies 64-byte aligned in them: then the model points into
+// them (and holds `owner`). Throws ModelError.
+Model parse_model(const uint8_t* data, size_t size, std::shared_ptr<const void> owner = nullptr);
 
 // Maps a file and parses it, the weights read in place (no copy). Refused before reading: a path
 // that is not a regular file (/dev/zero), a file over `max_bytes` (PlanOptions::max_memory's
