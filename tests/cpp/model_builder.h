@@ -76,6 +76,8 @@ struct Writer {
   uint32_t in_c = 1, in_h = 1, in_w = 1, num_classes = 1, criterion = 0;
   std::vector<float> thresholds;
   std::vector<std::string> names;
+  std::vector<float> prep;  // the input preparation: pixel_max, then mean and std per input
+                            // channel (flag 0x1); empty: none
   std::vector<Tensor> tensors;
   std::vector<OpRecord> ops;
   std::vector<StageRecord> stages;
@@ -129,7 +131,9 @@ struct Writer {
     return n;
   }
   // The u32 num_tensors.
-  size_t table_at() const { return kHeader + 4 * (5 + 1 + thresholds.size() + 1) + names_bytes(); }
+  size_t table_at() const {
+    return kHeader + 4 * (5 + 1 + thresholds.size() + 1 + prep.size()) + names_bytes();
+  }
   // Tensor i's record: u64 offset, then u64 element count.
   size_t tensor_at(size_t i) const { return table_at() + 4 + 16 * i; }
   // The u32 num_ops, then op k's words.
@@ -156,6 +160,7 @@ struct Writer {
       g.insert(g.end(), s.begin(), s.end());
       g.resize((g.size() + 3) / 4 * 4);
     }
+    for (float v : prep) put32(g, bits(v));
     put32(g, uint32_t(tensors.size()));
     for (const Tensor& t : tensors) {
       put64(g, t.offset);
@@ -193,7 +198,8 @@ struct Writer {
     const std::vector<uint8_t> g = graph();
     std::vector<uint8_t> f(kHeader);
     std::memcpy(f.data(), "BRANCHY\0", 8);
-    set32(f, 8, version);  // flags stay 0
+    set32(f, 8, version);
+    set32(f, 12, prep.empty() ? 0 : branchy::kFlagInputPrep);
     const uint64_t graph_at = kHeader, meta_at = graph_at + g.size();
     const uint64_t weights_at = (meta_at + metadata.size() + 63) / 64 * 64;
     f.insert(f.end(), g.begin(), g.end());
