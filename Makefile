@@ -15,14 +15,20 @@ endif
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 DNNL_HEADER := /usr/include/oneapi/dnnl/dnnl.hpp
 SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h')
-CPP_TESTS := $(wildcard tests/cpp/*) $(wildcard tests/stress/*.cpp)
+CPP_TESTS := $(wildcard tests/cpp/*) $(wildcard tests/stress/*.cpp) $(wildcard tests/capi/*)
+# What else the CMake build reads: the C API's header, the package templates.
+LIBRARY_FILES := $(wildcard include/*.h) $(wildcard cmake/*)
+PREFIX ?= /usr/local
 
-.PHONY: demo test bench ctest fuzz tsan system clean help
+.PHONY: demo test bench ctest install fuzz tsan system clean help
 
 help:
 	@echo "make demo   the main job, on the embedded default data"
-	@echo "make test   the test suite: C++ (ctest), Python (pytest), benchmarks once without timing,"
+	@echo "make test   the test suite: C++ and C (ctest), the installed library (tests/install: the"
+	@echo "            examples built against it), Python (pytest), benchmarks once without timing,"
 	@echo "            and the GPU check's dry run (bench/gpu_check.sh --dry-run: its wiring)"
+	@echo "make install PREFIX=P   the C and C++ library into P (default /usr/local): headers,"
+	@echo "            libbranchy.a and .so, branchy-run, the CMake package and branchy.pc"
 	@echo "make bench  the benchmarks, timed: the fused exit decision, the CPU engine vs peers"
 	@echo "            (the paper's networks; torchvision networks vs ONNX Runtime and OpenVINO);"
 	@echo "            writes bench/results/"
@@ -40,19 +46,21 @@ $(VENV)/.built: $(VENV)/.deps $(SOURCES) | system
 	@$(PY) -m branchy_engine.build_info
 	@touch $@
 
-$(BUILD)/.ctest-built: CMakeLists.txt $(SOURCES) $(CPP_TESTS) | system
+$(BUILD)/.ctest-built: CMakeLists.txt $(SOURCES) $(CPP_TESTS) $(LIBRARY_FILES) | system
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release > /dev/null
 	cmake --build $(BUILD) -j 2
 	@touch $@
 
 # Debian packages: Fashion-MNIST (the default data), oneDNN (libdnnl-dev, native OpenMP build:
-# the runtime layers where it beats the own kernels) and valgrind (the profiler's cache simulator
-# where the CPU's counters are not granted). Installed only when missing.
+# the runtime layers where it beats the own kernels), valgrind (the profiler's cache simulator
+# where the CPU's counters are not granted) and pkg-config (the install test builds the examples
+# with it). Installed only when missing.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 system:
 	@missing=""; test -d $(FASHION_MNIST) || missing="$$missing dataset-fashion-mnist"; \
 	  test -f $(DNNL_HEADER) || missing="$$missing libdnnl-dev"; \
 	  command -v valgrind > /dev/null || missing="$$missing valgrind"; \
+	  command -v pkg-config > /dev/null || missing="$$missing pkg-config"; \
 	  if [ -n "$$missing" ]; then echo "Installing (Debian):$$missing"; \
 	    $(SUDO) apt-get install -y -q $$missing > /dev/null; fi
 
@@ -64,7 +72,11 @@ $(BUILD)/branchy-run: CMakeLists.txt $(SOURCES) | system
 ctest: $(BUILD)/.ctest-built
 	ctest --test-dir $(BUILD) --output-on-failure
 
+install: $(BUILD)/.ctest-built
+	cmake --install $(BUILD) --prefix $(PREFIX)
+
 test: $(VENV)/.built ctest
+	PYTHON=$(PY) BUILD=$(BUILD) bash tests/install/run.sh
 	PYTHON=$(PY) OUT=$(BUILD)/gpu-check bash bench/gpu_check.sh --dry-run
 	$(PY) -m pytest bench/ -q --benchmark-disable
 	$(PY) -m pytest tests/ -q
