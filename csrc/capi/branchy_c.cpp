@@ -11,6 +11,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -108,10 +109,20 @@ void fits(size_t capacity, size_t needed, const char* name, const char* unit) {
   }
 }
 
-branchy::PixelOrder pixel_order(branchy_pixel_order order) {
-  if (order == BRANCHY_PIXELS_CHW) return branchy::PixelOrder::CHW;
-  if (order == BRANCHY_PIXELS_HWC) return branchy::PixelOrder::HWC;
-  throw std::invalid_argument("order is " + std::to_string(int(order)) +
+// A C enum argument's value as the caller passed it. C lets an enum hold any int; in C++ loading
+// one outside the enum's range is undefined, so the bits are read as its underlying type.
+template <typename Enum>
+int value_of(const Enum& e) {
+  std::underlying_type_t<Enum> v;
+  std::memcpy(&v, &e, sizeof v);
+  return int(v);
+}
+
+branchy::PixelOrder pixel_order(const branchy_pixel_order& order) {
+  const int o = value_of(order);
+  if (o == BRANCHY_PIXELS_CHW) return branchy::PixelOrder::CHW;
+  if (o == BRANCHY_PIXELS_HWC) return branchy::PixelOrder::HWC;
+  throw std::invalid_argument("order is " + std::to_string(o) +
                               ", expected BRANCHY_PIXELS_CHW (0) or BRANCHY_PIXELS_HWC (1)");
 }
 
@@ -169,7 +180,7 @@ const char* branchy_last_error(void) noexcept {
 }
 
 const char* branchy_status_name(branchy_status status) noexcept {
-  switch (status) {
+  switch (value_of(status)) {
     case BRANCHY_OK: return "BRANCHY_OK";
     case BRANCHY_ERROR_INVALID_ARGUMENT: return "BRANCHY_ERROR_INVALID_ARGUMENT";
     case BRANCHY_ERROR_MODEL: return "BRANCHY_ERROR_MODEL";
