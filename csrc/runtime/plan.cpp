@@ -1104,7 +1104,8 @@ void check_finite_input(const float* x, int64_t samples, int64_t per_sample) {
                                   (std::isnan(v[i]) ? "NaN" : v[i] > 0 ? "+inf" : "-inf") +
                                   " at element " + std::to_string(i) +
                                   " (inputs must be finite; a caller that guarantees it can skip the scan: Engine(check_inputs=False), "
-                                  "PlanOptions::check_inputs = false, branchy-run --no-input-check)");
+                                  "PlanOptions::check_inputs = false, branchy_options_set_check_inputs(options, 0), "
+                                  "branchy-run --no-input-check)");
     }
   }
 }
