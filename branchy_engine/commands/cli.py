@@ -37,11 +37,17 @@ def add_run_parser(sub):
     p.add_argument("model", help="a .branchy file from `branchy export`")
     p.add_argument("--data", help=f"one of {', '.join(data.DATASETS)} (default: the model's own)")
     p.add_argument("--data-dir", help="where the data lives (default: as for training)")
-    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--split", default="test", choices=["test", "val"],
+                   help="the test split, or the validation split held out of training (where "
+                        "`branchy calibrate` chose the thresholds)")
     p.add_argument("--limit", type=int, help="use only the first N samples")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--thresholds", type=floats, help="override the file's thresholds, comma-separated")
-    p.add_argument("--kernels", default="measure", choices=["measure", "own", "dnnl"])
+    p.add_argument("--threads", type=int, default=1, help="threads one call may use (oneDNN layers)")
+    p.add_argument("--thresholds", type=floats,
+                   help="override the file's thresholds: one per early exit, comma-separated")
+    p.add_argument("--kernels", default="measure", choices=["measure", "own", "dnnl"],
+                   help="measure: per layer, whichever of the own kernels and oneDNN is faster on "
+                        "this machine; own: the runtime's own kernels only; dnnl: oneDNN wherever "
+                        "it has the op")
 
 
 def cmd_run(args):
@@ -79,7 +85,8 @@ def add_profile_parser(sub):
                     "6). Writes OUT/profile-NAME.json (-sweep.json) and PNG plots.")
     p.add_argument("model", help="a .branchy file, a checkpoint, or a shipped model's name "
                                  "(b_lenet, lenet, b_alexnet, b_resnet110)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--device", default="cpu",
+                   help="cpu: the CPU engine; cuda[:N]: the GPU engine on that GPU")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--thresholds", type=floats, help="one per early exit, comma-separated "
                                                           "(default: the model's)")
@@ -108,7 +115,7 @@ def add_profile_parser(sub):
                         f"the first {NCU_MAX_SAMPLES} samples at most (ncu replays every kernel: "
                         f"seconds per sample), through the eager path")
     p.add_argument("--data-dir", help="where the data lives (default: as for training)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="threads one call may use (oneDNN layers)")
     p.add_argument("--out", default="profile", help="directory for the JSON and the plots")
 
 
@@ -132,7 +139,12 @@ def cmd_profile(args):
 
 
 def add_bench_parser(sub):
-    p = sub.add_parser("bench", help="time the fused exit decision against the PyTorch composite")
+    p = sub.add_parser(
+        "bench", help="time the fused exit decision against the PyTorch composite",
+        description="Times the fused exit decision op (softmax, entropy, threshold and argmax in one "
+                    "pass) against the PyTorch composite a user would write, with "
+                    "pytest-benchmark over batch sizes and class counts, warmed up, and writes the "
+                    "median ratios with their bars. Needs a checkout of the repository (bench/).")
     p.add_argument("--json", help="where to write the summary JSON, the Markdown table beside it "
                                   "(default bench/results/exit_decision-cpu.json)")
     p.add_argument("--raw", help="where to keep pytest-benchmark's own JSON, every round's time "
@@ -224,8 +236,10 @@ def add_train_parser(sub):
                    help="train only the early-exit heads of the network --init-from gives: the "
                         "trunk and the final classifier keep their weights and BatchNorm "
                         "statistics (eval mode throughout); no phase 1")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, choices=["cpu", "cuda"])
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seeds the weights' initialisation, dropout, the data order and which "
+                        "training samples are held out for validation")
+    p.add_argument("--device", default=d.device, choices=["cpu", "cuda"], help="where to train")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--save-every", type=int, default=d.save_every,
                    help="also checkpoint every N steps (0: at the end of every epoch only)")
@@ -284,7 +298,8 @@ def add_calibrate_parser(sub):
     p.add_argument("--out", dest="out_dir", help="plots and JSON (default: calibration-NAME beside the checkpoint)")
     p.add_argument("-o", "--output", help="write the calibrated checkpoint here instead of in place")
     p.add_argument("--dry-run", action="store_true", help="report only; write no checkpoint")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="where PyTorch runs the network over the validation and test splits")
 
 
 def cmd_calibrate(args):
@@ -326,7 +341,12 @@ def cmd_export(args):
 
 
 def add_inspect_parser(sub):
-    p = sub.add_parser("inspect", help="show a .branchy model file as the C++ runtime reads it")
+    p = sub.add_parser(
+        "inspect", help="show a .branchy model file as the C++ runtime reads it",
+        description="Reads the model file through the C++ runtime's own reader (its checks "
+                    "included) and prints the input shape, classes, exit rule and thresholds, and "
+                    "one table of ops per stage and exit head (stages and exits numbered from 1; "
+                    "values by their id in the file), the weights and the metadata's keys.")
     p.add_argument("model", help="a .branchy model file")
     p.add_argument("--json", action="store_true", help="print the runtime's JSON summary as it is")
 
@@ -347,11 +367,11 @@ def add_costs_parser(sub):
         description="Times what a sample pays between consecutive exits (stages, the exit's head "
                     "and decision) and the baseline network, at batch 1 on this machine, and writes "
                     "a costs file for `branchy calibrate --costs`. The file records how it was measured.")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a BranchyNet checkpoint (.pt) from `branchy train`")
     p.add_argument("-o", "--output", help="costs file (default: NAME.costs.json beside the checkpoint)")
     p.add_argument("--method", default="engine", choices=["engine", "pytorch", "flops"],
                    help="the CPU engine, PyTorch eager, or counted FLOPs")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="threads for the timed calls")
 
 
 def cmd_costs(args):
@@ -442,12 +462,16 @@ def cmd_reproduce(args):
     return 0
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
+def parser() -> argparse.ArgumentParser:
+    """The `branchy` command line: one subcommand per step."""
+    top = argparse.ArgumentParser(
         prog="branchy",
         description="BranchyNet early-exit networks: train in PyTorch, serve with a compiled engine.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("info", help="what the compiled extension holds (torch version, CUDA, CPU ISA)")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("info", help="what the compiled extension holds (torch version, CUDA, CPU ISA)",
+                   description="Prints the torch version the extension was built against, whether "
+                               "its CUDA kernels were compiled, the instruction set the CPU kernels "
+                               "use and the best this CPU has, and the GPU, if one is visible.")
     add_demo_parser(sub)
     add_reproduce_parser(sub)
     add_train_parser(sub)
@@ -458,8 +482,12 @@ def main(argv=None):
     add_run_parser(sub)
     add_profile_parser(sub)
     add_bench_parser(sub)
+    return top
+
+
+def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     args.argv = argv
     commands = {"info": cmd_info, "bench": cmd_bench, "demo": cmd_demo, "train": cmd_train,
                 "calibrate": cmd_calibrate, "export": cmd_export, "inspect": cmd_inspect,

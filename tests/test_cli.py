@@ -1,0 +1,22 @@
+"""The command lines, `branchy` and `branchy-run`: help for every command and option, the
+mix-ups of an exported model and a checkpoint, and outputs that stay out of git."""
+from branchy_engine.commands.cli import parser
+
+
+def commands():
+    """{name: its argparse parser} of every `branchy` subcommand."""
+    sub = next(a for a in parser()._actions if a.dest == "command")
+    return dict(sub.choices)
+
+
+def test_every_command_and_option_explains_itself():
+    # `branchy --help` lists each command with a line; `branchy COMMAND --help` describes it, and
+    # every option and argument says what it does.
+    top = parser()
+    listed = {a.dest: a.help for a in next(a for a in top._actions if a.dest == "command")._choices_actions}
+    for name, p in commands().items():
+        assert listed.get(name), f"`branchy --help` has no line for {name}"
+        assert p.description, f"`branchy {name} --help` has no description"
+        silent = [a.option_strings[0] if a.option_strings else a.dest for a in p._actions
+                  if not a.help and a.dest != "help"]
+        assert not silent, f"branchy {name}: no help text for {silent}"
