@@ -1,6 +1,11 @@
 """The command lines, `branchy` and `branchy-run`: help for every command and option, the
 mix-ups of an exported model and a checkpoint, and outputs that stay out of git."""
+import os
+import subprocess
+
 from branchy_engine.commands.cli import parser
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def commands():
@@ -20,3 +25,15 @@ def test_every_command_and_option_explains_itself():
         silent = [a.option_strings[0] if a.option_strings else a.dest for a in p._actions
                   if not a.help and a.dest != "help"]
         assert not silent, f"branchy {name}: no help text for {silent}"
+
+
+def test_default_outputs_stay_out_of_git(tmp_path):
+    # Where the commands write when not told otherwise, relative to the checkout's root.
+    defaults = {name: p.get_default("out") for name, p in commands().items() if p.get_default("out")}
+    paths = [os.path.join(defaults["profile"], "profile-b_lenet.json"),
+             os.path.join(defaults["reproduce"], "lenet", "b_lenet.pt"),
+             os.path.join(defaults["demo"], "table1.json"),
+             "b_lenet.branchy"]  # `branchy export CKPT -o b_lenet.branchy` in the root
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=REPO,
+                             capture_output=True, text=True)
+    assert sorted(ignored.stdout.split()) == sorted(paths), ignored.stderr
