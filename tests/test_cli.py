@@ -4,6 +4,7 @@ import os
 import subprocess
 
 from branchy_engine.commands.cli import parser
+from branchy_engine.profiling import cachesim
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,3 +38,14 @@ def test_default_outputs_stay_out_of_git(tmp_path):
     ignored = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=REPO,
                              capture_output=True, text=True)
     assert sorted(ignored.stdout.split()) == sorted(paths), ignored.stderr
+
+
+def test_branchy_run_help_prints_the_usage_and_succeeds():
+    runner = cachesim.find_runner()
+    for flag in ("--help", "-h"):
+        done = subprocess.run([runner, flag], capture_output=True, text=True)
+        assert done.returncode == 0 and done.stderr == ""
+        assert done.stdout.startswith("usage: branchy-run MODEL") and "--no-input-check" in done.stdout
+    wrong = subprocess.run([runner, "--no-such-option"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "unknown option --no-such-option" in wrong.stderr
+    assert "usage: branchy-run MODEL" in wrong.stderr and wrong.stdout == ""

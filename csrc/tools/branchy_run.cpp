@@ -1,21 +1,15 @@
 // branchy-run: classify images with a .branchy model from the command line, no Python.
-//
-//   branchy-run MODEL --idx IMAGES[.gz] [--labels LABELS[.gz]] [--limit N]
-//   branchy-run MODEL --raw FILE.f32 [--limit N]
-//   options: --threads T  --kernels measure|own|dnnl|pin:CHOICES  --thresholds T1,T2  --mean M --std S
-//            --predictions (print one line per sample)  --plan (print the chosen layers)
-//            --no-input-check (skip the scan that refuses samples holding NaN or +-inf)
-//            --verify (check each chosen kernel against its op's reference when the plan is built)
-//            --max-memory BYTES --max-flops N (resource limits; defaults 4 GiB and 1e12 a sample)
-//            --warmup K (K untimed calls first, cycling over the samples, through
-//            Plan::run_instrumented, so a simulator collecting inside Plan::run leaves them out)
-//            --points "T1,T2;T1,T2;..." (instead of --thresholds: the whole run once per set of
-//            thresholds, a plan each, its warm-up included; under callgrind each point's counts
-//            are dumped on their own, callgrind's output file name then gets ".N" for point N)
+// `branchy-run --help` prints the options (kUsage below).
 //
 // IDX images (uint8, as MNIST/Fashion-MNIST ship them) become x / 255, then (x - mean) / std;
 // raw files hold float32 samples [N, C, H, W] already prepared. Prints the accuracy (with labels),
 // how many samples left at each exit, and the latency of each call (batch 1).
+//
+// For the cache simulator (branchy_engine/profiling/cachesim.py): --warmup K makes K untimed
+// calls first, cycling over the samples, through Plan::run_instrumented, so a simulator
+// collecting inside Plan::run leaves them out; --points "T1,T2;T1,T2;..." runs the whole run once
+// per set of thresholds, a plan each, its warm-up included, and under callgrind dumps each
+// point's counts on their own (callgrind's output file name then gets ".N" for point N).
 #include <zlib.h>
 
 #include <algorithm>
@@ -55,12 +49,37 @@ struct Args {
   double max_memory = 0, max_flops = 0;  // 0: the defaults
 };
 
+constexpr const char* kUsage =
+    "usage: branchy-run MODEL (--idx IMAGES [--labels LABELS] | --raw FILE.f32) [--limit N]\n"
+    "         [--threads T] [--kernels measure|own|dnnl|pin:CHOICES] [--thresholds T1,T2,...]\n"
+    "         [--points \"T1,T2;T1,T2\"] [--mean M] [--std S] [--predictions] [--plan] [--warmup K]\n"
+    "         [--no-input-check] [--verify] [--max-memory BYTES] [--max-flops N]\n"
+    "\n"
+    "Classifies samples with a .branchy model (from `branchy export`) at batch 1 and prints the\n"
+    "accuracy (with labels), how many samples left at each exit (numbered from 1) and the latency\n"
+    "per sample.\n"
+    "\n"
+    "  --idx IMAGES        IDX images (uint8, gzip or plain), fed as (x / 255 - mean) / std\n"
+    "  --labels LABELS     IDX labels for the accuracy\n"
+    "  --raw FILE.f32      float32 samples [N, C, H, W], already prepared\n"
+    "  --limit N           the first N samples only\n"
+    "  --threads T         threads one call may use (oneDNN layers); default 1\n"
+    "  --kernels K         measure (default), own, dnnl, or pin:CHOICES (another plan's choices)\n"
+    "  --thresholds T1,..  one per early exit, instead of the file's\n"
+    "  --points \"..;..\"    instead of --thresholds: the whole run once per set of thresholds\n"
+    "  --mean M --std S    the normalisation of --idx images; default 0 and 1\n"
+    "  --predictions       one line per sample: index, class, exit, score\n"
+    "  --plan              print the chosen layers and the memory first\n"
+    "  --warmup K          K untimed calls first, outside Plan::run (for a simulator)\n"
+    "  --no-input-check    skip the scan that refuses samples holding NaN or +-inf\n"
+    "  --verify            check each chosen kernel against its op's reference\n"
+    "  --max-memory BYTES  refuse a model that needs more; default 4 GiB\n"
+    "  --max-flops N       refuse a model that needs more FLOPs a sample; default 1e12\n"
+    "  -h, --help          print this and exit\n";
+
+// A mistake on the command line: what is wrong and the usage, on stderr, exit status 2.
 [[noreturn]] void usage(const std::string& error) {
-  std::cerr << "branchy-run: " << error << "\n"
-            << "usage: branchy-run MODEL (--idx IMAGES [--labels LABELS] | --raw FILE.f32) "
-               "[--limit N] [--threads T] [--kernels measure|own|dnnl|pin:CHOICES] [--thresholds T1,T2,...] "
-               "[--points \"T1,T2;T1,T2\"] [--mean M] [--std S] [--predictions] [--plan] [--warmup K] "
-               "[--no-input-check] [--verify] [--max-memory BYTES] [--max-flops N]\n";
+  std::cerr << "branchy-run: " << error << "\n" << kUsage;
   std::exit(2);
 }
 
@@ -107,7 +126,10 @@ Args parse(int argc, char** argv) {
     else if (arg == "--verify") a.verify = true;
     else if (arg == "--max-memory") a.max_memory = parse_floats(value()).at(0);
     else if (arg == "--max-flops") a.max_flops = parse_floats(value()).at(0);
-    else if (arg == "-h" || arg == "--help") usage("help");
+    else if (arg == "-h" || arg == "--help") {
+      std::cout << kUsage;
+      std::exit(0);
+    }
     else if (!arg.empty() && arg[0] == '-') usage("unknown option " + arg);
     else if (a.model.empty()) a.model = arg;
     else usage("more than one model given");
