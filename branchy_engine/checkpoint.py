@@ -52,9 +52,14 @@ def save(path, checkpoint):
 
 def _read(path: str, what: str):
     """torch.load(path) with weights_only=True on the CPU; CheckpointError naming the file when it
-    is missing or not a readable torch file (corrupt, truncated, foreign)."""
+    is missing, an exported model, or not a readable torch file (corrupt, truncated, foreign)."""
+    from branchy_engine.export.model_file import MAGIC  # not at the top: export imports this module
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such {what} file")
+    with open(path, "rb") as f:
+        if f.read(len(MAGIC)) == MAGIC:
+            raise CheckpointError(f"{path} is an exported model (.branchy), which only the engine "
+                                  f"reads: pass the .pt {what} it was exported from")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     # Random bytes can also fail inside the unpickler as IndexError or KeyError (seen in CI).

@@ -3,10 +3,15 @@ mix-ups of an exported model and a checkpoint, and outputs that stay out of git.
 import os
 import subprocess
 
+import pytest
+
+from branchy_engine.commands.cli import main as branchy
 from branchy_engine.commands.cli import parser
+from branchy_engine.export import export
 from branchy_engine.profiling import cachesim
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED = os.path.join(REPO, "branchy_engine", "checkpoints")
 
 
 def commands():
@@ -49,3 +54,30 @@ def test_branchy_run_help_prints_the_usage_and_succeeds():
     wrong = subprocess.run([runner, "--no-such-option"], capture_output=True, text=True)
     assert wrong.returncode == 2 and "unknown option --no-such-option" in wrong.stderr
     assert "usage: branchy-run MODEL" in wrong.stderr and wrong.stdout == ""
+
+
+@pytest.fixture(scope="module")
+def b_lenet_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "b_lenet.branchy"
+    export(os.path.join(SHIPPED, "b_lenet.pt"), path, thresholds=[0.5])
+    return str(path)
+
+
+@pytest.mark.parametrize("command", [["export", "-o", "out.branchy"], ["costs"], ["calibrate"]])
+def test_an_exported_model_where_a_checkpoint_belongs_says_so(b_lenet_model, tmp_path, capsys, command):
+    name, *rest = command
+    assert branchy([name, b_lenet_model, *rest]) == 2
+    err = capsys.readouterr().err
+    assert f"{b_lenet_model} is an exported model (.branchy)" in err
+    assert "pass the .pt checkpoint it was exported from" in err and "weights_only" not in err
+
+
+def test_a_checkpoint_where_a_model_belongs_suggests_export(capsys):
+    checkpoint = os.path.join(SHIPPED, "b_lenet.pt")
+    assert branchy(["run", checkpoint]) == 2
+    assert (f"{checkpoint} is a PyTorch checkpoint, not an exported model: run `branchy export "
+            f"{checkpoint} -o MODEL.branchy`") in capsys.readouterr().err
+    done = subprocess.run([cachesim.find_runner(), checkpoint, "--raw", os.devnull],
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    assert f"is a PyTorch checkpoint: export it first, `branchy export {checkpoint}" in done.stderr

@@ -9,6 +9,7 @@
 """
 import json
 import threading
+import zipfile
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -108,8 +109,15 @@ class Engine:
         self.path = str(model)
         max_memory = min(max_memory, (1 << 63) - 1)  # the runtime counts bytes in int64
         # The runtime checks the thresholds (count, NaN, sign) and the file.
-        self.plan = _C._Plan(self.path, threads, [float(t) for t in thresholds or []], kernels,
-                             bool(check_inputs), bool(verify), int(max_memory), float(max_flops))
+        try:
+            self.plan = _C._Plan(self.path, threads, [float(t) for t in thresholds or []], kernels,
+                                 bool(check_inputs), bool(verify), int(max_memory), float(max_flops))
+        except ValueError as e:
+            if zipfile.is_zipfile(self.path):  # torch.save's format: a checkpoint
+                raise ValueError(f"{self.path} is a PyTorch checkpoint, not an exported model: "
+                                 f"run `branchy export {self.path} -o MODEL.branchy` and pass "
+                                 f"MODEL.branchy") from e
+            raise
         self.max_batch = max_batch
         self.input_shape = tuple(self.plan.input_shape)
         self._local = threading.local()

@@ -179,6 +179,17 @@ std::vector<uint8_t> read_idx(const std::string& path, int ndim, std::vector<uin
   return std::vector<uint8_t>(data.begin() + header, data.end());
 }
 
+// What to do about a model file the runtime refused, where the cause is a common mix-up.
+std::string hint_for(const std::string& model) {
+  char head[4] = {};
+  std::ifstream(model, std::ios::binary).read(head, sizeof head);
+  if (std::memcmp(head, "PK\x03\x04", 4) == 0) {  // a zip: torch.save's format
+    return "\n" + model + " is a PyTorch checkpoint: export it first, `branchy export " + model +
+           " -o MODEL.branchy`, and pass MODEL.branchy";
+  }
+  return "";
+}
+
 double percentile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
   return v[std::min(v.size() - 1, size_t(q * (v.size() - 1) + 0.5))];
@@ -297,7 +308,7 @@ int main(int argc, char** argv) {
       run_point(args, model, thresholds, inputs, labels, samples);
     }
   } catch (const std::exception& e) {
-    std::cerr << "branchy-run: " << e.what() << "\n";
+    std::cerr << "branchy-run: " << e.what() << hint_for(args.model) << "\n";
     return 1;
   }
   return 0;
