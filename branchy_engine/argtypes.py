@@ -1,8 +1,10 @@
 """argparse `type=` converters shared by the `branchy` command line and the modules that have a
-`python -m` entry point of their own (profiling.gpu, profiling.ncu). They live here, beside
-fileio and timing, so that no module needs to import the command line (cli.py) for them."""
+`python -m` entry point of their own (profiling.gpu, profiling.ncu), and threshold_list, the same
+for Python callers. They live here, beside fileio and timing, so that no module needs to import
+the command line (cli.py) for them."""
 import argparse
-from typing import List
+import numbers
+from typing import List, Optional
 
 
 def floats(text: str) -> List[float]:
@@ -24,3 +26,20 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
+
+
+def threshold_list(value) -> Optional[List[float]]:
+    """Thresholds as a Python caller gives them: None (the model's own), one number (for a network
+    with one early exit), or one number per early exit (a list, tuple, 1-D tensor or array).
+    Returns None or a list of floats; checking the count against the network is the caller's."""
+    if value is None:
+        return None
+    if isinstance(value, numbers.Real) or getattr(value, "ndim", None) == 0:
+        return [float(value)]
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"thresholds must be numbers, got the string {value!r}")
+    try:
+        return [float(v) for v in value]
+    except TypeError:
+        raise TypeError(f"thresholds must be a number or a sequence of numbers, got "
+                        f"{type(value).__name__}") from None

@@ -165,6 +165,27 @@ def test_threshold_overrides(exported):
     assert nobody_early.stats()["samples"] == 0
 
 
+def test_thresholds_take_one_number_and_refuse_an_empty_list(exported):
+    from branchy_engine.export import choose_thresholds
+    _, tiny = exported("tiny")  # one early exit: a number will do
+    for one in (0.25, torch.tensor(0.25), [0.25]):
+        assert be.Engine(tiny, thresholds=one, kernels="own").thresholds == [0.25]
+    # An empty list was taken as "the file's" without a word; None says that.
+    with pytest.raises(ValueError, match=r"thresholds: expected 1 \(one per early exit\), got none"):
+        be.Engine(tiny, thresholds=[], kernels="own")
+    with pytest.raises(TypeError, match="thresholds must be numbers, got the string '0.5'"):
+        be.Engine(tiny, thresholds="0.5", kernels="own")
+    _, b_resnet = exported("b_resnet110")  # two early exits: one number is too few
+    with pytest.raises(ValueError, match=r"thresholds: expected 2 \(one per early exit\), got 1"):
+        be.Engine(b_resnet, thresholds=0.5, kernels="own")
+    _, lenet = exported("lenet")  # a single exit takes none
+    assert be.Engine(lenet, thresholds=[], kernels="own").thresholds == []
+    # The exporter takes them the same way.
+    assert choose_thresholds(None, 2, 0.5) == ("entropy", [0.5], "command line")
+    with pytest.raises(ValueError, match="takes 1 thresholds"):
+        choose_thresholds(None, 2, [])
+
+
 def test_a_run_flushes_denormals_and_leaves_the_callers_setting(exported):
     # Each run sets flush-to-zero and denormals-are-zero on the calling thread and restores the
     # caller's: PyTorch's own setting (torch.set_flush_denormal) on this thread survives a call

@@ -12,6 +12,7 @@ import torch
 
 import branchy_engine
 from branchy_engine import checkpoint
+from branchy_engine.argtypes import threshold_list
 from branchy_engine.export import model_file
 from branchy_engine.fileio import atomic_path
 from branchy_engine.export import lower_aten, lowering
@@ -22,13 +23,14 @@ def choose_thresholds(record: Optional[dict], num_exits: int, values: Optional[S
                       criterion: Optional[str] = None) -> Tuple[str, List[float], str]:
     """The exit rule to write: (criterion, one threshold per early exit, where they came from).
 
-    Given `values` win; else the checkpoint's calibration `record` (criterion and values, written by
-    `branchy calibrate`); a single-exit network needs none. Raises ValueError if a network with
+    Given `values` win (one number stands for a list of one); else the checkpoint's calibration
+    `record` (criterion and values, written by `branchy calibrate`); a single-exit network needs
+    none. Raises ValueError if a network with
     early exits has neither, for the patience criterion (the engine runs entropy and maxprob), and
     for a wrong count, NaN or a negative value.
     """
     if values is not None:
-        criterion, values, source = criterion or "entropy", list(values), "command line"
+        criterion, values, source = criterion or "entropy", threshold_list(values), "command line"
     elif record is not None:
         if criterion is not None and criterion != record["criterion"]:
             raise ValueError(f"the checkpoint is calibrated for {record['criterion']!r}, not {criterion!r}; "
@@ -159,7 +161,8 @@ def export(checkpoint_path, output, thresholds: Optional[Sequence[float]] = None
            criterion: Optional[str] = None) -> dict:
     """Exports a checkpoint (from `branchy train`, thresholds from `branchy calibrate`).
 
-    `thresholds`/`criterion` override the checkpoint's calibration. Returns what write_model does.
+    `thresholds` (one per early exit, or one number) and `criterion` override the checkpoint's
+    calibration. Returns what write_model does.
     """
     ckpt = checkpoint.load(checkpoint_path)
     net = checkpoint.build_model(ckpt)

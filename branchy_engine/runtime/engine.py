@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from branchy_engine.argtypes import threshold_list
 from branchy_engine.runtime.ops import _C
 
 KERNELS = ("measure", "own", "dnnl")
@@ -55,8 +56,9 @@ class Engine:
     Args:
         model: path of a .branchy file.
         threads: threads one call may use (oneDNN layers); 1 for latency-bound calls.
-        thresholds: replace the file's thresholds, one per early exit. float("inf") makes every
-            sample leave at that exit (entropy criterion), 0.0 none.
+        thresholds: replace the file's thresholds, one per early exit (a single number where
+            there is one early exit); None keeps the file's. float("inf") makes every sample
+            leave at that exit (entropy criterion), 0.0 none.
         kernels: "measure" (per layer, whichever of the own kernels and oneDNN is faster here),
             "own", "dnnl" (oneDNN wherever it has the op), or "pin:" + another engine's
             `choices` (the same kernels, unmeasured: how the cache simulator and the exit paths
@@ -108,10 +110,16 @@ class Engine:
             raise ValueError(f"max_memory and max_flops must be > 0, got {max_memory} and {max_flops}")
         self.path = str(model)
         max_memory = min(max_memory, (1 << 63) - 1)  # the runtime counts bytes in int64
+        thresholds = threshold_list(thresholds)
+        if thresholds == []:  # the runtime reads an empty list as "the file's"
+            early = len(json.loads(_C.model_summary(self.path))["exits"]) - 1
+            if early:
+                raise ValueError(f"thresholds: expected {early} (one per early exit), got none; "
+                                 f"None keeps the file's")
         # The runtime checks the thresholds (count, NaN, sign) and the file.
         try:
-            self.plan = _C._Plan(self.path, threads, [float(t) for t in thresholds or []], kernels,
-                                 bool(check_inputs), bool(verify), int(max_memory), float(max_flops))
+            self.plan = _C._Plan(self.path, threads, thresholds or [], kernels, bool(check_inputs),
+                                 bool(verify), int(max_memory), float(max_flops))
         except ValueError as e:
             if zipfile.is_zipfile(self.path):  # torch.save's format: a checkpoint
                 raise ValueError(f"{self.path} is a PyTorch checkpoint, not an exported model: "

@@ -33,6 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from branchy_engine.argtypes import threshold_list
 from branchy_engine.runtime.compaction import compact_survivors, scatter_exits
 from branchy_engine.runtime.engine import EngineOutput, exit_stats
 from branchy_engine.runtime.gpu import capture
@@ -158,8 +159,8 @@ class GpuEngine:
 
     def set_thresholds(self, values: Sequence[float]):
         """Replaces the thresholds in device memory (captured graphs read the new ones) and in the
-        host copy that eager calls use."""
-        values = [float(v) for v in values]
+        host copy that eager calls use: one per early exit (one number where there is one)."""
+        values = threshold_list(values) or []
         if len(values) != self.num_exits - 1:
             raise ValueError(f"thresholds: expected {self.num_exits - 1} (one per early exit), got {len(values)}")
         if any(math.isnan(v) or v < 0 for v in values):
