@@ -260,6 +260,12 @@ def test_profile_sweep_draws_figure6(shipped, tmp_path, capsys):
     out = tmp_path / "sweep"
     assert main(["profile", shipped["b_lenet"], "--sweep", "--sweep-values", "0,1e9",
                  "--samples", "30", "--sim-samples", "3", "--counters", "sim", "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    # The table gives each point's simulated exits; the closing line gives none to misread.
+    rows = printed.out.splitlines()
+    assert rows[3].rstrip().endswith("0 / 3") and rows[4].rstrip().endswith("3 / 0")
+    closing = next(r for r in rows if r.startswith("callgrind cache simulation"))
+    assert "leaving" not in closing and "each row's simulated exits" in closing
     record = json.loads((out / "profile-b_lenet-sweep.json").read_text())
     low, high = record["sweep"]
     assert [low["sweep_value"], high["sweep_value"]] == [0.0, 1e9]
@@ -268,7 +274,8 @@ def test_profile_sweep_draws_figure6(shipped, tmp_path, capsys):
     assert os.path.getsize(record["files"]["figure6"]) > 0
     series = profile.figure6_series(record)
     assert series["misses"] == [p["simulated"]["per_inference"]["d1_misses"] for p in record["sweep"]]
-    assert "D1 miss" in capsys.readouterr().out
+    assert "D1 miss" in printed.out
+    assert "each row's simulated exits" in (out / "profile-b_lenet-sweep.md").read_text()
 
 
 def test_profile_takes_a_shipped_name_and_exports_it(tmp_path):

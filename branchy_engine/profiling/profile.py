@@ -318,11 +318,11 @@ def sweep_markdown(record: dict) -> str:
         if sim:
             q = p["simulated"]["per_inference"]
             row += [f"{q['instructions']:,.0f}", f"{q['d1_misses']:,.0f}", f"{100 * q['d1_miss_rate']:.2f}%",
-                    f"{q['ll_misses']:,.1f}", " / ".join(str(c) for c in p["simulated"]["exit_counts"])]
+                    f"{q['ll_misses']:,.1f}", _sim_exits(p["simulated"])]
         lines.append("| " + " | ".join(row) + " |")
     if sim:
-        lines += ["", _sim_line(points[0]["simulated"]).split(", per inference")[0] + "; "
-                  + "; ".join(points[0]["simulated"]["notes"]) + "."]
+        lines += ["", _sim_setup(points[0]["simulated"]) + ", the same for every point; each row's "
+                  "simulated exits are where those samples left; " + "; ".join(points[0]["simulated"]["notes"]) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -423,13 +423,21 @@ def table(record: dict) -> str:
     return "\n".join(lines)
 
 
+def _sim_setup(sim: dict) -> str:
+    """How a simulation ran, the same for every point of a sweep: tool, samples, warm-up, caches."""
+    caches = ", ".join(f"{k} {cachesim.Cache(**v).text()}" for k, v in sim["caches"].items())
+    return (f"{sim['backend']} ({sim['tool']}, {sim['samples']} samples after {sim['warmup_calls']} "
+            f"warm-up calls; {caches})")
+
+
+def _sim_exits(sim: dict) -> str:
+    return " / ".join(str(c) for c in sim["exit_counts"])
+
+
 def _sim_line(sim: dict) -> str:
     p = sim["per_inference"]
-    caches = ", ".join(f"{k} {cachesim.Cache(**v).text()}" for k, v in sim["caches"].items())
-    exits = " / ".join(str(c) for c in sim["exit_counts"])
-    return (f"{sim['backend']} ({sim['tool']}, {sim['samples']} samples leaving {exits} at each exit, after "
-            f"{sim['warmup_calls']} warm-up calls; {caches}), per inference: instructions {p['instructions']:,.0f}, "
-            f"I1 misses {p['i1_misses']:,.1f}, D1 misses {p['d1_misses']:,.1f} "
+    return (f"{_sim_setup(sim)}, the samples leaving {_sim_exits(sim)} at each exit; per inference: "
+            f"instructions {p['instructions']:,.0f}, I1 misses {p['i1_misses']:,.1f}, D1 misses {p['d1_misses']:,.1f} "
             f"({100 * p['d1_miss_rate']:.2f}% of data accesses), LL misses {p['ll_misses']:,.1f}; "
             + "; ".join(sim["notes"]))
 
@@ -447,7 +455,7 @@ def _sweep_table(record: dict) -> str:
     sim = "simulated" in points[0]
     perf = "counters" in points[0]
     if sim:
-        head += f"{'D1 miss/inf':>13}{'D1 miss %':>11}{'LL miss/inf':>13}"
+        head += f"{'D1 miss/inf':>13}{'D1 miss %':>11}{'LL miss/inf':>13}  simulated exits"
     if perf:
         head += "".join(f"{e:>18}" for e in points[0]["counters"])
     lines += [head, "-" * len(head)]
@@ -457,13 +465,15 @@ def _sweep_table(record: dict) -> str:
                + "".join(f"{e['percent']:>8.1f}%" for e in p["exits"]))
         if sim:
             s = p["simulated"]["per_inference"]
-            row += f"{s['d1_misses']:>13,.0f}{100 * s['d1_miss_rate']:>10.2f}%{s['ll_misses']:>13,.1f}"
+            row += (f"{s['d1_misses']:>13,.0f}{100 * s['d1_miss_rate']:>10.2f}%{s['ll_misses']:>13,.1f}"
+                    f"  {_sim_exits(p['simulated'])}")
         if perf:
             row += "".join(f"{p['counters'][e]['per_inference']:>18,.0f}" for e in p["counters"])
         lines.append(row)
     lines.append(f"timing: {points[0]['timing']}")
     lines.append(f"cache figures: {record['cache_backend']['why']}")
     if sim:
-        lines.append(_sim_line(points[0]["simulated"]).split(", per inference")[0])
+        lines.append(f"{_sim_setup(points[0]['simulated'])}, the same for every point; each row's "
+                     f"simulated exits are where those samples left")
     lines.append("wrote " + ", ".join(record["files"].values()))
     return "\n".join(lines)
