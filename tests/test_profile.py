@@ -13,6 +13,7 @@ from branchy_engine.commands.cli import main
 from branchy_engine.runtime.engine import Engine
 from branchy_engine.export import export, write_model
 from branchy_engine.profiling import cachesim, cpu, profile, summary
+from branchy_engine.profiling.progress import SIM_START_S, Progress, duration
 
 from tiny_models import INPUT_SHAPE, tiny_net
 
@@ -212,7 +213,10 @@ def test_one_simulation_of_several_points_counts_each_apart(shipped):
     x = samples(10, (1, 28, 28))
     kernels = "pin:" + Engine(shipped["b_lenet"], kernels="own").choices
     points = [[0.0], [1e9], [0.0]]
-    together = cachesim.simulate_points(shipped["b_lenet"], x, points, kernels=kernels, warmup=5)
+    seen = []  # as each point ends, for a sweep's progress lines
+    together = cachesim.simulate_points(shipped["b_lenet"], x, points, kernels=kernels, warmup=5,
+                                        on_point=lambda i, sim: seen.append((i, sim)))
+    assert seen == list(enumerate(together))
     apart = [cachesim.simulate(shipped["b_lenet"], x, thresholds=t, kernels=kernels, warmup=5) for t in points[:2]]
     assert [s["exit_counts"] for s in together] == [[0, 10], [10, 0], [0, 10]]
     for got, want in zip(together, apart + apart[:1]):
@@ -261,6 +265,17 @@ def test_profile_sweep_draws_figure6(shipped, tmp_path, capsys):
     assert main(["profile", shipped["b_lenet"], "--sweep", "--sweep-values", "0,1e9",
                  "--samples", "30", "--sim-samples", "3", "--counters", "sim", "--out", str(out)]) == 0
     printed = capsys.readouterr()
+    # Progress on stderr, in the order things happen: the plan with its expected times, each
+    # point as it is timed, the simulation's expected time, each point as it is simulated.
+    said = [line.removeprefix("profile b_lenet: ") for line in printed.err.splitlines()]
+    assert said[0].startswith("2 thresholds, each timed on 30 samples x 5 rounds (at most about ")
+    assert ", then 3 samples a point under valgrind's cache simulator" in said[0] and "at most roughly" in said[0]
+    assert said[1].startswith("point 1/2 (T = 0) timed: ") and "0% leave at exit 1; about " in said[1]
+    assert said[2].startswith("point 2/2 (T = 1e+09) timed: ") and said[2].endswith("100% leave at exit 1")
+    assert said[3].startswith("cache simulation of 2 points x 3 samples under valgrind")
+    first, second = sorted(said[4:])  # the two valgrind processes end in either order
+    assert first.startswith("point 1/2 (T = 0) simulated: ") and "leaving 0 / 3 at each exit" in first
+    assert second.startswith("point 2/2 (T = 1e+09) simulated: ") and "leaving 3 / 0 at each exit" in second
     # The table gives each point's simulated exits; the closing line gives none to misread.
     rows = printed.out.splitlines()
     assert rows[3].rstrip().endswith("0 / 3") and rows[4].rstrip().endswith("3 / 0")
@@ -276,6 +291,53 @@ def test_profile_sweep_draws_figure6(shipped, tmp_path, capsys):
     assert series["misses"] == [p["simulated"]["per_inference"]["d1_misses"] for p in record["sweep"]]
     assert "D1 miss" in printed.out
     assert "each row's simulated exits" in (out / "profile-b_lenet-sweep.md").read_text()
+
+
+def test_a_sweep_simulates_fewer_samples_by_default():
+    assert profile.simulated_samples(profile.ProfileOptions("m")) == profile.SIM_SAMPLES
+    assert profile.simulated_samples(profile.ProfileOptions("m", sweep=True)) == profile.SWEEP_SIM_SAMPLES
+    assert profile.SWEEP_SIM_SAMPLES <= profile.SIM_SAMPLES / 4
+    assert profile.simulated_samples(profile.ProfileOptions("m", sweep=True, sim_samples=7)) == 7
+
+
+def test_progress_says_each_point_and_the_time_left(capsys):
+    now = [0.0]
+    progress = Progress("profile net", 3, clock=lambda: now[0])
+    report = lambda us, first: {"latency_us": {"mean": us}, "exits": [{"percent": first}]}  # noqa: E731
+    progress.start_timing()
+    now[0] = 20.0
+    progress.timed(0, 0.0, report(300.0, 0.0))
+    now[0] = 30.0
+    progress.timed(1, 0.5, report(200.0, 60.0))
+    progress.timed(2, 2.0, report(100.0, 100.0))
+    # Two valgrind processes: points 0 and 2 in one, 1 in the other; expected 100, 60 and 40 s.
+    now[0] = 100.0
+    progress.start_simulation([[0, 2], [1]], [100.0, 60.0, 40.0], 20, [0.0, 0.5, 2.0])
+    sim = lambda counts: {"per_inference": {"d1_misses": 1234.0}, "exit_counts": counts}  # noqa: E731
+    now[0] = 100.0 + 2 * (SIM_START_S + 60.0)  # process 2's point took twice as long as expected
+    progress.simulated(1, sim([0, 20]))
+    now[0] = 100.0 + 2 * (SIM_START_S + 100.0)  # so did process 1's first
+    progress.simulated(0, sim([0, 0, 20]))
+    progress.simulated(2, sim([20, 0, 0]))
+    said = [line.removeprefix("profile net: ") for line in capsys.readouterr().err.splitlines()]
+    assert said == [
+        "point 1/3 (T = 0) timed: 300.0 us per sample, 0% leave at exit 1; about 40 s of timing left",
+        "point 2/3 (T = 0.5) timed: 200.0 us per sample, 60% leave at exit 1; about 15 s of timing left",
+        "point 3/3 (T = 2) timed: 100.0 us per sample, 100% leave at exit 1",
+        f"cache simulation of 3 points x 20 samples under valgrind, 2 processes: roughly "
+        f"{duration(SIM_START_S + 140.0)}",
+        "point 2/3 (T = 0.5) simulated: 1,234 D1 misses per inference, leaving 0 / 20 at each exit; "
+        "1 of 3 simulated, about 2 min 40 s left",  # twice the 143 s expected, less 126 s gone
+        "point 1/3 (T = 0) simulated: 1,234 D1 misses per inference, leaving 0 / 0 / 20 at each exit; "
+        "2 of 3 simulated, about 1 min 20 s left",  # less 206 s gone
+        "point 3/3 (T = 2) simulated: 1,234 D1 misses per inference, leaving 20 / 0 / 0 at each exit"]
+    Progress("quiet", 1, quiet=True).say("nothing")
+    assert capsys.readouterr().err == ""
+
+
+def test_durations_read_as_people_say_them():
+    assert [duration(s) for s in (0.2, 45, 200, 180, 725, 3900, 7200)] == [
+        "under 1 s", "45 s", "3 min 20 s", "3 min", "12 min", "1 h 5 min", "2 h"]
 
 
 def test_profile_takes_a_shipped_name_and_exports_it(tmp_path):

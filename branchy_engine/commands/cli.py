@@ -71,7 +71,7 @@ def cmd_run(args):
 
 def add_profile_parser(sub):
     from branchy_engine.profiling.ncu import NCU_MAX_SAMPLES
-    from branchy_engine.profiling.profile import COUNTERS, GPU_MODE, GPU_MODES
+    from branchy_engine.profiling.profile import COUNTERS, GPU_MODE, GPU_MODES, SIM_SAMPLES, SWEEP_SIM_SAMPLES
     p = sub.add_parser(
         "profile", help="latency per stage and exit, and cache behaviour (the paper's Figure 6)",
         formatter_class=Defaults,
@@ -100,8 +100,10 @@ def add_profile_parser(sub):
     p.add_argument("--samples", type=int, default=1000, help="test samples (per sweep point)")
     p.add_argument("--rounds", type=int, default=5,
                    help="CPU: passes over the samples; each sample's figures are its median")
-    p.add_argument("--sim-samples", type=int, default=100,
-                   help="of those, how many run under the cache simulator (50-100x slower)")
+    p.add_argument("--sim-samples", type=int,
+                   help=f"of those, how many run under the cache simulator, thousands of times "
+                        f"slower (B-AlexNet: about 2 s a call); default {SIM_SAMPLES}, with --sweep "
+                        f"{SWEEP_SIM_SAMPLES} a point")
     for level in ("i1", "d1", "ll"):
         p.add_argument(f"--cache-{level}", metavar="SIZE,ASSOC,LINE",
                        help=f"simulate this {level.upper()} cache (bytes) instead of the host's")

@@ -17,9 +17,10 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 
@@ -176,10 +177,12 @@ def simulate(model: str, x: torch.Tensor, thresholds: Optional[Sequence[float]] 
 
 def simulate_points(model: str, x: torch.Tensor, points: Sequence[Optional[Sequence[float]]],
                     kernels: str = "own", caches: Optional[Dict[str, Cache]] = None,
-                    warmup: int = WARMUP, timeout: float = 1800.0) -> list:
+                    warmup: int = WARMUP, timeout: float = 1800.0,
+                    on_point: Optional[Callable[[int, dict], None]] = None) -> list:
     """simulate() at each set of thresholds in `points` (None: the file's), in one valgrind
     process: a plan per point, each with its own warm-up, its counts dumped apart (valgrind's
-    start and the translation of the code are paid once, not per point). One result per point."""
+    start and the translation of the code are paid once, not per point). One result per point;
+    on_point(i, result) is called as soon as point i is done (a sweep's progress)."""
     x = x.detach().to(torch.float32).contiguous().cpu()
     if x.dim() != 4 or x.shape[0] == 0:
         raise ValueError(f"simulate takes samples [N, C, H, W] with N > 0, got {tuple(x.shape)}")
@@ -190,11 +193,17 @@ def simulate_points(model: str, x: torch.Tensor, points: Sequence[Optional[Seque
     used = {k: simulable(c) for k, c in host.items()}
     notes = [f"{k} {host[k].text()} simulated as {used[k].text()} (valgrind needs a power-of-two "
              f"number of sets)" for k in used if used[k] != host[k]]
+    notes += ["valgrind does not emulate AVX-512: the kernels ran their AVX2 paths",
+              "LL: the host's last level, simulated alone, no prefetcher"]
     # Every sample once at least, so that samples reaching deeper stages than the first do not
     # count those stages' first touch (cold misses) as theirs.
     warmup_calls = max(warmup, int(x.shape[0]))
+    tool = _first_line([valgrind, "--version"])
+    caches_used = {k: {"size": c.size, "assoc": c.assoc, "line": c.line} for k, c in used.items()}
+    n = int(x.shape[0])
+    results = []
     with tempfile.TemporaryDirectory(prefix="branchy-sim-") as tmp:
-        raw, out = Path(tmp) / "samples.f32", Path(tmp) / "callgrind.out"
+        raw, out, log = Path(tmp) / "samples.f32", Path(tmp) / "callgrind.out", Path(tmp) / "valgrind.log"
         x.numpy().tofile(raw)
         cmd = [valgrind, "--tool=callgrind", "--cache-sim=yes", f"--callgrind-out-file={out}",
                f"--toggle-collect={TOGGLE}", f"--I1={used['I1'].valgrind()}",
@@ -204,37 +213,48 @@ def simulate_points(model: str, x: torch.Tensor, points: Sequence[Optional[Seque
             if any(t is None for t in points):
                 raise ValueError("simulate_points: give every point's thresholds, or none")
             cmd += ["--points", ";".join(",".join(repr(float(t)) for t in ts) for ts in points)]
+        with open(log, "w") as stderr:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        timed_out = threading.Event()
+        timer = threading.Timer(timeout, lambda: (timed_out.set(), proc.kill()))
+        timer.start()
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"the cache simulation took over {timeout:.0f} s; use fewer samples") from None
-        # Point i's counts: the dump callgrind.out.i (the runner dumps after each point).
-        dumps = [Path(f"{out}.{i + 1}") for i in range(len(points))]
-        if proc.returncode != 0 or not all(d.exists() for d in dumps):
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
-            raise RuntimeError(f"the cache simulation failed (exit {proc.returncode}):\n{tail}")
-        counts = [parse_callgrind(d.read_text()) for d in dumps]
-    exit_lines = [line for line in proc.stdout.splitlines() if line.startswith("exits:")]
-    if len(exit_lines) != len(points):
-        raise RuntimeError(f"the runner reported {len(exit_lines)} points of {len(points)}")
-    if any(c["Ir"] == 0 for c in counts):
+            # The runner prints a point's "exits:" line after dumping its counts to
+            # callgrind.out.N (N from 1), so each point is read as soon as it ends.
+            for line in proc.stdout:
+                if line.startswith("exits:") and len(results) < len(points):
+                    results.append(_point_result(Path(f"{out}.{len(results) + 1}"), line, runner, n))
+                    results[-1].update(tool=tool, warmup_calls=warmup_calls, kernels=kernels,
+                                       caches=caches_used, notes=notes)
+                    if on_point is not None:
+                        on_point(len(results) - 1, results[-1])
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            code = proc.wait()
+            timer.cancel()
+        if timed_out.is_set():
+            raise RuntimeError(f"the cache simulation took over {timeout:.0f} s; use fewer samples")
+        if code != 0 or len(results) != len(points):
+            tail = "\n".join(log.read_text().strip().splitlines()[-8:])
+            raise RuntimeError(f"the cache simulation failed (exit {code}) after {len(results)} of "
+                               f"{len(points)} points:\n{tail}")
+    return results
+
+
+def _point_result(dump: Path, exits_line: str, runner: str, samples: int) -> dict:
+    """One point's figures from its callgrind dump and the runner's "exits:" line."""
+    if not dump.exists():
+        raise RuntimeError(f"{runner} wrote no counts for a point ({dump.name}): is it built with "
+                           f"valgrind's headers (valgrind/callgrind.h)?")
+    counts = parse_callgrind(dump.read_text())
+    if counts["Ir"] == 0:
         raise RuntimeError(f"the simulator collected nothing inside {TOGGLE!r}: is {runner} built "
                            f"with symbols for branchy::Plan::run?")
-    n = int(x.shape[0])
-    tool = _first_line([valgrind, "--version"])
-    return [{
-        "backend": BACKEND,
-        "tool": tool,
-        "samples": n,
-        "warmup_calls": warmup_calls,
-        "kernels": kernels,
-        "caches": {k: {"size": c.size, "assoc": c.assoc, "line": c.line} for k, c in used.items()},
-        "totals": c,
-        "per_inference": per_inference(c, n),
-        "exit_counts": [int(v) for v in re.findall(r"\s\d+: (\d+) \(", line)],
-        "notes": notes + ["valgrind does not emulate AVX-512: the kernels ran their AVX2 paths",
-                          "LL: the host's last level, simulated alone, no prefetcher"],
-    } for c, line in zip(counts, exit_lines)]
+    return {"backend": BACKEND, "samples": samples, "totals": counts,
+            "per_inference": per_inference(counts, samples),
+            "exit_counts": [int(v) for v in re.findall(r"\s\d+: (\d+) \(", exits_line)]}
 
 
 def _line(text: str, prefix: str) -> str:

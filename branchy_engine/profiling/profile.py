@@ -12,6 +12,7 @@ import concurrent.futures
 import json
 import math
 import os
+import statistics
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from branchy_engine.timing import usable_cpus
 from branchy_engine.runtime.gpu.engine import MODES as GPU_MODES
 from branchy_engine.runtime.ops import _C
 from branchy_engine.profiling import cachesim, cpu, plots
+from branchy_engine.profiling.progress import SIM_START_S, Progress, duration, simulated_point_seconds
 from branchy_engine.profiling.summary import summarize
 
 COUNTERS = ("auto", "perf", "sim", "off")
@@ -36,6 +38,10 @@ COUNTERS = ("auto", "perf", "sim", "off")
 # and per-exit host reads that the graphed modes exist to avoid.
 GPU_MODE = "graphs"
 SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints")
+# Samples under the cache simulator by default: a sweep simulates every point, each simulated
+# call costing seconds (B-AlexNet: about 2 s; 100 samples over 11 points took 30-45 minutes).
+SIM_SAMPLES = 100
+SWEEP_SIM_SAMPLES = 20
 
 
 @dataclass
@@ -48,7 +54,8 @@ class ProfileOptions:
     counters: str = "auto"
     samples: int = 1000                       # test samples timed (per sweep point)
     rounds: int = 5                           # passes over them; per sample, the median
-    sim_samples: int = 100                    # of those, run under the cache simulator
+    sim_samples: Optional[int] = None         # of those, run under the cache simulator (per
+                                              # point); None: SIM_SAMPLES, a sweep SWEEP_SIM_SAMPLES
     caches: dict = field(default_factory=dict)  # {"I1"|"D1"|"LL": cachesim.Cache} overrides
     ncu: bool = False
     gpu_mode: Optional[str] = None            # GPU: one of GPU_MODES; None: GPU_MODE
@@ -56,13 +63,13 @@ class ProfileOptions:
     out: str = "profile"
     threads: int = 1
     warmup: int = 50
-    quiet: bool = False                       # no progress bar
+    quiet: bool = False                       # no progress bar, no progress lines
 
 
 def check(opts: ProfileOptions):
     if opts.counters not in COUNTERS:
         raise ValueError(f"--counters must be one of {', '.join(COUNTERS)}, got {opts.counters!r}")
-    if opts.samples < 1 or opts.sim_samples < 1 or opts.rounds < 1:
+    if opts.samples < 1 or (opts.sim_samples is not None and opts.sim_samples < 1) or opts.rounds < 1:
         raise ValueError("--samples, --sim-samples and --rounds must be >= 1")
     if opts.sweep and opts.thresholds is not None:
         raise ValueError("give --thresholds or --sweep, not both")
@@ -81,6 +88,12 @@ def check(opts: ProfileOptions):
     for key in opts.caches:
         if key not in ("I1", "D1", "LL"):
             raise ValueError(f"unknown cache {key!r}: I1, D1 or LL")
+
+
+def simulated_samples(opts: ProfileOptions) -> int:
+    """Samples (per point) under the cache simulator: --sim-samples, else the default for a single
+    run or a sweep (fewer: every point is simulated)."""
+    return opts.sim_samples or (SWEEP_SIM_SAMPLES if opts.sweep else SIM_SAMPLES)
 
 
 def resolve_model(model: str, out: str, thresholds: Optional[List[float]], sweep: bool) -> tuple:
@@ -197,26 +210,63 @@ def _measure(opts, path, thresholds, kernels, x, labels, plan_counters, stage_of
     return report
 
 
-def _simulate_all(opts, path, points, x, bar):
+def _workers(points: int) -> int:
+    """valgrind processes for a simulation of that many points: one per CPU, at most 8 (each holds
+    its own copy of the model and the simulated caches)."""
+    return max(1, min(points, usable_cpus(), 8))
+
+
+def _simulate_all(path, points, x, caches, progress):
     """Every point's cache simulation, after all the timing (so that none disturbs it): the points
     dealt round-robin to as many valgrind processes as there are CPUs (the sweep's deep points
     cost most and come first), each process simulating its points in turn (simulate_points: one
     start and one code translation for all). A sweep of 11 points on 2 CPUs: 26 -> 9 s."""
-    n = min(opts.sim_samples, x.shape[0])
-    bar.note(f"cache simulation of {n} samples a point (valgrind)")
-    caches = {**cachesim.host_caches(), **opts.caches} if opts.caches else None
+    n = x.shape[0]
     groups = {}  # kernels -> indices of the points pinned to them
     for i, p in enumerate(points):
         groups.setdefault("pin:" + p.pop("choices"), []).append(i)
-    workers = max(1, min(len(points), usable_cpus(), 8))  # 8: each valgrind holds its own copy
+    workers = _workers(len(points))
     jobs = [(kernels, ids[w::workers]) for kernels, ids in groups.items() for w in range(workers)
             if ids[w::workers]]
+    warmup_calls = max(cachesim.WARMUP, n)
+    progress.start_simulation([ids for _, ids in jobs],
+                              [simulated_point_seconds(p["latency_us"]["mean"], n, warmup_calls) for p in points],
+                              n, [p["sweep_value"] for p in points] if "sweep_value" in points[0] else None)
+
+    def simulate(job):
+        kernels, ids = job
+        return cachesim.simulate_points(path, x, [points[i]["thresholds"] for i in ids], kernels=kernels,
+                                        caches=caches, on_point=lambda k, sim: progress.simulated(ids[k], sim))
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        done = pool.map(lambda job: cachesim.simulate_points(
-            path, x[:n], [points[i]["thresholds"] for i in job[1]], kernels=job[0], caches=caches), jobs)
-        for (_, ids), sims in zip(jobs, list(done)):
+        for (_, ids), sims in zip(jobs, list(pool.map(simulate, jobs))):
             for i, sim in zip(ids, sims):
                 points[i]["simulated"] = sim
+
+
+def _whole_network_us(path, kernels, criterion, num_exits, threads, sample) -> float:
+    """Microseconds of one sample through every stage (no early exit): what the dearest point of
+    a sweep costs, for the estimates said up front. A few dozen calls."""
+    never = [0.0 if criterion == "entropy" else math.inf] * (num_exits - 1)
+    engine = Engine(path, threads=threads, thresholds=never, kernels=kernels)
+    return statistics.median(engine.time_run(sample, warmup=5, rounds=3, calls=5))
+
+
+def _plan(opts, values, samples, native_us, sim_samples, sim) -> str:
+    """What the run will do and how long it takes at most, said before it starts. native_us: one
+    sample's time through the whole network (_whole_network_us), or None on the GPU."""
+    points = len(values)
+    text = (f"{points} thresholds, each timed on {samples} samples x {opts.rounds} rounds" if opts.sweep
+            else f"{samples} samples x {opts.rounds} rounds")
+    if native_us is not None:
+        text += f" (at most about {duration(points * samples * opts.rounds * native_us * 1e-6)})"
+    if sim:
+        per_point = simulated_point_seconds(native_us, sim_samples, max(cachesim.WARMUP, sim_samples))
+        seconds = SIM_START_S + -(-points // _workers(points)) * per_point
+        text += (f", then {sim_samples} samples{' a point' if opts.sweep else ''} under valgrind's "
+                 f"cache simulator, thousands of times slower than natively: at most roughly "
+                 f"{duration(seconds)} (--sim-samples or --counters off for less)")
+    return text
 
 
 def run(opts: ProfileOptions) -> dict:
@@ -237,26 +287,38 @@ def run(opts: ProfileOptions) -> dict:
     x, labels, d = datasets.model_samples(meta, tuple(spec["input_shape"]), data_dir=opts.data_dir,
                                           limit=opts.samples)
     plan_counters = counters_plan(opts)
-    # The kernels the engine chooses here, measured once; sweep points reuse them unmeasured.
-    kernels = "measure"
-    if not opts.device.startswith("cuda"):
-        kernels = "pin:" + Engine(path, threads=opts.threads, thresholds=opts.thresholds).choices
-
+    gpu = opts.device.startswith("cuda")
+    sim = plan_counters["sim"] and not gpu
+    sim_samples = min(simulated_samples(opts), x.shape[0])
     values = (opts.sweep_values or sweep_grid(spec["criterion"], int(spec["num_classes"]))) if opts.sweep else [None]
+    progress = Progress(f"profile {name}", len(values), quiet=opts.quiet)
+    # The kernels the engine chooses here, measured once; sweep points reuse them unmeasured.
+    kernels, native_us = "measure", None
+    if not gpu:
+        engine = Engine(path, threads=opts.threads, thresholds=opts.thresholds)
+        kernels = "pin:" + engine.choices
+    if (opts.sweep or sim) and not opts.quiet:
+        native_us = None if gpu else _whole_network_us(path, kernels, spec["criterion"], num_exits, opts.threads, x[0])
+        progress.say(_plan(opts, values, x.shape[0], native_us, sim_samples, sim))
+
     bar = _Bar(len(values) * x.shape[0], f"profiling {name} ({opts.device})", opts.quiet)
     points = []
     try:
-        for v in values:
+        progress.start_timing()
+        for i, v in enumerate(values):
             thresholds = opts.thresholds if v is None else [float(v)] * (num_exits - 1)
             if v is not None:
                 bar.note(f"T = {v:g}")
             report = _measure(opts, path, thresholds, kernels, x, labels, plan_counters, stage_of_exit, bar)
             if v is not None:
                 report["sweep_value"] = float(v)
+                progress.timed(i, v, report)
             points.append(report)
             bar.next(x.shape[0])
-        if plan_counters["sim"] and not opts.device.startswith("cuda"):
-            _simulate_all(opts, path, points, x, bar)
+        bar.close()
+        if sim:
+            caches = {**cachesim.host_caches(), **opts.caches} if opts.caches else None
+            _simulate_all(path, points, x[:sim_samples], caches, progress)
         for p in points:
             p.pop("choices", None)
     finally:

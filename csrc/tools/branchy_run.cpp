@@ -257,6 +257,9 @@ void run_point(const Args& args, const branchy::Model& model, const std::vector<
   std::printf("\nlatency per sample (us): mean %.2f  p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n",
               sum / samples, percentile(micros, 0.5), percentile(micros, 0.9),
               percentile(micros, 0.99), percentile(micros, 1.0));
+  // Each point's lines as soon as it ends: the profiler reads them through a pipe (which stdio
+  // buffers whole) to report a sweep's progress.
+  std::fflush(stdout);
 }
 
 }  // namespace
