@@ -18,6 +18,7 @@ from branchy_engine.profiling.progress import SIM_START_S, Progress, duration
 from tiny_models import INPUT_SHAPE, tiny_net
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
+BENCH_PROFILE = os.path.join(os.path.dirname(__file__), "..", "bench", "results", "profile")
 SHIPPED = profile.SHIPPED
 
 
@@ -291,6 +292,34 @@ def test_profile_sweep_draws_figure6(shipped, tmp_path, capsys):
     assert series["misses"] == [p["simulated"]["per_inference"]["d1_misses"] for p in record["sweep"]]
     assert "D1 miss" in printed.out
     assert "each row's simulated exits" in (out / "profile-b_lenet-sweep.md").read_text()
+
+
+def test_figure6_labels_overlap_neither_each_other_nor_the_line(tmp_path):
+    import matplotlib.pyplot as plt
+    from branchy_engine.profiling import plots
+    # B-AlexNet's sweep as shipped. With every label above its point, the miss rates at T = 0.05
+    # and 0.1, and at 0.2 and 0.4, ran into each other, and eight labels into the line.
+    record = json.loads(open(os.path.join(BENCH_PROFILE, "profile-b_alexnet-sweep.json")).read())
+    series = profile.figure6_series(record)
+    for values, texts in ((series["runtime_us"], [f"{e:.0f}%" for e in series["exit_percent"]]),
+                          (series["misses"], [f"{100 * r:.2f}%" for r in series["miss_rate"]])):
+        fig, ax = plt.subplots(figsize=(6.8, 2.9))
+        ax.plot(series["thresholds"], values, "-o")
+        ax.set_xscale("symlog", linthresh=1e-4)
+        ax.margins(y=0.15)
+        fig.tight_layout()
+        renderer = fig.canvas.get_renderer()
+        labels = plots.label_points(ax, series["thresholds"], values, texts, "tab:blue")
+        boxes = [label.get_window_extent(renderer) for label in labels]
+        assert [label.get_text() for label in labels] == texts  # every one found a place
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+        shown = ax.transData.transform(list(zip(series["thresholds"], values)))
+        line = plots._along(shown)
+        assert not any(box.contains(x, y) for box in boxes for x, y in line)
+        frame = ax.get_window_extent(renderer)
+        assert all(frame.contains(b.x0, b.y0) and frame.contains(b.x1, b.y1) for b in boxes)
+        plt.close(fig)
+    assert os.path.getsize(plots.figure6(tmp_path / "fig6.png", **series)) > 0
 
 
 def test_a_sweep_simulates_fewer_samples_by_default():
