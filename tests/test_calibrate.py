@@ -1,5 +1,6 @@
 """Threshold calibration: the table-based outcome against a brute-force early-exit re-run, the
 frontier and knee, targets, costs, the command and its errors."""
+import dataclasses
 import json
 import math
 import os
@@ -227,6 +228,26 @@ def test_given_thresholds_are_evaluated_not_searched(alexnet_ckpt, tmp_path):
     record = run_calibrate(opts)
     assert record["values"] == [0.5, 1.0] and record["grid_points"] == 1
     assert record["target"] == "given on the command line"
+
+
+def test_thresholds_dearer_than_the_baseline_are_warned_of(lenet_ckpt, tmp_path, capsys):
+    # Costs under which every early exit is a loss: any choice costs more than the baseline.
+    net = checkpoint.build_model(checkpoint.load(lenet_ckpt))
+    costs = costs_mod.Costs(model=net.name, unit="us", segments=[10.0, 10.0], baseline=5.0,
+                            method="made up for the test")
+    costs_mod.save(tmp_path / "costs.json", costs)
+    assert branchy(["calibrate", lenet_ckpt, "--costs", str(tmp_path / "costs.json"), "--dry-run",
+                    "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "branchy calibrate: warning: the chosen thresholds cost " in err
+    assert "more than the baseline network's 5 us (gain 0." in err and "baseline network alone is faster" in err
+    record = json.loads((tmp_path / "calibration.json").read_text())
+    assert record["warnings"] and record["val"]["cost"] > record["baseline_cost"]
+    # Where the early exit pays, nothing is said.
+    costs_mod.save(tmp_path / "costs.json", dataclasses.replace(costs, segments=[1.0, 10.0]))
+    assert branchy(["calibrate", lenet_ckpt, "--costs", str(tmp_path / "costs.json"), "--dry-run",
+                    "--out", str(tmp_path), "--thresholds", "inf"]) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -91,6 +91,7 @@ def calibrate(opts: Options) -> dict:
         "grid_points": len(grid), "costs": costs.to_dict(), "dataset": data.description,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    record["warnings"] = cost_warnings(record)
     out_dir = opts.out_dir or os.path.join(os.path.dirname(os.path.abspath(opts.checkpoint)),
                                            f"calibration-{net.name}")
     os.makedirs(out_dir, exist_ok=True)
@@ -110,6 +111,18 @@ def calibrate(opts: Options) -> dict:
     if not opts.dry_run:
         checkpoint.save(opts.output or opts.checkpoint, dict(ckpt, thresholds=record))
     return record
+
+
+def cost_warnings(record: dict) -> List[str]:
+    """What a user should not miss about the choice: thresholds that cost more per sample than the
+    baseline network alone, on validation (where they were chosen)."""
+    base, val, test, unit = record["baseline_cost"], record["val"]["cost"], record["test"]["cost"], record["unit"]
+    if val <= base:
+        return []
+    return [f"the chosen thresholds cost {val:.4g} {unit} per sample on validation ({test:.4g} on "
+            f"test), more than the baseline network's {base:.4g} {unit} (gain {base / val:.2f}x): "
+            f"too few samples leave early to pay for the exit heads, as in a network trained too "
+            f"little. As it stands the baseline network alone is faster."]
 
 
 def table_row(record: dict, name: str) -> str:

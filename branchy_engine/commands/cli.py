@@ -315,6 +315,8 @@ def cmd_calibrate(args):
         device=args.device)
     record = calibrate(opts)
     print(table_row(record, os.path.basename(args.checkpoint)))
+    for warning in record["warnings"]:
+        print(f"branchy calibrate: warning: {warning}", file=sys.stderr)
     print("files: " + ", ".join(record["files"].values()))
     if not args.dry_run:
         print(f"thresholds written into {args.output or args.checkpoint}")
