@@ -293,9 +293,12 @@ def add_calibrate_parser(sub):
     p.add_argument("--criterion", default="entropy", choices=CRITERIA,
                    help="entropy < T (the paper), max softmax >= T, or patience k (consecutive exits agree)")
     p.add_argument("--cost", default="measure", choices=["measure", "flops"],
-                   help="per-segment cost: measured with PyTorch at batch 1 on this machine, or counted FLOPs")
-    p.add_argument("--costs", dest="costs_file", help="read per-segment costs from this file instead")
-    p.add_argument("--threads", type=int, default=1, help="threads for measured costs")
+                   help="per-segment costs where --costs gives none: measure: PyTorch eager at "
+                        "batch 1 on this machine (not the engine); flops: counted FLOPs")
+    p.add_argument("--costs", dest="costs_file",
+                   help="read per-segment costs from this file instead: the engine's own, from "
+                        "`branchy costs CHECKPOINT` (as `branchy demo` does)")
+    p.add_argument("--threads", type=int, default=1, help="threads for --cost measure")
     p.add_argument("--data-dir", help="where the checkpoint's dataset lives, if not where it was trained")
     p.add_argument("--out", dest="out_dir", help="plots and JSON (default: calibration-NAME beside the checkpoint)")
     p.add_argument("-o", "--output", help="write the calibrated checkpoint here instead of in place")
