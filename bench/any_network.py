@@ -45,7 +45,7 @@ import report  # noqa: E402
 MODELS = ("mobilenet_v3_small", "mobilenet_v2", "efficientnet_b0", "resnet18", "resnet50")
 BARS = {"mobilenet_v3_small": 1.0, "mobilenet_v2": 1.0, "efficientnet_b0": 1.0, "resnet18": 1.1,
         "resnet50": 1.1}
-PROFILE = (50.0, 25.0, 25.0)  # % of samples leaving at exit 0, 1, 2
+PROFILE = (50.0, 25.0, 25.0)  # % of samples leaving at exits 1, 2 and 3
 PEERS = ("onnxruntime", "openvino")
 PYTHON_OVERHEAD_US = 1.5
 
@@ -228,7 +228,7 @@ def markdown(result: dict) -> str:
                      f"<= {b['limit']:.1f}x {'PASS' if b['ok'] else 'FAIL'} |")
     lines += ["", f"With two exits (at the default places, default heads), exit profile "
               f"{'/'.join(f'{p:g}' for p in PROFILE)} %:", "",
-              "| model | exits at | ms to exit 0 / 1 / 2 | expected ms | saving vs faster peer | "
+              "| model | exits at | ms to exit 1 / 2 / 3 | expected ms | saving vs faster peer | "
               "FLOP saving | bar (>= 90% of FLOP saving) |", "|---|---|---|---|---|---|---|"]
     for r in result["models"]:
         e = r["bars"]["exits"]

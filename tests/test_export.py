@@ -463,7 +463,9 @@ def test_cli_export_and_inspect(tmp_path, capsys):
     out = str(tmp_path / "m.branchy")
     assert branchy(["export", ckpt, "-o", out]) == 0
     printed = capsys.readouterr().out
-    assert f"wrote {out}" in printed and "exit 1 after stage 1: 3 ops (flatten, linear x2)" in printed
+    # Stages and exits numbered from 1, as in every printed report.
+    assert f"wrote {out}" in printed and "  stage 1: " in printed and "  stage 0" not in printed
+    assert "exit 1 after stage 1: 5 ops" in printed and "exit 2 after stage 2: 3 ops (flatten, linear x2)" in printed
     assert branchy(["inspect", out]) == 0
     printed = capsys.readouterr().out
     assert "exit rule: entropy, thresholds inf" in printed and "exit 0 (after stage 0, reads value" in printed

@@ -151,6 +151,7 @@ def test_profile_threads_the_gpu_mode_and_reports_it(b_lenet_data, tmp_path, mon
     assert (f"mode {asked} fell back to {ran}: {fallback}" in text) == bool(fallback)
     assert record["ncu_run"]["note"] == "profiled 8 of 12 samples under ncu, clock control base"
     assert "Nsight Compute (profiled 8 of 12 samples under ncu, clock control base;" in text
+    assert "\n  stage 1 " in text and "\n  exit 2 " in text and "stage0" not in text  # numbered from 1
     assert record["ncu"] == ncu.parse_ncu_csv(DATA.read_text())
     if ran == "conditional":
         assert all(part["us"] is None for part in record["stages"] + record["exit_heads"])

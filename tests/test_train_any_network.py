@@ -86,7 +86,7 @@ def test_torchvision_model_on_an_image_folder(folder, tmp_path, capsys):
     model = str(tmp_path / "m.branchy")
     assert branchy(["calibrate", path, "--data-dir", folder]) == 0
     assert branchy(["export", path, "-o", model]) == 0
-    assert "exit 2 after stage 2" in capsys.readouterr().out
+    assert "exit 3 after stage 3" in capsys.readouterr().out
     assert branchy(["run", model, "--data-dir", folder]) == 0
     out = capsys.readouterr().out
     assert "test samples of imagefolder" in out and "accuracy:" in out

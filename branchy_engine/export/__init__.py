@@ -190,7 +190,8 @@ def export(checkpoint_path, output, thresholds: Optional[Sequence[float]] = None
 
 
 def report(summary: dict) -> str:
-    """A few lines on what write_model wrote: ops per stage, exits, thresholds, size."""
+    """A few lines on what write_model wrote: ops per stage, exits (numbered from 1, as every
+    printed report numbers them), thresholds, size."""
     def kinds(ops):
         runs = [(kind, len(list(group))) for kind, group in itertools.groupby(op["kind"] for op in ops)]
         listed = ", ".join(kind if n == 1 else f"{kind} x{n}" for kind, n in runs)
@@ -198,8 +199,8 @@ def report(summary: dict) -> str:
     lines = [f"wrote {summary['path']} ({summary['bytes']:,} bytes): input "
              f"{'x'.join(map(str, summary['input']))}, {summary['num_classes']} classes, "
              f"{summary['weights']:,} weights"]
-    lines += [f"  stage {i}: {kinds(stage['ops'])}" for i, stage in enumerate(summary["stages"])]
-    lines += [f"  exit {n} after stage {e['stage']}: {kinds(e['head'])}"
+    lines += [f"  stage {i + 1}: {kinds(stage['ops'])}" for i, stage in enumerate(summary["stages"])]
+    lines += [f"  exit {n + 1} after stage {e['stage'] + 1}: {kinds(e['head'])}"
               for n, e in enumerate(summary["exits"])]
     thresholds = ", ".join(str(t) for t in summary["thresholds"]) or "none (a single exit)"
     lines.append(f"  exit rule: {summary['criterion']}, thresholds {thresholds}")

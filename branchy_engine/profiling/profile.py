@@ -12,6 +12,7 @@ import concurrent.futures
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -478,11 +479,18 @@ def table(record: dict) -> str:
                      f"mode eager), per part over the profiled samples:")
         for part, p in record["ncu"].items():
             pct = lambda v: "-" if v is None else f"{v:.1f}%"  # noqa: E731
-            lines.append(f"  {part:<8} {p['kernels']:>5} kernels  {p['time_us']:>10.1f} us  L1 hit "
+            lines.append(f"  {_part_label(part):<8} {p['kernels']:>5} kernels  {p['time_us']:>10.1f} us  L1 hit "
                          f"{pct(p['l1_hit_pct'])}  L2 hit {pct(p['l2_hit_pct'])}  DRAM "
                          f"{p['dram_bytes'] / 1e6:.3f} MB")
     lines.append("wrote " + ", ".join(record["files"].values()))
     return "\n".join(lines)
+
+
+def _part_label(part: str) -> str:
+    """An NVTX range's name ("stage0", "exit1": 0-based, as the API counts) as a report prints
+    it: "stage 1", "exit 2"."""
+    kind, index = re.fullmatch(r"([a-z]+)(\d+)", part).groups()
+    return f"{kind} {int(index) + 1}"
 
 
 def _sim_setup(sim: dict) -> str:
