@@ -36,5 +36,5 @@ def test_exit_decision(benchmark, device, batch, classes, impl):
     benchmark.group = f"exit_decision {device} B={batch} C={classes}"
     benchmark.extra_info.update(impl=impl.__name__, device=device, batch=batch, classes=classes,
                                 threads=torch.get_num_threads(), cpu_isa=be.cpu_isa())
-    entropy, exit, prediction = benchmark(run)
+    entropy, leave, prediction = benchmark(run)
     assert prediction.shape == (batch,)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import branchy_engine as be
+from branchy_engine.runtime.engine import EngineOutput
 from branchy_engine.runtime.reference import exit_decision_maxprob_reference, exit_decision_reference
 
 INF, NAN = float("inf"), float("nan")
@@ -39,18 +40,18 @@ def backend(request):
 
 def assert_matches_reference(logits, threshold, criterion):
     op, ref = OPS[criterion]
-    score, exit, pred = op(logits, threshold)
-    want_score, want_exit, want_pred = ref(logits, threshold)
-    assert score.dtype == torch.float32 and exit.dtype == torch.bool and pred.dtype == torch.int64
-    assert score.shape == exit.shape == pred.shape == (logits.shape[0],)
+    score, leave, pred = op(logits, threshold)
+    want_score, want_leave, want_pred = ref(logits, threshold)
+    assert score.dtype == torch.float32 and leave.dtype == torch.bool and pred.dtype == torch.int64
+    assert score.shape == leave.shape == pred.shape == (logits.shape[0],)
     assert score.device == logits.device
     torch.testing.assert_close(score, want_score, atol=ATOL, rtol=RTOL, equal_nan=True)
     torch.testing.assert_close(pred, want_pred)
     # Decisions agree except where the score sits within rounding of the threshold.
     t = float(threshold)
     near = (want_score.double() - t).abs() <= ATOL + RTOL * abs(t)
-    assert torch.equal(exit[~near], want_exit[~near])
-    return score, exit, pred
+    assert torch.equal(leave[~near], want_leave[~near])
+    return score, leave, pred
 
 
 def spread_logits(rows, classes, dtype, device, seed=0):
@@ -67,13 +68,13 @@ def spread_logits(rows, classes, dtype, device, seed=0):
 def test_matches_reference(backend, rows, classes, dtype):
     z = spread_logits(rows, classes, dtype, backend, seed=rows * 7 + classes)
     h = exit_decision_reference(z, 0.0)[0]
-    # Thresholds at the median entropy and max probability, so about half the rows exit.
+    # Thresholds at the median entropy and max probability, so about half the rows leave.
     h_t = float(h.median()) if rows else 1.0
     p_t = float(exit_decision_maxprob_reference(z, 0.0)[0].median()) if rows else 0.5
-    _, exit, _ = assert_matches_reference(z, h_t, "entropy")
+    _, leave, _ = assert_matches_reference(z, h_t, "entropy")
     assert_matches_reference(z, p_t, "maxprob")
     if rows >= 64 and classes > 1:
-        assert 0 < int(exit.sum()) < rows
+        assert 0 < int(leave.sum()) < rows
 
 
 @pytest.mark.parametrize("criterion", list(OPS))
@@ -110,13 +111,13 @@ def test_extreme_logits(backend, dtype, criterion):
         [5.0, 1.0, 5.0, -2.0],
     ]
     z = torch.tensor(rows).to(dtype).to(backend)
-    score, exit, pred = assert_matches_reference(z, 0.7, criterion)
+    score, leave, pred = assert_matches_reference(z, 0.7, criterion)
     assert pred.tolist()[:10] == [0, 1, 0, 1, 0, 1, 1, 1, 0, 0]
-    assert math.isnan(score[6]) and math.isnan(score[7]) and not exit[6] and not exit[7]
+    assert math.isnan(score[6]) and math.isnan(score[7]) and not leave[6] and not leave[7]
     if criterion == "entropy":
-        assert score[2] == 0 and exit[2]  # one +inf: certain
-        assert score[3] == pytest.approx(math.log(2)) and exit[3]  # two +inf: uniform over them
-        assert score[4] == pytest.approx(math.log(4)) and not exit[4]  # all -inf: uniform
+        assert score[2] == 0 and leave[2]  # one +inf: certain
+        assert score[3] == pytest.approx(math.log(2)) and leave[3]  # two +inf: uniform over them
+        assert score[4] == pytest.approx(math.log(4)) and not leave[4]  # all -inf: uniform
 
 
 @pytest.mark.parametrize("criterion", list(OPS))
@@ -254,11 +255,21 @@ def test_opcheck(device, name, overload):
         torch.library.opcheck(op, (z, t))
 
 
+def test_the_decision_is_named_leave_not_exit():
+    # The bool mask says whether a row leaves here; `exit` is an engine's index of the exit a
+    # sample left at (0-based). One name per concept.
+    for name in ("exit_decision", "exit_decision_maxprob"):
+        for overload in ("default", "tensor"):
+            schema = getattr(getattr(torch.ops.branchy_engine, name), overload)._schema
+            assert schema.returns[1].name == "leave", schema
+    assert EngineOutput._fields == ("prediction", "exit", "score")
+
+
 def test_torch_compile_fullgraph(device):
     def f(z, t):
-        entropy, exit, pred = be.exit_decision(z * 2.0, 1.0)
-        prob, exit_p, _ = be.exit_decision_maxprob(z, t)
-        return entropy + 1.0, exit & exit_p, pred, prob
+        entropy, leave, pred = be.exit_decision(z * 2.0, 1.0)
+        prob, leave_p, _ = be.exit_decision_maxprob(z, t)
+        return entropy + 1.0, leave & leave_p, pred, prob
 
     z = spread_logits(33, 10, torch.float32, device)
     t = torch.tensor([0.3], device=device)

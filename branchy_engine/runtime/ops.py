@@ -2,7 +2,9 @@
 
 At exit n of a BranchyNet a sample leaves when the entropy of its softmax is below the exit's
 threshold. These ops compute, in one pass per row and without a temporary softmax tensor:
-score (entropy or max probability), the exit decision and the argmax prediction.
+score (entropy or max probability), the decision whether the row leaves (`leave`, a bool mask; not
+to be confused with an engine's `exit`, the index of the exit a sample left at) and the argmax
+prediction.
 """
 from typing import Tuple, Union
 
@@ -26,7 +28,7 @@ def _through_torch_ops(packet, logits, threshold):
 # tensor subclasses and torch-function modes, and torch.compile traces torch.ops instead.
 
 def exit_decision(logits: Tensor, threshold: Threshold) -> Tuple[Tensor, Tensor, Tensor]:
-    """Entropy exit rule: a row exits iff H(softmax(logits)) < threshold (strictly).
+    """Entropy exit rule: a row leaves iff H(softmax(logits)) < threshold (strictly).
 
     Args:
         logits: [B, C] float32, float16 or bfloat16, on CPU or CUDA; C >= 1.
@@ -34,11 +36,11 @@ def exit_decision(logits: Tensor, threshold: Threshold) -> Tuple[Tensor, Tensor,
             the logits' device (a tensor can change between replays of a captured CUDA graph).
             Compared in float32. An eager call with a CUDA tensor threshold reads it back once to
             check it is not NaN (a synchronisation); under graph capture it is not checked, and a
-            NaN threshold lets no row exit.
+            NaN threshold lets no row leave.
 
     Returns:
         entropy [B] float32 (nats, natural log; NaN for a row holding NaN),
-        exit [B] bool (never for a row holding NaN),
+        leave [B] bool: the row leaves at this exit (never a row holding NaN),
         prediction [B] int64 (argmax, first index on ties; a NaN's index if the row has one).
     """
     if not is_compiling():
@@ -49,10 +51,10 @@ def exit_decision(logits: Tensor, threshold: Threshold) -> Tuple[Tensor, Tensor,
 
 
 def exit_decision_maxprob(logits: Tensor, threshold: Threshold) -> Tuple[Tensor, Tensor, Tensor]:
-    """Max-probability exit rule: a row exits iff max softmax(logits) >= threshold.
+    """Max-probability exit rule: a row leaves iff max softmax(logits) >= threshold.
 
     As in Shallow-Deep Networks and MSDNet. Arguments as exit_decision; returns
-    (max_prob [B] float32, exit [B] bool, prediction [B] int64).
+    (max_prob [B] float32, leave [B] bool, prediction [B] int64).
     """
     if not is_compiling():
         out = _C.exit_decision_maxprob(logits, threshold)

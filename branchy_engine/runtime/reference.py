@@ -41,17 +41,17 @@ def _threshold_value(threshold: Union[float, Tensor]) -> Tensor:
 
 
 def exit_decision_reference(logits: Tensor, threshold: Union[float, Tensor]):
-    """Reference for exit_decision: entropy in nats, exit iff entropy < threshold (float32)."""
+    """Reference for exit_decision: entropy in nats, leave iff entropy < threshold (float32)."""
     entropy, _, prediction = _softmax_stats(logits.cpu())
-    exit = entropy < _threshold_value(threshold)
-    return entropy.to(logits.device), exit.to(logits.device), prediction.to(logits.device)
+    leave = entropy < _threshold_value(threshold)
+    return entropy.to(logits.device), leave.to(logits.device), prediction.to(logits.device)
 
 
 def exit_decision_maxprob_reference(logits: Tensor, threshold: Union[float, Tensor]):
-    """Reference for exit_decision_maxprob: exit iff max softmax >= threshold (float32)."""
+    """Reference for exit_decision_maxprob: leave iff max softmax >= threshold (float32)."""
     _, max_prob, prediction = _softmax_stats(logits.cpu())
-    exit = max_prob >= _threshold_value(threshold)
-    return max_prob.to(logits.device), exit.to(logits.device), prediction.to(logits.device)
+    leave = max_prob >= _threshold_value(threshold)
+    return max_prob.to(logits.device), leave.to(logits.device), prediction.to(logits.device)
 
 
 def compact_survivors_reference(leave: Tensor, count: Tensor, rows: Tensor, activations: Tensor,

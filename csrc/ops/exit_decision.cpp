@@ -57,16 +57,16 @@ TORCH_LIBRARY(branchy_engine, m) {
   // one would otherwise accept a one-element tensor by reading it back to the host.
   m.def(
       "exit_decision.tensor(Tensor logits, Tensor threshold) -> "
-      "(Tensor entropy, Tensor exit, Tensor prediction)");
+      "(Tensor entropy, Tensor leave, Tensor prediction)");
   m.def(
       "exit_decision(Tensor logits, float threshold) -> "
-      "(Tensor entropy, Tensor exit, Tensor prediction)");
+      "(Tensor entropy, Tensor leave, Tensor prediction)");
   m.def(
       "exit_decision_maxprob.tensor(Tensor logits, Tensor threshold) -> "
-      "(Tensor max_prob, Tensor exit, Tensor prediction)");
+      "(Tensor max_prob, Tensor leave, Tensor prediction)");
   m.def(
       "exit_decision_maxprob(Tensor logits, float threshold) -> "
-      "(Tensor max_prob, Tensor exit, Tensor prediction)");
+      "(Tensor max_prob, Tensor leave, Tensor prediction)");
 }
 
 namespace {

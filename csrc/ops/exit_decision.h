@@ -22,7 +22,7 @@ void check_threshold(double threshold, const char* op);
 // it may read the value.
 at::Tensor checked_threshold(const at::Tensor& threshold, const at::Tensor& logits, const char* op);
 
-// (score float32 [B], exit bool [B], prediction int64 [B]) on the logits' device.
+// (score float32 [B], leave bool [B], prediction int64 [B]) on the logits' device.
 Outputs empty_outputs(const at::Tensor& logits);
 
 }  // namespace branchy_ops

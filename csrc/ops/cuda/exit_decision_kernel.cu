@@ -34,7 +34,7 @@ struct Params {
   const float* threshold_ptr;  // null: use threshold_value
   float threshold_value;
   float* score;
-  bool* exit;
+  bool* leave;  // the row leaves at this exit
   int64_t* prediction;
 };
 
@@ -76,7 +76,7 @@ __device__ __forceinline__ void write(const Params<T>& p, int64_t r, const RowSt
   const float threshold = p.threshold_ptr ? *p.threshold_ptr : p.threshold_value;
   const branchy::Decision d = branchy::finalize(st, p.classes, criterion, threshold);
   p.score[r] = d.score;
-  p.exit[r] = d.exit;
+  p.leave[r] = d.exit;
   p.prediction[r] = d.prediction;
 }
 
@@ -121,7 +121,7 @@ void launch(const at::Tensor& logits, const float* threshold_ptr, float threshol
   p.threshold_ptr = threshold_ptr;
   p.threshold_value = threshold_value;
   p.score = std::get<0>(out).data_ptr<float>();
-  p.exit = std::get<1>(out).data_ptr<bool>();
+  p.leave = std::get<1>(out).data_ptr<bool>();
   p.prediction = std::get<2>(out).data_ptr<int64_t>();
   if (p.rows == 0) return;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
