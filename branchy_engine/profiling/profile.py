@@ -40,7 +40,7 @@ COUNTERS = ("auto", "perf", "sim", "off")
 GPU_MODE = "graphs"
 SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints")
 # Samples under the cache simulator by default: a sweep simulates every point, each simulated
-# call costing seconds (B-AlexNet: about 2 s; 100 samples over 11 points took 30-45 minutes).
+# call costing seconds (B-AlexNet: about 2 s, so 100 samples over 11 points take 30-45 minutes).
 SIM_SAMPLES = 100
 SWEEP_SIM_SAMPLES = 20
 

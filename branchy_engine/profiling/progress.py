@@ -10,9 +10,10 @@ from tqdm import tqdm
 
 # callgrind with its cache simulation runs an inference roughly this many times slower than the
 # engine runs it natively. Measured on this repository's 2-CPU build machine (2026-12-07, under
-# load): B-LeNet 0.26 s a call against 30 us natively (8,500x); B-AlexNet 1.7-2.4 s against
-# 0.47-0.63 ms (3,800-5,200x). An estimate from it is good to a factor of two at best.
-SIM_SLOWDOWN = 6000
+# varying load): B-LeNet 0.26 s a call against 30 us natively (8,500x); B-AlexNet 1.7-2.4 s
+# against 0.47-0.63 ms (3,800-5,200x), and 3,200x over a whole default sweep (4 min 55 s of
+# simulation where 6,000x had predicted 9 min 13 s). An estimate from it is good to a factor of two.
+SIM_SLOWDOWN = 4000
 SIM_START_S = 3.0  # valgrind's start and first translation of the code (B-AlexNet: 2.6 s)
 
 
