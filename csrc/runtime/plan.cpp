@@ -1186,9 +1186,9 @@ std::string Plan::describe() const {
     }
   };
   for (size_t i = 0; i < p.stages.size(); ++i) {
-    lines(p.stages[i], "stage " + std::to_string(i) + ": ");
+    lines(p.stages[i], "stage " + std::to_string(i + 1) + ": ");
     const int e = p.exit_after_stage[i];
-    if (e >= 0) lines(p.heads[e], "exit " + std::to_string(e) + ":  ");
+    if (e >= 0) lines(p.heads[e], "exit " + std::to_string(e + 1) + ":  ");
   }
   const Footprint f = footprint(64);
   auto kib = [](size_t bytes) {

@@ -206,7 +206,7 @@ static void what_a_model_takes_and_gives(void) {
   text = malloc(length + 1);
   OK(branchy_model_describe(model, text, length + 1, NULL));
   CHECK(strlen(text) == length);
-  CHECK(strstr(text, "stage 0: ") && strstr(text, "exit 1:  ") && strstr(text, "memory: weights"));
+  CHECK(strstr(text, "stage 1: ") && strstr(text, "exit 2:  ") && strstr(text, "memory: weights"));
   EXPECT(branchy_model_describe(model, small, sizeof small, &length), BRANCHY_ERROR_BUFFER_TOO_SMALL, NULL);
   CHECK(strlen(small) == 7 && strncmp(small, text, 7) == 0);
   free(text);

@@ -167,11 +167,11 @@ TEST(plans_compute_what_the_ops_references_compute) {
 TEST(the_dag_passes_a_value_on_through_a_stage) {
   Plan plan = plan_with(nets()[1], PlanOptions::Kernels::Own);
   const std::string d = plan.describe();
-  CHECK_MSG(d.find("stage 1: pass value 5 on [copy]") != std::string::npos, "%s", d.c_str());
-  CHECK_MSG(d.find("stage 1: concat 2 -> 6 channels") != std::string::npos, "%s", d.c_str());
-  CHECK_MSG(d.find("stage 0: add +relu") != std::string::npos, "%s", d.c_str());
-  CHECK_MSG(d.find("stage 1: mul per channel") != std::string::npos, "%s", d.c_str());
-  // Two slots of the widest boundary: stage 1 passes on [6, 4, 4] and [2, 4, 4].
+  CHECK_MSG(d.find("stage 2: pass value 5 on [copy]") != std::string::npos, "%s", d.c_str());
+  CHECK_MSG(d.find("stage 2: concat 2 -> 6 channels") != std::string::npos, "%s", d.c_str());
+  CHECK_MSG(d.find("stage 1: add +relu") != std::string::npos, "%s", d.c_str());
+  CHECK_MSG(d.find("stage 2: mul per channel") != std::string::npos, "%s", d.c_str());
+  // Two slots of the widest boundary: stage 2 passes on [6, 4, 4] and [2, 4, 4].
   CHECK(plan.footprint().slot_bytes >= (96 + 32) * sizeof(float));
 }
 
