@@ -603,23 +603,35 @@ def test_branchy_run_limit_flags_name_the_figure(small_cli):
                  "--max-flops", "10")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="csrc/tools/branchy_run.cpp: --max-memory/--max-flops of 0, a negative number or "
-                          "nan silently mean the defaults; an empty value aborts (std::out_of_range escapes "
-                          "parse()); 1e30 overflows int64 into a negative limit")
 @pytest.mark.parametrize("flag, value", [("--max-memory", "0"), ("--max-memory", "-5"), ("--max-flops", "nan"),
-                                         ("--max-memory", ""), ("--max-memory", "1e30")])
-def test_branchy_run_refuses_a_bad_limit_value_by_name(small_cli, flag, value):
+                                         ("--max-memory", ""), ("--max-flops", "x"), ("--limit", "abc"),
+                                         ("--limit", "0"), ("--threads", "1.5"), ("--thresholds", ""),
+                                         ("--mean", ""), ("--std", "0")])
+def test_branchy_run_refuses_a_bad_value_by_name(small_cli, flag, value):
+    # Each was taken silently (0, a negative number or nan meant the default; --limit abc meant 0;
+    # --thresholds "" meant the file's) or aborted (an empty value escaped parse()).
     small, raw, _ = small_cli
     code, err = _run_cli(small, raw, flag, value)
-    assert code == 2 and flag in err, err
+    assert code == 2 and err.startswith(f"branchy-run: {flag}"), err
+
+
+def test_branchy_run_takes_an_infinite_or_huge_limit_as_none(small_cli):
+    small, raw, _ = small_cli
+    for flag, value in (("--max-memory", "1e30"), ("--max-memory", "inf"), ("--max-flops", "inf")):
+        assert _run_cli(small, raw, flag, value)[0] == 0, (flag, value)
 
 
 def test_branchy_run_refuses_resource_bombs_and_files_that_are_not_models(tmp_path, small_cli):
     # As test_resource_bombs_are_refused_before_anything_is_allocated_or_timed, through the
-    # runner. A huge input shape needs a raw input as large (8 GiB), which the runner reads before
-    # it builds the plan: not run here.
+    # runner, which builds the plan before it reads any input: a 46340 x 46340 input is refused
+    # whatever the input file, and an input file is read up to the memory limit, not to its end.
     _, raw, _ = small_cli
+    huge, _ = _bomb(tmp_path, "huge", (1, 46340, 46340), lambda x: [])
+    _cli_refuses(huge, raw, r"the model needs about 8 GiB \(activations 8 GiB, weights 0 GiB as loaded and 0 GiB "
+                            r"as packed\), over the limit of 4 GiB \(max_memory\)")
+    small, _ = _bomb(tmp_path, "small", (2, 8, 8), lambda x: [])
+    _cli_refuses(small, "/dev/zero", r"/dev/zero: holds more than 1048576 bytes, over the limit \(--max-memory\)",
+                 "--max-memory", str(1 << 20))
     pool = lambda v: [Op("max_pool2d", [v], dict(kernel_h=1500, kernel_w=1500, stride_h=1, stride_w=1,
                                                   pad_h=0, pad_w=0, ceil_mode=0))]
     slow, _ = _bomb(tmp_path, "slow", (2, 3000, 3000), pool)

@@ -186,6 +186,15 @@ def test_the_test_split_as_raw_pixels_gives_branchy_runs_accuracy(tmp_path, caps
     assert f"{100.0 * float((out.prediction == labels).double().mean()):.2f}" == printed
     x, _, _ = data.model_samples(engine.metadata, engine.input_shape)
     assert torch.equal(out.score, Engine(path, kernels="own")(x).score)  # the same floats ran
+    # branchy-run on the IDX files prepares them as the file records: the same accuracy again.
+    import subprocess
+    from branchy_engine.profiling import cachesim
+    root = "/usr/share/datasets/fashion-mnist"
+    run = subprocess.run([cachesim.find_runner(), path, "--idx", f"{root}/t10k-images-idx3-ubyte.gz",
+                          "--labels", f"{root}/t10k-labels-idx1-ubyte.gz", "--kernels", "own"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert f"accuracy: {printed}%" in run.stdout
 
 
 def test_the_gpu_engine_says_where_raw_pixels_go(rgb):
