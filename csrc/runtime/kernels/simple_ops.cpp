@@ -33,16 +33,14 @@ void pool_nchw(const Op& op, Isa isa, const float* in, float* out) {
   for (int c = 0; c < op.out.c; ++c) {
     const float* plane = in + size_t(c) * op.in.h * op.in.w;
     for (int oy = 0; oy < op.out.h; ++oy) {
-      const int y0 = oy * op.stride_h - op.pad_h;
-      const int y1 = int(std::min<int64_t>(int64_t(y0) + op.kernel_h, int64_t(op.in.h) + op.pad_h));
+      const PoolSpan ys = pool_span(oy, op.stride_h, op.pad_h, op.kernel_h, op.in.h);
       for (int ox = 0; ox < op.out.w; ++ox) {
-        const int x0 = ox * op.stride_w - op.pad_w;
-        const int x1 = int(std::min<int64_t>(int64_t(x0) + op.kernel_w, int64_t(op.in.w) + op.pad_w));
+        const PoolSpan xs = pool_span(ox, op.stride_w, op.pad_w, op.kernel_w, op.in.w);
         // PyTorch divides by the window clipped to the padded input, before clipping to the input.
-        const int64_t divisor = int64_t(y1 - y0) * (x1 - x0);
+        const int64_t divisor = int64_t(ys.to - ys.from) * (xs.to - xs.from);
         float acc = max ? -std::numeric_limits<float>::infinity() : 0.0f;
-        for (int y = std::max(y0, 0); y < std::min(y1, op.in.h); ++y) {
-          for (int x = std::max(x0, 0); x < std::min(x1, op.in.w); ++x) {
+        for (int y = ys.lo; y < ys.hi; ++y) {
+          for (int x = xs.lo; x < xs.hi; ++x) {
             const float v = plane[y * op.in.w + x];
             acc = max ? (v > acc || v != v ? v : acc) : acc + v;  // a NaN wins, as in PyTorch
           }
@@ -66,17 +64,15 @@ void pool_nhwc(const Op& op, Isa isa, const float* in, float* out) {
   (void)isa;
   const int c = op.in.c;
   for (int oy = 0; oy < op.out.h; ++oy) {
-    const int y0 = oy * op.stride_h - op.pad_h;
-    const int y1 = int(std::min<int64_t>(int64_t(y0) + op.kernel_h, int64_t(op.in.h) + op.pad_h));
+    const PoolSpan ys = pool_span(oy, op.stride_h, op.pad_h, op.kernel_h, op.in.h);
     for (int ox = 0; ox < op.out.w; ++ox) {
-      const int x0 = ox * op.stride_w - op.pad_w;
-      const int x1 = int(std::min<int64_t>(int64_t(x0) + op.kernel_w, int64_t(op.in.w) + op.pad_w));
-      const int64_t divisor = int64_t(y1 - y0) * (x1 - x0);
+      const PoolSpan xs = pool_span(ox, op.stride_w, op.pad_w, op.kernel_w, op.in.w);
+      const int64_t divisor = int64_t(ys.to - ys.from) * (xs.to - xs.from);
       float* dst = out + (size_t(oy) * op.out.w + ox) * c;
       for (int k = 0; k < c; ++k) {
         float acc = max ? -std::numeric_limits<float>::infinity() : 0.0f;
-        for (int y = std::max(y0, 0); y < std::min(y1, op.in.h); ++y) {
-          for (int x = std::max(x0, 0); x < std::min(x1, op.in.w); ++x) {
+        for (int y = ys.lo; y < ys.hi; ++y) {
+          for (int x = xs.lo; x < xs.hi; ++x) {
             const float v = in[(size_t(y) * op.in.w + x) * c + k];
             acc = max ? (v > acc || v != v ? v : acc) : acc + v;
           }

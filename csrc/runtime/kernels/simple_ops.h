@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 
 #include "../buffer.h"
@@ -19,6 +20,18 @@ void pool_nchw(const Op& op, Isa isa, const float* in, float* out);
 // The tier pool_nchw runs for `op` when given `isa`: isa for the common 2x2 window at stride 2
 // without padding, Portable (plain loops) for any other window.
 Isa pool_isa(const Op& op, Isa isa);
+
+// Output o's window along one axis, with PyTorch's rules: it starts at `from` (padding counts),
+// is clipped to the padded input at `to`, and reads the input's [lo, hi). The average divides by
+// the product of the two axes' (to - from).
+struct PoolSpan {
+  int from, to, lo, hi;
+};
+inline PoolSpan pool_span(int o, int stride, int pad, int kernel, int in) {
+  const int from = o * stride - pad;
+  const int to = int(std::min<int64_t>(int64_t(from) + kernel, int64_t(in) + pad));
+  return {from, to, std::max(from, 0), std::min(to, in)};
+}
 
 // pool_nchw's pooling of an NHWC sample, any window, with the SIMD tier `isa` (at most
 // best_isa(); Portable: plain loops).

@@ -78,14 +78,12 @@ template <bool Max>
 BRANCHY_TIER void pool_nhwc(const Op& op, const float* in, float* out) {
   const int c = op.in.c;
   for (int oy = 0; oy < op.out.h; ++oy) {
-    const int y0 = oy * op.stride_h - op.pad_h;
-    const int y1 = int(std::min<int64_t>(int64_t(y0) + op.kernel_h, int64_t(op.in.h) + op.pad_h));
-    const int ya = std::max(y0, 0), yb = std::min(y1, op.in.h);
+    const PoolSpan ys = pool_span(oy, op.stride_h, op.pad_h, op.kernel_h, op.in.h);
+    const int ya = ys.lo, yb = ys.hi;
     for (int ox = 0; ox < op.out.w; ++ox) {
-      const int x0 = ox * op.stride_w - op.pad_w;
-      const int x1 = int(std::min<int64_t>(int64_t(x0) + op.kernel_w, int64_t(op.in.w) + op.pad_w));
-      const int xa = std::max(x0, 0), xb = std::min(x1, op.in.w);
-      const Vec divisor = broadcast(float(int64_t(y1 - y0) * (x1 - x0)));
+      const PoolSpan xs = pool_span(ox, op.stride_w, op.pad_w, op.kernel_w, op.in.w);
+      const int xa = xs.lo, xb = xs.hi;
+      const Vec divisor = broadcast(float(int64_t(ys.to - ys.from) * (xs.to - xs.from)));
       float* dst = out + (size_t(oy) * op.out.w + ox) * c;
       int c0 = 0;
       for (; c0 + 4 * kLanes <= c; c0 += 4 * kLanes) {
