@@ -8,8 +8,8 @@
     engine.stats()             # samples that left at each exit so far
 """
 import json
+import os
 import threading
-import zipfile
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -21,6 +21,18 @@ from branchy_engine.runtime.ops import _C
 
 KERNELS = ("measure", "own", "dnnl")
 INPUTS = ("float", "uint8", "uint8_chw", "uint8_hwc")  # or "pin:" + Engine.choices (a digit or d per op)
+
+
+def _looks_like_checkpoint(path: str) -> bool:
+    """A regular file starting as a zip does (torch.save's format). Only its first bytes are read:
+    zipfile.is_zipfile reads a whole /dev/zero."""
+    try:
+        if not os.path.isfile(path):
+            return False
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
 
 
 def thresholds_for_exit(num_exits: int, e: int) -> List[float]:
@@ -121,7 +133,7 @@ class Engine:
             self.plan = _C._Plan(self.path, threads, thresholds or [], kernels, bool(check_inputs),
                                  bool(verify), int(max_memory), float(max_flops))
         except ValueError as e:
-            if zipfile.is_zipfile(self.path):  # torch.save's format: a checkpoint
+            if _looks_like_checkpoint(self.path):
                 raise ValueError(f"{self.path} is a PyTorch checkpoint, not an exported model: "
                                  f"run `branchy export {self.path} -o MODEL.branchy` and pass "
                                  f"MODEL.branchy") from e
