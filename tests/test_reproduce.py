@@ -33,3 +33,13 @@ def test_reproduce_runs_and_resumes(tmp_path, capsys):
 def test_reproduce_refuses_unknown_networks(tmp_path, capsys):
     assert branchy(["reproduce", "--networks", "vgg", "--out", str(tmp_path)]) == 2
     assert "unknown network(s) ['vgg']" in capsys.readouterr().err
+
+
+def test_reproduce_train_limit_trains_on_the_first_samples_only(tmp_path):
+    data = write_fashion_mnist(tmp_path / "data", n_train=600, n_test=100)
+    args = ["reproduce", "--networks", "lenet", "--dataset", "fashion-mnist", "--data-dir", data,
+            "--epochs", "1", "--train-limit", "50", "--limit", "20", "--out", str(tmp_path / "out")]
+    assert branchy(args) == 0
+    record = json.loads((tmp_path / "out" / "lenet" / "checkpoints" / "b_lenet.json").read_text())
+    assert "(50 train / 50 val / 50 test samples)" in record["dataset"]
+    assert record["command"] == "branchy reproduce --networks lenet --epochs 1 --train-limit 50"
