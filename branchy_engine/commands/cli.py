@@ -460,6 +460,9 @@ def add_reproduce_parser(sub):
     p.add_argument("--train-limit", type=int,
                    help="train on the first N samples of each split only: a quick run, whose "
                         "accuracies mean little (default: all)")
+    p.add_argument("--sim-samples", type=int, default=30,
+                   help="Figure 6: of each point's test samples, how many run under the cache "
+                        "simulator where the CPU grants no counters (thousands of times slower)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="for training")
 
 
@@ -468,7 +471,8 @@ def cmd_reproduce(args):
     result = run(ReproduceOptions(networks=args.networks.split(","), dataset=args.dataset,
                                   data_dir=args.data_dir, out=args.out, epochs=args.epochs,
                                   threads=args.threads, limit=args.limit,
-                                  train_limit=args.train_limit, device=args.device))
+                                  train_limit=args.train_limit, sim_samples=args.sim_samples,
+                                  device=args.device))
     print_tables(args.out, result)
     return 0
 

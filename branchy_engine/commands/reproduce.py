@@ -36,6 +36,7 @@ class ReproduceOptions:
     threads: int = 1                      # for timing; training uses torch's default threads
     limit: Optional[int] = None           # test samples timed per network
     train_limit: Optional[int] = None     # train on the first N samples of each split (quick runs)
+    sim_samples: int = 30                 # Figure 6: samples a point runs under the cache simulator
     device: str = "cpu"                   # for training
 
 
@@ -90,7 +91,7 @@ def run(opts: ReproduceOptions) -> dict:
             progress.step(f"b_{family}: Figure 6 drawn before")
         else:
             table["figure6"] = pipeline.figure6(family, paths, out, opts.threads, opts.data_dir,
-                                                opts.limit, progress)
+                                                opts.limit, progress, opts.sim_samples)
             write_text(table_path, json.dumps(table, indent=2) + "\n")
         tables.append(table)
     result = pipeline.write_tables(opts.out, tables, opts.threads)
