@@ -27,13 +27,13 @@ def b_lenet_on_test_data(tmp_path_factory):
     """The shipped B-LeNet exported with threshold 0.5, and the first 200 Fashion-MNIST test
     samples prepared as in training."""
     import os
-    from branchy_engine import data
+    from branchy_engine.data import engine_samples
     from branchy_engine.export import export
     from branchy_engine.profiling.profile import SHIPPED
     path = str(tmp_path_factory.mktemp("bench") / "b_lenet.branchy")
     export(os.path.join(SHIPPED, "b_lenet.pt"), path, thresholds=[0.5])
     engine = be.Engine(path, threads=1)
-    x, _, _ = data.model_samples(engine.metadata, engine.input_shape, limit=200)
+    x, _ = engine_samples(engine, limit=200)
     return engine, x
 
 

@@ -239,6 +239,17 @@ def model_samples(metadata: dict, input_shape, name: str | None = None, data_dir
     return d.prepare(images).contiguous(), labels, d
 
 
+def engine_samples(engine, split: str = "test", limit: int | None = None,
+                   data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `limit` samples (default: all) of a split of the data `engine`'s model was
+    trained on, prepared as training prepared them: (x float32 [N, C, H, W], labels int64 [N]).
+    What benchmarks and tests feed an Engine; `engine` is a branchy_engine.Engine (its model file
+    records the dataset and normalisation). Raises as model_samples does."""
+    x, labels, _ = model_samples(engine.metadata, engine.input_shape, data_dir=data_dir,
+                                 split=split, limit=limit)
+    return x, labels
+
+
 def default_data_dir() -> str:
     """Where downloads go when no data_dir is given: $XDG_CACHE_HOME/branchy-engine/data
     (~/.cache/branchy-engine/data). load() also looks there when no data_dir is given."""

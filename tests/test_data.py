@@ -2,6 +2,7 @@
 import gzip
 import os
 import pickle
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -351,6 +352,18 @@ def test_unknown_dataset_lists_the_choices():
     with pytest.raises(ValueError) as info:
         load("imagenet")
     assert "imagenet" in str(info.value) and all(name in str(info.value) for name in DATASETS)
+
+
+def test_engine_samples_are_the_test_split_prepared_as_the_model_file_records(tmp_path):
+    arrays = make_idx(tmp_path)
+    # What engine_samples reads of an Engine: the model file's metadata and the input shape.
+    engine = SimpleNamespace(metadata={"dataset": {"name": "fashion-mnist", "mean": [0.25], "std": [0.5]}},
+                             input_shape=(1, 28, 28))
+    x, labels = data.engine_samples(engine, limit=5, data_dir=str(tmp_path))
+    images = torch.from_numpy(arrays["t10k-images-idx3-ubyte"][:5]).float().unsqueeze(1)
+    assert x.dtype == torch.float32 and x.shape == (5, 1, 28, 28) and x.is_contiguous()
+    torch.testing.assert_close(x, (images / 255 - 0.25) / 0.5)
+    assert labels.tolist() == arrays["t10k-labels-idx1-ubyte"][:5].tolist()
 
 
 @pytest.mark.skipif(not os.path.isdir(data.DEBIAN_FASHION_MNIST_DIR),

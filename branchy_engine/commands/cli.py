@@ -457,6 +457,12 @@ def add_reproduce_parser(sub):
     p.add_argument("--epochs", type=int, default=50, help="epochs per training phase")
     p.add_argument("--threads", type=int, default=1, help="threads for the timed runs")
     p.add_argument("--limit", type=int, help="test samples timed per network (default: all)")
+    p.add_argument("--train-limit", type=int,
+                   help="train on the first N samples of each split only: a quick run, whose "
+                        "accuracies mean little (default: all)")
+    p.add_argument("--sim-samples", type=int, default=30,
+                   help="Figure 6: of each point's test samples, how many run under the cache "
+                        "simulator where the CPU grants no counters (thousands of times slower)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="for training")
 
 
@@ -464,7 +470,9 @@ def cmd_reproduce(args):
     from branchy_engine.commands.reproduce import ReproduceOptions, run
     result = run(ReproduceOptions(networks=args.networks.split(","), dataset=args.dataset,
                                   data_dir=args.data_dir, out=args.out, epochs=args.epochs,
-                                  threads=args.threads, limit=args.limit, device=args.device))
+                                  threads=args.threads, limit=args.limit,
+                                  train_limit=args.train_limit, sim_samples=args.sim_samples,
+                                  device=args.device))
     print_tables(args.out, result)
     return 0
 

@@ -35,6 +35,8 @@ class ReproduceOptions:
     epochs: int = 50                      # per phase
     threads: int = 1                      # for timing; training uses torch's default threads
     limit: Optional[int] = None           # test samples timed per network
+    train_limit: Optional[int] = None     # train on the first N samples of each split (quick runs)
+    sim_samples: int = 30                 # Figure 6: samples a point runs under the cache simulator
     device: str = "cpu"                   # for training
 
 
@@ -60,13 +62,19 @@ def run(opts: ReproduceOptions) -> dict:
     for family in opts.networks:
         out = os.path.join(opts.out, family)
         name = dataset_for(family, opts)
-        progress.step(f"b_{family}: training on {name} ({opts.epochs} epochs per phase)")
+        command = f"branchy reproduce --networks {family} --epochs {opts.epochs}"
+        what = f"{opts.epochs} epochs per phase"
+        if opts.train_limit:
+            command += f" --train-limit {opts.train_limit}"
+            what += f", the first {opts.train_limit} samples of each split"
+        progress.step(f"b_{family}: training on {name} ({what})")
         checkpoints = os.path.join(out, "checkpoints")
         trained = train(TrainConfig(
             model=f"b_{family}", dataset=name, data_dir=opts.data_dir, out=checkpoints,
-            baseline_epochs=opts.epochs, epochs=opts.epochs, batch_size=BATCH[family],
-            device=opts.device, resume=os.path.exists(os.path.join(checkpoints, f"{family}.pt")),
-            command=f"branchy reproduce --networks {family} --epochs {opts.epochs}"))
+            limit=opts.train_limit, baseline_epochs=opts.epochs, epochs=opts.epochs,
+            batch_size=BATCH[family], device=opts.device,
+            resume=os.path.exists(os.path.join(checkpoints, f"{family}.pt")),
+            command=command))
         paths = pipeline.prepare(family, trained[f"b_{family}"], trained[family], out, opts.threads,
                                  opts.data_dir, progress)
         table_path = os.path.join(out, "table.json")
@@ -83,7 +91,7 @@ def run(opts: ReproduceOptions) -> dict:
             progress.step(f"b_{family}: Figure 6 drawn before")
         else:
             table["figure6"] = pipeline.figure6(family, paths, out, opts.threads, opts.data_dir,
-                                                opts.limit, progress)
+                                                opts.limit, progress, opts.sim_samples)
             write_text(table_path, json.dumps(table, indent=2) + "\n")
         tables.append(table)
     result = pipeline.write_tables(opts.out, tables, opts.threads)
