@@ -425,9 +425,11 @@ import resource, sys, torch
 from branchy_engine import Engine
 huge, big = sys.argv[1], sys.argv[2]
 
+before = resource.getrlimit(resource.RLIMIT_AS)
+
 def limit(headroom):  # the address space: what this process has mapped plus `headroom`
     vm = int([l for l in open("/proc/self/status") if l.startswith("VmSize")][0].split()[1]) * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (vm + headroom, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    resource.setrlimit(resource.RLIMIT_AS, (vm + headroom, before[1]))
 
 engine = Engine(big, max_batch=20000)
 x = torch.randn(20000, 3, 64, 64)   # the batch slots would take 2 x 1 GiB
@@ -438,7 +440,7 @@ for make in (lambda: Engine(huge, max_memory=1 << 40), lambda: engine(x)):
         print("no error")
     except MemoryError as e:
         print("MemoryError:", e)
-resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.getrlimit(resource.RLIMIT_AS)[1]))
+resource.setrlimit(resource.RLIMIT_AS, before)
 print("after:", engine(x[:2]).exit.tolist(), engine.stats()["samples"])
 '''
 
