@@ -64,14 +64,15 @@ def exit_decision_maxprob(logits: Tensor, threshold: Threshold) -> Tuple[Tensor,
 
 
 def cpu_isa() -> str:
-    """The instruction set the CPU kernels use now: 'avx512', 'avx2' or 'portable'."""
+    """The instruction set the CPU kernels use now: 'avx512', 'avx2', 'neon' (aarch64) or
+    'portable'."""
     return _C.cpu_isa()
 
 
 def set_cpu_isa(name: str) -> str:
-    """Selects the CPU kernels: 'portable', 'avx2', 'avx512' or 'best' (clamped to what the CPU
-    has). The exit decision ops use it at once; engines built afterwards pack for it. Returns the
-    one now in use."""
+    """Selects the CPU kernels: 'portable', 'avx2', 'avx512', 'neon' or 'best' (the CPU's best
+    where it lacks the one asked for). The exit decision ops use it at once; engines built
+    afterwards pack for it. Returns the one now in use."""
     return _C.set_cpu_isa(name)
 
 

@@ -110,11 +110,13 @@ PyObject* set_cpu_isa(PyObject*, PyObject* arg) {
     isa = branchy::Isa::Avx2;
   } else if (std::strcmp(name, "avx512") == 0) {
     isa = branchy::Isa::Avx512;
+  } else if (std::strcmp(name, "neon") == 0) {
+    isa = branchy::Isa::Neon;
   } else if (std::strcmp(name, "best") == 0) {
     isa = branchy::best_isa();
   } else {
     return PyErr_Format(PyExc_ValueError,
-                        "unknown CPU instruction set '%s' (portable, avx2, avx512, best)", name);
+                        "unknown CPU instruction set '%s' (portable, avx2, avx512, neon, best)", name);
   }
   return PyUnicode_FromString(branchy::isa_name(branchy::set_active_isa(isa)));
 }
@@ -147,8 +149,9 @@ PyMethodDef methods[] = {
      "naming the problem if it is not a usable model)."},
     {"cpu_isa", cpu_isa, METH_NOARGS, "The instruction set the CPU kernels use."},
     {"set_cpu_isa", set_cpu_isa, METH_O,
-     "set_cpu_isa('portable' | 'avx2' | 'avx512' | 'best') -> the instruction set now in use "
-     "(clamped to what the CPU has). Engines built afterwards use it."},
+     "set_cpu_isa('portable' | 'avx2' | 'avx512' | 'neon' | 'best') -> the instruction set now in "
+     "use (what the CPU has: its best where it lacks the one asked for). Engines built afterwards "
+     "use it."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",

@@ -13,3 +13,15 @@
 #define BRANCHY_AVX2
 #define BRANCHY_AVX512
 #endif
+
+// AArch64 (ARMv8-A) always has NEON (Advanced SIMD with fp32 FMA and division): no target
+// attribute is needed, and the tier is there whenever the build is for aarch64.
+#if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+#define BRANCHY_ARM64 1
+#else
+#define BRANCHY_ARM64 0
+#endif
+#define BRANCHY_NEON
+
+// A build with SIMD tiers for the own kernels (kernels/simd.h); without, only plain loops.
+#define BRANCHY_SIMD (BRANCHY_X86 || BRANCHY_ARM64)

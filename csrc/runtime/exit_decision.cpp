@@ -10,6 +10,9 @@
 #include <cpuid.h>
 #include <immintrin.h>
 #endif
+#if BRANCHY_ARM64
+#include "kernels/simd.h"
+#endif
 
 namespace branchy {
 namespace {
@@ -215,15 +218,123 @@ Decision decide_row_avx2(const T* row, int64_t classes, Criterion criterion, flo
 }
 #endif
 
+#if BRANCHY_ARM64
+// The AVX2 row kernel above on four lanes: the same steps, the same exp, x86's max and min
+// (simd.h: the second operand for NaN) from the neon tier, so that the special cases fall out as
+// they do there.
+using neon::max;
+using neon::min;
+
+inline float32x4_t exp4(float32x4_t x) {
+  x = min(x, vdupq_n_f32(88.3762626647949f));
+  x = max(x, vdupq_n_f32(-88.3762626647949f));
+  const float32x4_t n = vrndmq_f32(vfmaq_f32(vdupq_n_f32(0.5f), x, vdupq_n_f32(1.44269504088896341f)));
+  x = vfmsq_f32(x, n, vdupq_n_f32(0.693359375f));
+  x = vfmsq_f32(x, n, vdupq_n_f32(-2.12194440e-4f));
+  float32x4_t y = vdupq_n_f32(1.9875691500e-4f);
+  y = vfmaq_f32(vdupq_n_f32(1.3981999507e-3f), y, x);
+  y = vfmaq_f32(vdupq_n_f32(8.3334519073e-3f), y, x);
+  y = vfmaq_f32(vdupq_n_f32(4.1665795894e-2f), y, x);
+  y = vfmaq_f32(vdupq_n_f32(1.6666665459e-1f), y, x);
+  y = vfmaq_f32(vdupq_n_f32(5.0000001201e-1f), y, x);
+  y = vfmaq_f32(vaddq_f32(x, vdupq_n_f32(1.0f)), y, vmulq_f32(x, x));
+  const int32x4_t e = vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127));
+  return vmulq_f32(y, vreinterpretq_f32_s32(vshlq_n_s32(e, 23)));
+}
+
+inline float32x4_t load4(const float* p) { return vld1q_f32(p); }
+
+inline float32x4_t load4(const Half* p) {
+  return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const uint16_t*>(p))));
+}
+
+inline float32x4_t load4(const BFloat16* p) {
+  return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(reinterpret_cast<const uint16_t*>(p)), 16));
+}
+
+// Four online-softmax states, lane k holding columns k, k + 4, k + 8, ...
+struct Lanes4 {
+  float32x4_t m, s, t;
+  uint32x4_t special;  // a NaN or +inf was seen in the lane
+  int32x4_t argmax, column;
+};
+
+inline void step(Lanes4& l, float32x4_t z) {
+  const float32x4_t lo = vdupq_n_f32(kMinExponent);
+  const uint32x4_t nan = vmvnq_u32(vceqq_f32(z, z));
+  const uint32x4_t inf = vceqq_f32(z, vdupq_n_f32(std::numeric_limits<float>::infinity()));
+  l.special = vorrq_u32(l.special, vorrq_u32(nan, inf));
+  const uint32x4_t greater = vcgtq_f32(z, l.m);
+  if (vmaxvq_u32(greater)) {
+    const float32x4_t m = max(z, l.m);
+    const float32x4_t dm = max(vsubq_f32(l.m, m), lo);
+    const float32x4_t r = exp4(dm);
+    l.t = vmulq_f32(r, vfmaq_f32(l.t, dm, l.s));
+    l.s = vmulq_f32(r, l.s);
+    l.m = m;
+    l.argmax = vbslq_s32(greater, l.column, l.argmax);
+  }
+  const float32x4_t d = max(vsubq_f32(z, l.m), lo);  // never NaN, as in the AVX2 step
+  const float32x4_t e = exp4(d);
+  l.s = vaddq_f32(l.s, e);
+  l.t = vfmaq_f32(l.t, e, d);
+  l.column = vaddq_s32(l.column, vdupq_n_s32(4));
+}
+
+inline RowState merge_lanes(const Lanes4& l) {
+  RowState st;
+  const float m = vmaxvq_f32(l.m);  // no lane's maximum is NaN
+  if (m == -std::numeric_limits<float>::infinity()) return st;
+  const float32x4_t mv = vdupq_n_f32(m);
+  const float32x4_t dm = max(vsubq_f32(l.m, mv), vdupq_n_f32(kMinExponent));
+  const float32x4_t r = exp4(dm);
+  st.m = m;
+  st.s = vaddvq_f32(vmulq_f32(r, l.s));
+  st.t = vaddvq_f32(vmulq_f32(r, vfmaq_f32(l.t, dm, l.s)));
+  const int32x4_t none = vdupq_n_s32(std::numeric_limits<int32_t>::max());
+  st.argmax = vminvq_s32(vbslq_s32(vceqq_f32(l.m, mv), l.argmax, none));
+  return st;
+}
+
+template <class T>
+Decision decide_row_neon(const T* row, int64_t classes, Criterion criterion, float threshold) {
+  Lanes4 l;
+  l.m = vdupq_n_f32(-std::numeric_limits<float>::infinity());
+  l.s = vdupq_n_f32(0.0f);
+  l.t = vdupq_n_f32(0.0f);
+  l.special = vdupq_n_u32(0);
+  l.argmax = vdupq_n_s32(-1);
+  l.column = int32x4_t{0, 1, 2, 3};
+  int64_t i = 0;
+  for (; i + 4 <= classes; i += 4) step(l, load4(row + i));
+  if (i < classes) {
+    alignas(16) float tail[4];
+    for (int k = 0; k < 4; ++k) {
+      tail[k] = i + k < classes ? to_float(row[i + k]) : -std::numeric_limits<float>::infinity();
+    }
+    step(l, vld1q_f32(tail));
+  }
+  if (vmaxvq_u32(l.special)) return decide_row_portable(row, classes, criterion, threshold);
+  return finalize(merge_lanes(l), classes, criterion, threshold);
+}
+#else
+template <class T>
+Decision decide_row_neon(const T* row, int64_t classes, Criterion criterion, float threshold) {
+  return decide_row_portable(row, classes, criterion, threshold);
+}
+#endif
+
 template <class T>
 void decide_rows_typed(const DecisionArgs& a, int64_t begin, int64_t end, Isa isa) {
   const T* base = static_cast<const T*>(a.logits);
   // Column indices are int32 in the SIMD lanes.
-  const bool simd = isa >= Isa::Avx2 && a.classes < (int64_t{1} << 31);
+  const bool fits = a.classes < (int64_t{1} << 31);
+  const bool avx2 = fits && (isa == Isa::Avx2 || isa == Isa::Avx512), neon = fits && isa == Isa::Neon;
   for (int64_t r = begin; r < end; ++r) {
     const T* row = base + r * a.row_stride;
-    const Decision d = simd ? decide_row_avx2(row, a.classes, a.criterion, a.threshold)
-                            : decide_row_portable(row, a.classes, a.criterion, a.threshold);
+    const Decision d = avx2 ? decide_row_avx2(row, a.classes, a.criterion, a.threshold)
+                       : neon ? decide_row_neon(row, a.classes, a.criterion, a.threshold)
+                              : decide_row_portable(row, a.classes, a.criterion, a.threshold);
     a.score[r] = d.score;
     a.exit[r] = d.exit;
     a.prediction[r] = d.prediction;
@@ -238,15 +349,27 @@ std::atomic<int>& active_isa_slot() {
 }  // namespace
 
 Isa best_isa() {
-  static const Isa best =
-      cpu_has_avx512() ? Isa::Avx512 : cpu_has_avx2() ? Isa::Avx2 : Isa::Portable;
+  static const Isa best = BRANCHY_ARM64 ? Isa::Neon
+                          : cpu_has_avx512() ? Isa::Avx512
+                          : cpu_has_avx2()   ? Isa::Avx2
+                                             : Isa::Portable;
   return best;
+}
+
+bool isa_supported(Isa isa) {
+  switch (isa) {
+    case Isa::Portable: return true;
+    case Isa::Avx2: return best_isa() == Isa::Avx2 || best_isa() == Isa::Avx512;
+    case Isa::Avx512: return best_isa() == Isa::Avx512;
+    case Isa::Neon: return BRANCHY_ARM64;
+  }
+  return false;
 }
 
 Isa active_isa() { return static_cast<Isa>(active_isa_slot().load(std::memory_order_relaxed)); }
 
 Isa set_active_isa(Isa isa) {
-  const Isa chosen = std::min(isa, best_isa());
+  const Isa chosen = isa_supported(isa) ? isa : best_isa();
   active_isa_slot().store(static_cast<int>(chosen), std::memory_order_relaxed);
   return chosen;
 }
@@ -255,6 +378,7 @@ const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::Avx512: return "avx512";
     case Isa::Avx2: return "avx2";
+    case Isa::Neon: return "neon";
     case Isa::Portable: break;
   }
   return "portable";
@@ -266,7 +390,7 @@ int64_t rows_per_task(int64_t classes) {
 }
 
 void decide_rows(const DecisionArgs& args, int64_t begin, int64_t end, Isa isa) {
-  isa = std::min(isa, best_isa());
+  if (!isa_supported(isa)) isa = best_isa();
   switch (args.dtype) {
     case ScalarType::Float32: return decide_rows_typed<float>(args, begin, end, isa);
     case ScalarType::Float16: return decide_rows_typed<Half>(args, begin, end, isa);

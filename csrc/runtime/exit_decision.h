@@ -10,10 +10,17 @@ namespace branchy {
 
 enum class ScalarType : int { Float32 = 0, Float16 = 1, BFloat16 = 2 };
 
-// Instruction-set levels, each including the one before: Avx2 means AVX2 + FMA + F16C, Avx512
-// adds AVX-512 F + BW + VL. The exit decision's row kernel runs its AVX2 code at Avx2 and above;
-// the runtime's own layers (layers_own.cpp) have a kernel tier per level.
-enum class Isa : int { Portable = 0, Avx2 = 1, Avx512 = 2 };
+// Instruction sets: Portable (plain loops) everywhere; on x86-64 two levels, each including the
+// one before: Avx2 means AVX2 + FMA + F16C, Avx512 adds AVX-512 F + BW + VL; on aarch64 Neon
+// (Advanced SIMD, which every ARMv8-A CPU has). The exit decision's row kernel runs its AVX2 code
+// at Avx2 and Avx512, its NEON code at Neon; the runtime's own layers (layers_own.cpp) have a
+// kernel tier per SIMD set.
+enum class Isa : int { Portable = 0, Avx2 = 1, Avx512 = 2, Neon = 3 };
+
+// fp32 lanes of one of `isa`'s vectors (1: plain loops).
+constexpr int isa_lanes(Isa isa) {
+  return isa == Isa::Avx512 ? 16 : isa == Isa::Avx2 ? 8 : isa == Isa::Neon ? 4 : 1;
+}
 
 // Kernel parameters as one plain struct. Rows are `row_stride` elements apart; columns are
 // contiguous. Outputs have one element per row.
@@ -39,10 +46,14 @@ void decide_rows(const DecisionArgs& args, int64_t begin, int64_t end);
 // The best instruction set this CPU supports.
 Isa best_isa();
 
+// Whether this build runs `isa`'s kernels on this CPU (Portable always; the x86 levels where the
+// CPU has them; Neon on aarch64).
+bool isa_supported(Isa isa);
+
 // The instruction set decide_rows uses by default, and the one the own layers are built for:
 // best_isa() unless set_active_isa() chose another (tests use it to cover the lower tiers on a
-// better machine). Asking for a level the CPU lacks gives the best it has. Returns the one now
-// active.
+// better machine). Asking for a set the CPU lacks (or another architecture's) gives the best it
+// has. Returns the one now active.
 Isa active_isa();
 Isa set_active_isa(Isa isa);
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "check.h"
+#include "runtime/cpu.h"
 #include "runtime/exit_decision.h"
 
 using branchy::Criterion;
@@ -51,11 +52,11 @@ Reference reference(const std::vector<float>& z) {
   return {std::log(s) - t / s, 1.0 / s, arg};
 }
 
-// Every level up to the best this CPU has (Avx512 dispatches to the AVX2 row kernel).
+// Every set this CPU has (Avx512 dispatches to the AVX2 row kernel).
 std::vector<Isa> isas() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::Portable, Isa::Avx2, Isa::Avx512}) {
-    if (isa <= branchy::best_isa()) out.push_back(isa);
+  for (Isa isa : {Isa::Portable, Isa::Avx2, Isa::Avx512, Isa::Neon}) {
+    if (branchy::isa_supported(isa)) out.push_back(isa);
   }
   return out;
 }
@@ -280,11 +281,18 @@ TEST(isa_selection) {
   const Isa best = branchy::best_isa();
   CHECK(branchy::set_active_isa(Isa::Portable) == Isa::Portable);
   CHECK(branchy::active_isa() == Isa::Portable);
-  // Asking for more than the CPU has gives its best.
-  CHECK(branchy::set_active_isa(Isa::Avx2) == std::min(Isa::Avx2, best));
-  CHECK(branchy::set_active_isa(Isa::Avx512) == best);
+  // Asking for a set the CPU lacks (above its best, or another architecture's) gives its best.
+  for (Isa isa : {Isa::Avx2, Isa::Avx512, Isa::Neon}) {
+    CHECK(branchy::set_active_isa(isa) == (branchy::isa_supported(isa) ? isa : best));
+  }
+  CHECK(branchy::isa_supported(Isa::Portable) && branchy::isa_supported(best));
+  // aarch64 always has NEON and nothing of x86; x86-64 never NEON.
+  CHECK(BRANCHY_ARM64 ? best == Isa::Neon && !branchy::isa_supported(Isa::Avx2)
+                      : !branchy::isa_supported(Isa::Neon));
+  CHECK(branchy::set_active_isa(best) == best);
   CHECK(branchy::active_isa() == best);
   CHECK(std::string(branchy::isa_name(Isa::Avx512)) == "avx512");
+  CHECK(std::string(branchy::isa_name(Isa::Neon)) == "neon");
   CHECK(branchy::rows_per_task(10) == 6553 && branchy::rows_per_task(1 << 20) == 1);
 }
 

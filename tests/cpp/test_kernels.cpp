@@ -1,11 +1,12 @@
-// The runtime's own kernels on every SIMD tier this CPU has, against the portable loops, over odd
-// sizes: channels 1..13 (and past one vector), widths 1..40, kernels 1, 3, 5 with every padding
-// up to the kernel size, ReLU on and off, pools in ceil and floor mode. Convolutions and linear layers
-// sum in another order than the loops, so they are held to a tolerance relative to the sum of the
-// terms' magnitudes (which the portable kernel computes on |weights| and |inputs|); pools and
-// reorders move or compare values, so they must match exactly (averages up to rounding).
-// The NHWC kernels (pointwise, depthwise) and the whole-array activations are held to loops in
-// double precision instead, under every fused activation, with and without a residual.
+// The runtime's own kernels on every SIMD tier this CPU has (AVX2 and AVX-512 on x86-64, NEON on
+// aarch64), against the portable loops, over odd sizes: channels 1..13 (and past one vector),
+// widths 1..40, kernels 1, 3, 5 with every padding up to the kernel size, ReLU on and off, pools
+// in ceil and floor mode. Convolutions and linear layers sum in another order than the loops, so
+// they are held to a tolerance relative to the sum of the terms' magnitudes (which the portable
+// kernel computes on |weights| and |inputs|); pools and reorders move or compare values, so they
+// must match exactly (averages up to rounding). The NHWC kernels (pointwise, depthwise) and the
+// whole-array activations are held to loops in double precision instead, under every fused
+// activation, with and without a residual.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -40,8 +41,8 @@ constexpr int kCanaries = 64;
 
 std::vector<Isa> simd_isas() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::Avx2, Isa::Avx512}) {
-    if (isa <= branchy::best_isa()) out.push_back(isa);
+  for (Isa isa : {Isa::Avx2, Isa::Avx512, Isa::Neon}) {
+    if (branchy::isa_supported(isa)) out.push_back(isa);
   }
   return out;
 }

@@ -26,11 +26,8 @@ BRANCHY_TIER inline Vec exp_approx(Vec in) {
   return select_greater(in, top, broadcast(std::numeric_limits<float>::infinity()), mul_pow2(p, n));
 }
 
-// Whether act_vec computes `act` (GELU is left to apply_act's loops).
-inline bool act_in_registers(Act act) { return act != Act::GeluErf && act != Act::GeluTanh; }
-
 // The activation of one vector, as act_value (ops/registry.h) defines it, for the kinds
-// act_in_registers admits; others pass v through.
+// act_in_registers (activation.h) admits; others pass v through.
 BRANCHY_TIER inline Vec act_vec(Vec v, Act act, Vec lo, Vec hi) {
   const Vec one = broadcast(1.0f), three = broadcast(3.0f), six = broadcast(6.0f);
   // max/min return their second operand when either is NaN: v goes second, so NaN stays NaN as

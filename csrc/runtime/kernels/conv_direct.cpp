@@ -43,6 +43,13 @@ bool tier_shape(Isa isa, int* lanes, int* max_block) {
     return true;
   }
 #endif
+#if BRANCHY_ARM64
+  if (isa == Isa::Neon) {
+    *lanes = neon::kLanes;
+    *max_block = neon::kMaxBlock;
+    return true;
+  }
+#endif
   (void)isa, (void)lanes, (void)max_block;
   return false;
 }
@@ -108,6 +115,9 @@ void conv_direct(const ConvGeometry& g, const PackedConv& p, const float* in, fl
 #if BRANCHY_X86
   if (p.isa == Isa::Avx512) return avx512::conv_direct(g, p, in, out, scratch);
   if (p.isa == Isa::Avx2) return avx2::conv_direct(g, p, in, out, scratch);
+#endif
+#if BRANCHY_ARM64
+  if (p.isa == Isa::Neon) return neon::conv_direct(g, p, in, out, scratch);
 #endif
   (void)g, (void)p, (void)in, (void)out, (void)scratch;
 }

@@ -3,7 +3,7 @@
 // target attribute; Vec, kLanes and the vector operations are that tier's.
 
 // Output channels per tile: two vectors of accumulators per channel, two input vectors and a
-// weight fill the register file (6 on AVX2, 14 on AVX-512).
+// weight fill the register file (6 on AVX2, 14 on AVX-512 and NEON).
 constexpr int kMaxBlock = (kRegisters - 3) / 2;
 
 // Vectors of output positions per tile: as many as the registers hold (an accumulator per

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "../ops/registry.h"
+#include "activation.h"
 #include "simd.h"
 
 namespace branchy {
@@ -24,14 +25,19 @@ Buffer pack_depthwise(const DepthwiseGeometry& g, const float* weight, size_t pa
 void depthwise_nhwc(Isa isa, const DepthwiseGeometry& g, const float* packed, const float* bias,
                     const float* in, const float* residual, Act act, float lo, float hi, float* out) {
   const size_t pitch = (size_t(g.c) + 63) / 64 * 64;  // as the layer packs: whole 4-vector blocks
-#if BRANCHY_X86
-  const bool in_registers = avx512::act_in_registers(act);
+#if BRANCHY_SIMD
+  const bool in_registers = act_in_registers(act);
   const Act inside = in_registers ? act : Act::None;
+#if BRANCHY_X86
   if (isa == Isa::Avx512) {
     avx512::depthwise(g, packed, bias, in, residual, inside, lo, hi, out, pitch);
   } else {
     avx2::depthwise(g, packed, bias, in, residual, inside, lo, hi, out, pitch);
   }
+#else
+  (void)isa;
+  neon::depthwise(g, packed, bias, in, residual, inside, lo, hi, out, pitch);
+#endif
   if (!in_registers) apply_act(act, lo, hi, out, size_t(g.out_h) * g.out_w * g.c);
 #else
   (void)isa, (void)g, (void)packed, (void)bias, (void)in, (void)residual, (void)act, (void)lo,

@@ -7,6 +7,9 @@
 #if BRANCHY_X86
 #include <immintrin.h>
 #endif
+#if BRANCHY_ARM64
+#include <arm_neon.h>
+#endif
 
 namespace branchy {
 namespace {
@@ -53,6 +56,24 @@ __attribute__((target("avx512f"))) double avx512() {
 }
 #endif
 
+#if BRANCHY_ARM64
+double neon() {
+  float32x4_t acc[kChains];
+  const float32x4_t m = vdupq_n_f32(0.999f);
+  for (auto& a : acc) a = m;
+  const auto start = std::chrono::steady_clock::now();
+  for (long i = 0; i < kIterations; ++i) {
+    for (auto& a : acc) a = vfmaq_f32(m, a, m);
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  float32x4_t sum = acc[0];
+  for (int c = 1; c < kChains; ++c) sum = vaddq_f32(sum, acc[c]);
+  volatile float sink = vgetq_lane_f32(sum, 0);  // keeps the loop
+  (void)sink;
+  return gflops(4, seconds);
+}
+#endif
+
 }  // namespace
 
 double fma_peak_gflops(int lanes) {
@@ -60,6 +81,10 @@ double fma_peak_gflops(int lanes) {
   __builtin_cpu_init();
   if (lanes == 8 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return avx2();
   if (lanes == 16 && __builtin_cpu_supports("avx512f")) return avx512();
+#elif BRANCHY_ARM64
+  if (lanes == 4) return neon();
+#else
+  (void)lanes, (void)gflops;
 #endif
   return 0.0;
 }

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "../ops/registry.h"
+#include "activation.h"
 #include "simd.h"
 
 namespace branchy {
@@ -14,9 +15,16 @@ namespace branchy {
 
 namespace {
 
-// Lanes of a vector and vectors of a panel on `isa`.
-int lanes(Isa isa) { return isa == Isa::Avx512 ? 16 : 8; }
-int panel_vectors(Isa isa) { return isa == Isa::Avx512 ? 4 : 2; }
+// Vectors of a panel on `isa` (its lanes: isa_lanes).
+int panel_vectors(Isa isa) {
+#if BRANCHY_X86
+  return isa == Isa::Avx512 ? avx512::kPanel : avx2::kPanel;
+#elif BRANCHY_ARM64
+  return isa == Isa::Neon ? neon::kPanel : 1;
+#else
+  return (void)isa, 1;
+#endif
+}
 
 }  // namespace
 
@@ -24,8 +32,8 @@ PackedPointwise pack_pointwise(Isa isa, const PointwiseGeometry& g, const float*
                                const float* bias) {
   PackedPointwise p;
   p.isa = isa;
-  const int64_t padded = (int64_t(g.out_c) + lanes(isa) - 1) / lanes(isa) * lanes(isa);
-  const int64_t panel = int64_t(panel_vectors(isa)) * lanes(isa);
+  const int64_t padded = (int64_t(g.out_c) + isa_lanes(isa) - 1) / isa_lanes(isa) * isa_lanes(isa);
+  const int64_t panel = int64_t(panel_vectors(isa)) * isa_lanes(isa);
   const int64_t taps = g.taps(), rows = taps * g.in_c;  // rows of a panel: (tap, channel)
   p.weights = Buffer(size_t(padded) * rows);  // zeroed: the padding channels stay 0
   p.bias = Buffer(size_t(padded));
@@ -47,7 +55,7 @@ PackedPointwise pack_pointwise(Isa isa, const PointwiseGeometry& g, const float*
 void scale_pointwise(const PointwiseGeometry& g, const PackedPointwise& p, const float* scale,
                      float* out) {
   const int64_t padded = int64_t(p.bias.size());
-  const int64_t panel = int64_t(panel_vectors(p.isa)) * lanes(p.isa);
+  const int64_t panel = int64_t(panel_vectors(p.isa)) * isa_lanes(p.isa);
   const int64_t rows = int64_t(g.taps()) * g.in_c;
   for (int64_t n0 = 0; n0 < padded; n0 += panel) {
     const int64_t width = std::min(panel, padded - n0);
@@ -66,14 +74,18 @@ void pointwise_nhwc(const PointwiseGeometry& g, const PackedPointwise& p, const 
   if (g.taps() > kMaxGemmTaps || (g.taps() > 1 && !zeros)) {
     throw std::logic_error("pointwise_nhwc: over 64 window positions, or no zeros for the padding");
   }
-#if BRANCHY_X86
-  const bool in_registers = avx512::act_in_registers(act);
+#if BRANCHY_SIMD
+  const bool in_registers = act_in_registers(act);
   const Act inside = in_registers ? act : Act::None;
+#if BRANCHY_X86
   if (p.isa == Isa::Avx512) {
     avx512::pointwise(g, weights, p.bias.data(), in, residual, inside, lo, hi, out, zeros);
   } else {
     avx2::pointwise(g, weights, p.bias.data(), in, residual, inside, lo, hi, out, zeros);
   }
+#else
+  neon::pointwise(g, weights, p.bias.data(), in, residual, inside, lo, hi, out, zeros);
+#endif
   if (!in_registers) apply_act(act, lo, hi, out, size_t(g.out_h) * g.out_w * g.out_c);
 #else
   (void)g, (void)p, (void)weights, (void)in, (void)residual, (void)act, (void)lo, (void)hi, (void)out,

@@ -1,8 +1,9 @@
-// One vocabulary of vector operations per SIMD tier (namespaces avx2 and avx512), so that a kernel
-// is written once, in a *_tier.inl file, and compiled for each tier by including that file in the
-// tier's namespace with BRANCHY_TIER set to the tier's target attribute (as Highway does with its
-// per-target re-inclusion). Function attributes, not global -m flags: the binary still runs on a
-// CPU without AVX-512, and the tier is chosen at run time from an Isa (exit_decision.h).
+// One vocabulary of vector operations per SIMD tier (namespaces avx2 and avx512 on x86-64, neon on
+// aarch64), so that a kernel is written once, in a *_tier.inl file, and compiled for each tier by
+// including that file in the tier's namespace with BRANCHY_TIER set to the tier's target attribute
+// (as Highway does with its per-target re-inclusion). Function attributes, not global -m flags:
+// the binary still runs on a CPU without AVX-512, and the tier is chosen at run time from an Isa
+// (exit_decision.h).
 #pragma once
 
 #include "../cpu.h"
@@ -112,6 +113,29 @@ BRANCHY_AVX2 inline float sum(Vec v) {
   return _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
 }
 
+// An 8x8 transpose in registers: rows[i][j] becomes rows[j][i]. Always inlined: as a call, the
+// rows go through memory.
+[[gnu::always_inline]] BRANCHY_AVX2 inline void transpose(Vec r[8]) {
+  Vec t[8], u[8];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 2
+  for (int i = 0; i < 2; ++i) {
+    u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
+    r[4 + i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
+  }
+}
+
 }  // namespace avx2
 
 namespace avx512 {
@@ -196,3 +220,113 @@ BRANCHY_AVX512 inline float sum(Vec v) { return _mm512_reduce_add_ps(v); }
 }  // namespace branchy
 
 #endif  // BRANCHY_X86
+
+#if BRANCHY_ARM64
+#include <arm_neon.h>
+
+#include <cstdint>
+
+namespace branchy {
+
+// Four fp32 lanes in 128-bit registers, 32 of them. Every operation keeps the x86 tiers' results
+// bit for bit where the order of arithmetic is the same (FMA is fused on both), NaN and signed
+// zeros included, so that the tier files' NaN rules (PyTorch's) hold unchanged.
+namespace neon {
+
+using Vec = float32x4_t;
+constexpr int kLanes = 4;
+constexpr int kRegisters = 32;
+
+inline Vec zero() { return vdupq_n_f32(0.0f); }
+inline Vec broadcast(float x) { return vdupq_n_f32(x); }
+inline Vec load(const float* p) { return vld1q_f32(p); }
+inline void store(float* p, Vec v) { vst1q_f32(p, v); }
+inline Vec fma(Vec a, Vec b, Vec c) { return vfmaq_f32(c, a, b); }
+inline Vec add(Vec a, Vec b) { return vaddq_f32(a, b); }
+inline Vec sub(Vec a, Vec b) { return vsubq_f32(a, b); }
+inline Vec mul(Vec a, Vec b) { return vmulq_f32(a, b); }
+inline Vec div(Vec a, Vec b) { return vdivq_f32(a, b); }
+// x86's max and min: the second operand unless the first is strictly greater (smaller), so the
+// second when either is NaN (max(zero(), v) keeps v's NaN, as PyTorch's ReLU does) and of two
+// zeros. NEON's vmaxq_f32 gives NaN for a NaN in either and vmaxnmq_f32 the number; a compare and
+// a select give x86's answer.
+inline Vec max(Vec a, Vec b) { return vbslq_f32(vcgtq_f32(a, b), a, b); }
+inline Vec min(Vec a, Vec b) { return vbslq_f32(vcltq_f32(a, b), a, b); }
+// As avx2::max_nan: NaN when either is (PyTorch's max pooling).
+inline Vec max_nan(Vec a, Vec b) { return vbslq_f32(vceqq_f32(a, a), max(a, b), a); }
+// Lanes where a > b (false for NaN) from x, the others from y.
+inline Vec select_greater(Vec a, Vec b, Vec x, Vec y) { return vbslq_f32(vcgtq_f32(a, b), x, y); }
+// The nearest integer (ties to even), as a float.
+inline Vec round_nearest(Vec a) { return vrndnq_f32(a); }
+// a * 2^n for n integer-valued in [-126, 127].
+inline Vec mul_pow2(Vec a, Vec n) {
+  const int32x4_t bits = vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23);
+  return vmulq_f32(a, vreinterpretq_f32_s32(bits));
+}
+
+// All lanes set below n (any n; <= 0 none, >= kLanes all).
+inline uint32x4_t first(int n) {
+  const int32x4_t lanes = {0, 1, 2, 3};
+  return vcltq_s32(lanes, vdupq_n_s32(n));
+}
+
+// Lanes [0, n) from p, the others from `fill`; memory at p + n and beyond is not touched. NEON
+// has no masked load: the lanes are loaded one pair or one float at a time.
+inline Vec load_first(const float* p, int n, Vec fill) {
+  if (n >= kLanes) return load(p);
+  switch (n) {
+    case 1: return vld1q_lane_f32(p, fill, 0);
+    case 2: return vcombine_f32(vld1_f32(p), vget_high_f32(fill));
+    case 3: return vld1q_lane_f32(p + 2, vcombine_f32(vld1_f32(p), vget_high_f32(fill)), 2);
+    default: return fill;
+  }
+}
+
+// Lanes [0, n) of v to p; memory at p + n and beyond is not touched.
+inline void store_first(float* p, Vec v, int n) {
+  if (n >= kLanes) return store(p, v);
+  if (n >= 2) vst1_f32(p, vget_low_f32(v));
+  if (n == 3) vst1q_lane_f32(p + 2, v, 2);
+  if (n == 1) vst1q_lane_f32(p, v, 0);
+}
+
+// Lanes [0, n) from a, the others from b.
+inline Vec select_first(int n, Vec a, Vec b) { return vbslq_f32(first(n), a, b); }
+
+// Lane indices for permute(), loaded from kLanes int32 in [0, kLanes): kept as the byte indices
+// of a table lookup, lane i's four bytes at 4 index[i] + {0, 1, 2, 3}.
+using Index = uint8x16_t;
+inline Index load_index(const int32_t* p) {
+  const uint32x4_t lanes = vreinterpretq_u32_s32(vld1q_s32(p));
+  return vreinterpretq_u8_u32(vmlaq_u32(vdupq_n_u32(0x03020100u), lanes, vdupq_n_u32(0x04040404u)));
+}
+
+// Lane i = v[index[i]].
+inline Vec permute(Vec v, Index index) {
+  return vreinterpretq_f32_u8(vqtbl1q_u8(vreinterpretq_u8_f32(v), index));
+}
+
+// Lane i = max (or sum) of x[2i] and x[2i + 1] where x = a then b (2 * kLanes values).
+inline Vec pairwise_max(Vec a, Vec b) { return max_nan(vuzp1q_f32(a, b), vuzp2q_f32(a, b)); }
+inline Vec pairwise_add(Vec a, Vec b) { return vpaddq_f32(a, b); }
+
+// The sum of the lanes.
+inline float sum(Vec v) { return vaddvq_f32(v); }
+
+// A 4x4 transpose in registers: rows[i][j] becomes rows[j][i].
+inline void transpose(Vec r[4]) {
+  const float64x2_t t0 = vreinterpretq_f64_f32(vtrn1q_f32(r[0], r[1]));
+  const float64x2_t t1 = vreinterpretq_f64_f32(vtrn2q_f32(r[0], r[1]));
+  const float64x2_t t2 = vreinterpretq_f64_f32(vtrn1q_f32(r[2], r[3]));
+  const float64x2_t t3 = vreinterpretq_f64_f32(vtrn2q_f32(r[2], r[3]));
+  r[0] = vreinterpretq_f32_f64(vtrn1q_f64(t0, t2));
+  r[1] = vreinterpretq_f32_f64(vtrn1q_f64(t1, t3));
+  r[2] = vreinterpretq_f32_f64(vtrn2q_f64(t0, t2));
+  r[3] = vreinterpretq_f32_f64(vtrn2q_f64(t1, t3));
+}
+
+}  // namespace neon
+
+}  // namespace branchy
+
+#endif  // BRANCHY_ARM64

@@ -20,16 +20,19 @@ Isa pool_isa(const Op& op, Isa isa) {
 
 void pool_nchw(const Op& op, Isa isa, const float* in, float* out) {
   const bool max = op.max_pool;
-#if BRANCHY_X86
   switch (pool_isa(op, isa)) {
+#if BRANCHY_X86
     case Isa::Avx512:
       return max ? avx512::pool_k2s2<true>(op, in, out) : avx512::pool_k2s2<false>(op, in, out);
     case Isa::Avx2:
       return max ? avx2::pool_k2s2<true>(op, in, out) : avx2::pool_k2s2<false>(op, in, out);
-    case Isa::Portable: break;
-  }
 #endif
-  (void)isa;
+#if BRANCHY_ARM64
+    case Isa::Neon:
+      return max ? neon::pool_k2s2<true>(op, in, out) : neon::pool_k2s2<false>(op, in, out);
+#endif
+    default: break;
+  }
   for (int c = 0; c < op.out.c; ++c) {
     const float* plane = in + size_t(c) * op.in.h * op.in.w;
     for (int oy = 0; oy < op.out.h; ++oy) {
@@ -54,14 +57,16 @@ void pool_nchw(const Op& op, Isa isa, const float* in, float* out) {
 
 void pool_nhwc(const Op& op, Isa isa, const float* in, float* out) {
   const bool max = op.max_pool;
-#if BRANCHY_X86
   switch (isa) {
+#if BRANCHY_X86
     case Isa::Avx512: return max ? avx512::pool_nhwc<true>(op, in, out) : avx512::pool_nhwc<false>(op, in, out);
     case Isa::Avx2: return max ? avx2::pool_nhwc<true>(op, in, out) : avx2::pool_nhwc<false>(op, in, out);
-    case Isa::Portable: break;
-  }
 #endif
-  (void)isa;
+#if BRANCHY_ARM64
+    case Isa::Neon: return max ? neon::pool_nhwc<true>(op, in, out) : neon::pool_nhwc<false>(op, in, out);
+#endif
+    default: break;
+  }
   const int c = op.in.c;
   for (int oy = 0; oy < op.out.h; ++oy) {
     const PoolSpan ys = pool_span(oy, op.stride_h, op.pad_h, op.kernel_h, op.in.h);
@@ -110,12 +115,8 @@ PackedLinear pack_linear(Isa isa, int32_t in, int32_t out, const float* weight) 
   PackedLinear p;
   p.in = in;
   p.out = out;
-  int lanes = 0;
-#if BRANCHY_X86
-  lanes = isa == Isa::Avx512 ? avx512::kLanes : isa == Isa::Avx2 ? avx2::kLanes : 0;
-#endif
-  (void)isa;
-  if (lanes == 0) return p;
+  const int lanes = BRANCHY_SIMD ? isa_lanes(isa) : 1;
+  if (lanes == 1) return p;
   p.isa = isa;
   const int full = out / lanes * lanes;
   p.weights = Buffer(size_t(in) * full);
@@ -132,6 +133,9 @@ void linear(const PackedLinear& p, const float* weight, const float* bias, bool 
   if (p.isa == Isa::Avx512) return avx512::linear(p, weight, bias, relu, x, y);
   if (p.isa == Isa::Avx2) return avx2::linear(p, weight, bias, relu, x, y);
 #endif
+#if BRANCHY_ARM64
+  if (p.isa == Isa::Neon) return neon::linear(p, weight, bias, relu, x, y);
+#endif
   for (int o = 0; o < p.out; ++o) {
     float acc = bias[o];
     const float* w = weight + size_t(o) * p.in;
@@ -140,68 +144,24 @@ void linear(const PackedLinear& p, const float* weight, const float* bias, bool 
   }
 }
 
+// The layout moves: the AVX2 tier serves AVX-512 too (reorder_tier.inl says why).
 #if BRANCHY_X86
 namespace avx2 {
 namespace {
-
-// An 8x8 transpose in registers: rows[i][j] becomes rows[j][i]. Always inlined: as a call, the
-// rows go through memory.
-[[gnu::always_inline]] BRANCHY_AVX2 inline void transpose8(Vec r[8]) {
-  Vec t[8], u[8];
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
-    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-#pragma GCC unroll 2
-  for (int i = 0; i < 2; ++i) {
-    u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
-    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
-  }
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
-    r[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
-    r[4 + i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
-  }
-}
-
-// Tiles of 8 channels x 8 pixels, transposed in registers: vector loads and stores on both
-// sides whatever the channel count (a scalar loop is one load and one store per value, and its
-// strided side thrashes L1 where the plane is a multiple of 1 KiB). Tiles go along the output's
-// rows: pixels outer for NHWC output, channels outer for NCHW output, so that each output row is
-// written front to back (64 channels of 16x16 NHWC to NCHW: 2.1 us, against 5.8 us pixels
-// outer). AVX2 serves the AVX-512 tier too: 16x16 tiles of 512-bit vectors measured slower at
-// 5 to 20 channels (1.7 against 0.6 us for 5x30x30) and no faster at 64.
-template <bool ToNhwc>
-BRANCHY_AVX2 void reorder(const Shape& s, const float* in, float* out) {
-  const int c = s.c, plane = s.h * s.w;
-  const int outer = ToNhwc ? plane : c, inner = ToNhwc ? c : plane;
-  for (int i = 0; i < outer; i += kLanes) {
-    for (int j = 0; j < inner; j += kLanes) {
-      const int p0 = ToNhwc ? i : j, c0 = ToNhwc ? j : i;
-      const int pixels = std::min(kLanes, plane - p0), channels = std::min(kLanes, c - c0);
-      // Loaded rows are channels coming from NCHW, pixels coming from NHWC; stored rows the other.
-      const int rows = ToNhwc ? channels : pixels, columns = ToNhwc ? pixels : channels;
-      Vec r[kLanes];
-#pragma GCC unroll 8
-      for (int k = 0; k < kLanes; ++k) {
-        const float* src = ToNhwc ? in + size_t(c0 + k) * plane + p0 : in + size_t(p0 + k) * c + c0;
-        r[k] = k < rows ? load_first(src, columns, zero()) : zero();
-      }
-      transpose8(r);
-#pragma GCC unroll 8
-      for (int k = 0; k < columns; ++k) {
-        store_first(ToNhwc ? out + size_t(p0 + k) * c + c0 : out + size_t(c0 + k) * plane + p0,
-                    r[k], rows);
-      }
-    }
-  }
-}
-
+#define BRANCHY_TIER BRANCHY_AVX2
+#include "reorder_tier.inl"
+#undef BRANCHY_TIER
 }  // namespace
 }  // namespace avx2
+#endif
+#if BRANCHY_ARM64
+namespace neon {
+namespace {
+#define BRANCHY_TIER BRANCHY_NEON
+#include "reorder_tier.inl"
+#undef BRANCHY_TIER
+}  // namespace
+}  // namespace neon
 #endif
 
 void nchw_to_nhwc(Isa isa, const Shape& s, const float* in, float* out) {
@@ -211,7 +171,11 @@ void nchw_to_nhwc(Isa isa, const Shape& s, const float* in, float* out) {
 #if BRANCHY_X86
   // Under 8 channels a tile's stores are masked (slow on AMD); pixel by pixel is faster there
   // (3x224x224: 41 us against 198 us, AMD EPYC).
-  if (isa >= Isa::Avx2 && s.c >= 8) return avx2::reorder<true>(s, in, out);
+  if ((isa == Isa::Avx2 || isa == Isa::Avx512) && s.c >= 8) return avx2::reorder<true>(s, in, out);
+#endif
+#if BRANCHY_ARM64
+  // From 4 channels a tile's stores are whole vectors (not timed: no ARM machine here).
+  if (isa == Isa::Neon && s.c >= neon::kLanes) return neon::reorder<true>(s, in, out);
 #endif
   (void)isa;
   if (s.c < 8) {
@@ -229,7 +193,10 @@ void nhwc_to_nchw(Isa isa, const Shape& s, const float* in, float* out) {
   const size_t plane = size_t(s.h) * s.w;
   if (s.c == 1 || plane == 1) return void(std::memcpy(out, in, s.numel() * sizeof(float)));
 #if BRANCHY_X86
-  if (isa >= Isa::Avx2) return avx2::reorder<false>(s, in, out);
+  if (isa == Isa::Avx2 || isa == Isa::Avx512) return avx2::reorder<false>(s, in, out);
+#endif
+#if BRANCHY_ARM64
+  if (isa == Isa::Neon) return neon::reorder<false>(s, in, out);
 #endif
   (void)isa;
   for (size_t i = 0; i < plane; ++i) {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "../ops/registry.h"
+#include "activation.h"
 #include "simd.h"
 
 namespace branchy {
@@ -24,7 +25,7 @@ PointwiseGeometry gemm_geometry(const WinogradGeometry& g, int64_t rows) {
 PackedWinograd pack_winograd(Isa isa, const WinogradGeometry& g, const float* weight,
                              const float* bias) {
   PackedWinograd p;
-  const size_t lanes = isa == Isa::Avx512 ? 16 : 8;
+  const size_t lanes = size_t(isa_lanes(isa));
   p.bias = Buffer((size_t(g.out_c) + lanes - 1) / lanes * lanes);
   std::copy(bias, bias + g.out_c, p.bias.data());
   // Patches and products of a block stay in L2 per position (64K floats a side at most), and the
@@ -63,26 +64,35 @@ PackedWinograd pack_winograd(Isa isa, const WinogradGeometry& g, const float* we
 
 void winograd_nhwc(const WinogradGeometry& g, const PackedWinograd& p, const float* in,
                    const float* residual, Act act, float lo, float hi, float* out, float* scratch) {
-#if BRANCHY_X86
-  const bool avx512 = p.gemm.isa == Isa::Avx512;
-  const bool in_registers = avx512::act_in_registers(act);
+#if BRANCHY_SIMD
+  const Isa isa = p.gemm.isa;
+  const bool in_registers = act_in_registers(act);
   const Act inside = in_registers ? act : Act::None;
   float* v = scratch;
   float* m = scratch + size_t(16 * p.block) * g.in_c;
   for (int64_t t0 = 0; t0 < g.tiles(); t0 += p.block) {
     const int64_t t1 = std::min(g.tiles(), t0 + p.block);
-    if (avx512) avx512::winograd_input(g, in, t0, t1, p.block, v);
+#if BRANCHY_X86
+    if (isa == Isa::Avx512) avx512::winograd_input(g, in, t0, t1, p.block, v);
     else avx2::winograd_input(g, in, t0, t1, p.block, v);
+#else
+    neon::winograd_input(g, in, t0, t1, p.block, v);
+#endif
     for (int xi = 0; xi < 16; ++xi) {
       pointwise_nhwc(gemm_geometry(g, t1 - t0), p.gemm, p.weights.data() + xi * p.stride,
                      v + size_t(xi * p.block) * g.in_c, nullptr, Act::None, 0.0f, 0.0f,
                      m + size_t(xi * p.block) * g.out_c);
     }
-    if (avx512) {
+#if BRANCHY_X86
+    if (isa == Isa::Avx512) {
       avx512::winograd_output(g, m, t0, t1, p.block, p.bias.data(), residual, inside, lo, hi, out);
     } else {
       avx2::winograd_output(g, m, t0, t1, p.block, p.bias.data(), residual, inside, lo, hi, out);
     }
+#else
+    (void)isa;
+    neon::winograd_output(g, m, t0, t1, p.block, p.bias.data(), residual, inside, lo, hi, out);
+#endif
   }
   if (!in_registers) apply_act(act, lo, hi, out, size_t(g.out_h) * g.out_w * g.out_c);
 #else
