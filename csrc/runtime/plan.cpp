@@ -95,18 +95,23 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Flush-to-zero and denormals-are-zero (MXCSR) on the calling thread for a scope (runs, and the
-// plan's measurements, so that kernels are timed as they will run); the caller's MXCSR comes back.
+// Flush-to-zero and denormals-are-zero (MXCSR; FPCR.FZ on aarch64, which does both) on the
+// calling thread for a scope (runs, and the plan's measurements, so that kernels are timed as
+// they will run); the caller's setting comes back.
 class FlushDenormals {
  public:
   FlushDenormals() {
 #if BRANCHY_X86
     _mm_setcsr(saved_ | kBits);
+#elif BRANCHY_ARM64
+    set_fpcr(saved_ | kFz);
 #endif
   }
   ~FlushDenormals() {
 #if BRANCHY_X86
     _mm_setcsr(saved_);
+#elif BRANCHY_ARM64
+    set_fpcr(saved_);
 #endif
   }
   FlushDenormals(const FlushDenormals&) = delete;
@@ -116,6 +121,15 @@ class FlushDenormals {
 #if BRANCHY_X86
   static constexpr unsigned kBits = 0x8040;  // FTZ (bit 15) and DAZ (bit 6)
   const unsigned saved_ = _mm_getcsr();
+#elif BRANCHY_ARM64
+  static constexpr uint64_t kFz = uint64_t(1) << 24;  // FZ: denormal inputs and results are 0
+  static uint64_t get_fpcr() {
+    uint64_t fpcr;
+    asm volatile("mrs %0, fpcr" : "=r"(fpcr));
+    return fpcr;
+  }
+  static void set_fpcr(uint64_t fpcr) { asm volatile("msr fpcr, %0" : : "r"(fpcr)); }
+  const uint64_t saved_ = get_fpcr();
 #endif
 };
 
