@@ -577,7 +577,9 @@ static void a_context_of_another_model_is_refused(void) {
 }
 
 /* In a child process with little address space: a context too large to allocate is
- * BRANCHY_ERROR_OUT_OF_MEMORY with a message saying what ran out, and the model still works. */
+ * BRANCHY_ERROR_OUT_OF_MEMORY with a message saying what ran out, and the model still works.
+ * Skipped where the limit does not take: qemu-user (make test-aarch64) reports success but
+ * applies no address-space limit to its guest. */
 static void an_allocation_that_fails_is_a_status(void) {
   const pid_t child = fork();
   int status = 0;
@@ -586,7 +588,7 @@ static void an_allocation_that_fails_is_a_status(void) {
     branchy_context *huge = NULL, *context;
     float x[kTinySize];
     branchy_result r;
-    struct rlimit limit;
+    struct rlimit limit, now;
     long pages = 0;
     FILE* statm = fopen("/proc/self/statm", "r");
     if (statm == NULL || fscanf(statm, "%ld", &pages) != 1) _exit(3);
@@ -594,6 +596,11 @@ static void an_allocation_that_fails_is_a_status(void) {
     getrlimit(RLIMIT_AS, &limit);
     limit.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + ((rlim_t)256 << 20);
     if (setrlimit(RLIMIT_AS, &limit) != 0) _exit(3);
+    if (getrlimit(RLIMIT_AS, &now) != 0 || now.rlim_cur != limit.rlim_cur) {
+      printf("  skipped: the address-space limit did not take (an emulator?)\n");
+      fflush(stdout);
+      _exit(0);
+    }
     EXPECT(branchy_context_create(model, INT_MAX, &huge), BRANCHY_ERROR_OUT_OF_MEMORY,
            "branchy_context_create: the engine ran out of memory (std::bad_alloc)");
     CHECK(huge == NULL);
