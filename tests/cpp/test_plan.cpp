@@ -494,43 +494,59 @@ TEST(non_finite_inputs_are_refused_by_every_entry_point) {
   }
 }
 
+#if BRANCHY_X86 || BRANCHY_ARM64
+// The calling thread's floating-point control: MXCSR, or FPCR on aarch64.
 #if BRANCHY_X86
+using Control = unsigned;
+constexpr Control kFlush = 0x8040, kRoundDown = 0x2000;  // FTZ and DAZ; rounding toward -inf
+Control get_control() { return _mm_getcsr(); }
+void set_control(Control c) { _mm_setcsr(c); }
+#else
+using Control = uint64_t;
+constexpr Control kFlush = Control(1) << 24, kRoundDown = Control(2) << 22;  // FZ; RMode to -inf
+Control get_control() {
+  Control c;
+  asm volatile("mrs %0, fpcr" : "=r"(c));
+  return c;
+}
+void set_control(Control c) { asm volatile("msr fpcr, %0" : : "r"(c)); }
+#endif
+
 // Every entry point runs with flush-to-zero and denormals-are-zero set on the calling thread, and
-// gives the caller's MXCSR back as it was (FTZ/DAZ off or on, another rounding mode): denormal
-// inputs then compute what zeros compute, bit for bit.
-TEST(a_run_flushes_denormals_and_restores_the_callers_mxcsr) {
-  constexpr unsigned kFlush = 0x8040, kRoundDown = 0x2000;
+// gives the caller's control register back as it was (flushing off or on, another rounding mode):
+// denormal inputs then compute what zeros compute, bit for bit.
+TEST(a_run_flushes_denormals_and_restores_the_callers_fp_control) {
   struct Seen final : branchy::Probe {
-    unsigned csr = 0;
-    void begin(Part, int) override { csr = _mm_getcsr(); }
+    Control csr = 0;
+    void begin(Part, int) override { csr = get_control(); }
     void end(Part, int) override {}
   } seen;
-  const unsigned original = _mm_getcsr();
+  const Control original = get_control();
   for (const Net& net : nets()) {
     const size_t size = input_size(net);
     const Plan plan = plan_with(net, PlanOptions::Kernels::Own, net.mixed);
     auto context = plan.make_context();
     const std::vector<float> zeros(size, 0.0f), denormals(size, 1e-40f), x = samples(net, 4, 5);
     std::vector<Result> out(4);
-    for (unsigned caller : {original & ~kFlush, original | kFlush, (original & ~kFlush) | kRoundDown}) {
-      _mm_setcsr(caller);
+    for (Control caller : {original & ~kFlush, original | kFlush, (original & ~kFlush) | kRoundDown}) {
+      set_control(caller);
       plan.run(*context, x.data());
-      CHECK(_mm_getcsr() == caller);
+      CHECK(get_control() == caller);
       plan.run_batch(*context, x.data(), 4, out.data());
-      CHECK(_mm_getcsr() == caller);
+      CHECK(get_control() == caller);
       const auto from_zeros = plan.all_exit_logits(*context, zeros.data());
       const auto from_denormals = plan.all_exit_logits(*context, denormals.data());
-      CHECK(_mm_getcsr() == caller);
+      CHECK(get_control() == caller);
       CHECK_MSG(from_zeros == from_denormals, "%s: denormal inputs computed otherwise than zeros",
                 net.name);
       seen.csr = 0;
       plan.run_instrumented(*context, x.data(), seen);
-      CHECK_MSG((seen.csr & kFlush) == kFlush, "%s: MXCSR %#x inside a run, want FTZ and DAZ",
-                net.name, seen.csr);
-      CHECK(_mm_getcsr() == caller);
+      CHECK_MSG((seen.csr & kFlush) == kFlush, "%s: control %#llx inside a run, want flushing",
+                net.name, (unsigned long long)seen.csr);
+      CHECK(get_control() == caller);
     }
   }
-  _mm_setcsr(original);
+  set_control(original);
 }
 #endif
 
