@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 BUILD := build
+AARCH64_BUILD := $(BUILD)-aarch64
 # torch guesses CUDA_HOME from nvcc on PATH, which may be a wrapper; point it at the toolkit.
 ifeq ($(CUDA_HOME),)
 ifneq ($(wildcard /usr/local/cuda/bin/nvcc),)
@@ -20,13 +21,17 @@ CPP_TESTS := $(wildcard tests/cpp/*) $(wildcard tests/stress/*.cpp) $(wildcard t
 LIBRARY_FILES := $(wildcard include/*.h) $(wildcard cmake/*)
 PREFIX ?= /usr/local
 
-.PHONY: demo test bench ctest install fuzz tsan system clean help
+.PHONY: demo test test-aarch64 bench ctest install fuzz tsan system system-aarch64 clean help
 
 help:
 	@echo "make demo   the main job, on the embedded default data"
 	@echo "make test   the test suite: C++ and C (ctest), the installed library (tests/install: the"
 	@echo "            examples built against it), Python (pytest), benchmarks once without timing,"
-	@echo "            and the GPU check's dry run (bench/gpu_check.sh --dry-run: its wiring)"
+	@echo "            and the GPU check's dry run (bench/gpu_check.sh --dry-run: its wiring), and"
+	@echo "            make test-aarch64"
+	@echo "make test-aarch64   the runtime and its C++ tests cross-built for aarch64 (NEON) and run"
+	@echo "            under qemu-aarch64, with the model-level equality test (skipped, saying so,"
+	@echo "            without g++-aarch64-linux-gnu or qemu-user)"
 	@echo "make install PREFIX=P   the C and C++ library into P (default /usr/local): headers,"
 	@echo "            libbranchy.a and .so, branchy-run, the CMake package and branchy.pc"
 	@echo "make bench  the benchmarks, timed: the fused exit decision, the CPU engine vs peers"
@@ -64,6 +69,14 @@ system:
 	  if [ -n "$$missing" ]; then echo "Installing (Debian):$$missing"; \
 	    $(SUDO) apt-get install -y -q $$missing > /dev/null; fi
 
+# The cross compiler and qemu-user for make test-aarch64, installed when missing; where that fails
+# (no root, no Debian mirror) test-aarch64 says so and is skipped.
+system-aarch64:
+	@missing=""; command -v aarch64-linux-gnu-g++ > /dev/null || missing="$$missing g++-aarch64-linux-gnu"; \
+	  command -v qemu-aarch64 > /dev/null || missing="$$missing qemu-user"; \
+	  if [ -n "$$missing" ]; then echo "Installing (Debian):$$missing"; \
+	    $(SUDO) apt-get install -y -q $$missing > /dev/null || echo "Could not install$$missing"; fi
+
 # The C++ runtime's command-line runner alone: the cache simulator runs it (make demo).
 $(BUILD)/branchy-run: CMakeLists.txt $(SOURCES) | system
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release > /dev/null
@@ -80,6 +93,10 @@ test: $(VENV)/.built ctest
 	PYTHON=$(PY) OUT=$(BUILD)/gpu-check bash bench/gpu_check.sh --dry-run
 	$(PY) -m pytest bench/ -q --benchmark-disable
 	$(PY) -m pytest tests/ -q
+	$(MAKE) --no-print-directory test-aarch64
+
+test-aarch64: $(VENV)/.built | system-aarch64
+	PYTHON=$(PY) BUILD=$(AARCH64_BUILD) bash tests/aarch64/run.sh
 
 bench: $(VENV)/.built
 	$(VENV)/bin/branchy bench
@@ -98,4 +115,4 @@ demo: $(VENV)/.built $(BUILD)/branchy-run
 	$(VENV)/bin/branchy demo
 
 clean:
-	rm -rf $(BUILD) branchy_engine/*.so *.egg-info $(VENV)/.built
+	rm -rf $(BUILD) $(AARCH64_BUILD) branchy_engine/*.so *.egg-info $(VENV)/.built
