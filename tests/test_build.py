@@ -32,7 +32,7 @@ def test_every_op_has_cpu_meta_and_autograd_kernels():
 
 
 def test_cpu_isa_can_be_chosen_and_restored():
-    assert _C.best_cpu_isa in ("avx512", "avx2", "portable")
+    assert _C.best_cpu_isa in ("avx512", "avx2", "neon", "portable")
     assert branchy_engine.set_cpu_isa("portable") == "portable"
     assert branchy_engine.cpu_isa() == "portable"
     assert branchy_engine.set_cpu_isa("best") == _C.best_cpu_isa
