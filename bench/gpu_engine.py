@@ -25,6 +25,8 @@ import tempfile
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The repository root: the GPU check runs this file from a checkout built in place, not installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cpu_engine import INPUT, PROFILE, network  # noqa: E402
 from branchy_engine import Engine  # noqa: E402

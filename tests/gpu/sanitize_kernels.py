@@ -20,15 +20,18 @@ work in this process; a failed check raises.
 """
 import itertools
 import math
+import os
 import sys
 import warnings
 
 import torch
 
-from branchy_engine.runtime.compaction import compact_survivors, scatter_exits
-from branchy_engine.runtime.ops import exit_decision, exit_decision_maxprob
-from branchy_engine.profiling.sanitizer import CUDA_UNUSABLE
-from branchy_engine.runtime.reference import compact_survivors_reference, scatter_exits_reference
+# The repository root: the GPU check runs this file from a checkout built in place, not installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from branchy_engine.runtime.compaction import compact_survivors, scatter_exits  # noqa: E402
+from branchy_engine.runtime.ops import exit_decision, exit_decision_maxprob  # noqa: E402
+from branchy_engine.profiling.sanitizer import CUDA_UNUSABLE  # noqa: E402
+from branchy_engine.runtime.reference import compact_survivors_reference, scatter_exits_reference  # noqa: E402
 
 BATCHES = (1, 3, 257, 1025)
 CLASSES = (1, 10, 1025, 4099)
