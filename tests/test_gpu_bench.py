@@ -1,5 +1,5 @@
 """bench/gpu_engine.py without a GPU: its bars from constructed records, quick runs included, and
-its refusal to measure where no GPU is."""
+its refusal to measure where no GPU is; the scripts bench/gpu_check.sh runs by path, uninstalled."""
 import importlib.util
 import os
 import sys
@@ -61,3 +61,18 @@ def test_the_gpu_check_refuses_an_unknown_phase(argument):
                          text=True, timeout=60)
     assert run.returncode == 2
     assert f"expected 1, 2 or --dry-run, got '{argument}'" in run.stderr and "--prepare" in run.stderr
+
+
+@pytest.mark.parametrize("script, argv, code", [("bench/gpu_engine.py", ["--help"], 0),
+                                                ("tests/gpu/sanitize_kernels.py", [], 3)])
+def test_the_scripts_the_gpu_check_runs_by_path_need_no_install(tmp_path, script, argv, code):
+    # The GPU machine builds the checkout in place and installs nothing. python -S reads no .pth
+    # file, so an editable install of branchy_engine is not seen; torch's folder is given instead.
+    if code == 3 and torch.cuda.is_available():
+        pytest.skip("a GPU is here: the workload would run (exit 3 says CUDA is unusable)")
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    site = os.path.dirname(os.path.dirname(torch.__file__))
+    run = subprocess.run([sys.executable, "-S", os.path.join(root, script), *argv], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": site})
+    assert run.returncode == code, run.stderr[-2000:]
