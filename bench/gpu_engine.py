@@ -120,7 +120,8 @@ def measure(name: str, timing, directory) -> dict:
     record["batch1_us"]["baseline_graph"] = median_us(baseline_graph(base_path, shape, 1), **timing)
     xb = torch.randn(BATCH, *shape, device="cuda")
     loaded = LoadedNet(_C.load_model_ops(path)).cuda().eval()
-    thresholds = profile_thresholds(loaded, xb, PROFILE[name])
+    with fp32_math():  # the engine's own math: TF32 would move the profile's thresholds
+        thresholds = profile_thresholds(loaded, xb, PROFILE[name])
     per_sample = Engine(path, device="cuda", mode="graphs", thresholds=thresholds, max_batch=BATCH)
     whole = Engine(path, device="cuda", mode="graphs", thresholds=thresholds, max_batch=BATCH, policy="whole-batch")
     per_sample.prepare([BATCH])  # every exit's bucket graphs, captured before timing

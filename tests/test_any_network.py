@@ -164,7 +164,10 @@ def test_the_gpu_engine_runs_the_graph_on_a_gpu(exported, cuda, name, mode):
     singles = [engine(s.to(cuda)) for s in x]
     batch = engine(x.to(cuda))
     for n, one in enumerate(singles):
+        if near[n]:
+            # Batch 1 and batch 8 run other cuBLAS and cuDNN kernels on a GPU, which differ in the
+            # last bits: a score at the threshold may leave in one and not the other.
+            continue
         assert (one.exit, one.prediction) == (int(batch.exit[n]), int(batch.prediction[n])), n
-        if not near[n]:
-            assert one.exit == int(expected_exit[n]), n
-            assert one.prediction == int(want[one.exit][n].argmax()), n
+        assert one.exit == int(expected_exit[n]), n
+        assert one.prediction == int(want[one.exit][n].argmax()), n

@@ -224,7 +224,8 @@ def test_every_mode_matches_the_model_on_a_gpu(exported, cuda, name, mode):
     assert torch.equal(batched.exit.cpu()[~near], exit[~near])
     assert torch.equal(batched.prediction.cpu()[~near], prediction[~near])
     whole = be.Engine(path, device="cuda", mode=mode, thresholds=thresholds, max_batch=16, policy="whole-batch")(x.cuda())
-    assert torch.equal(whole.exit, batched.exit)
+    # Whole-batch runs a later exit at another batch size (bucket) than per-sample: other kernels.
+    assert torch.equal(whole.exit.cpu()[~near], batched.exit.cpu()[~near])
     # Thresholds changed between replays, and many replays.
     engine.set_thresholds([math.inf] * (net.num_exits - 1))
     for _ in range(50):
