@@ -10,10 +10,11 @@ import torch
 import branchy_engine as be
 from branchy_engine import _C
 from branchy_engine.runtime.gpu import GpuEngine, conditional_support
+from branchy_engine.export.model_file import Op
 from branchy_engine.runtime.gpu.layers import LoadedNet
 from branchy_engine.runtime.reference import exit_decision_reference
 
-from exported_models import SHAPES, export_cache
+from exported_models import SHAPES, bomb_model, export_cache
 from tiny_models import INPUT_SHAPE
 
 @pytest.fixture(scope="module")
@@ -94,6 +95,34 @@ def test_engine_device_switch_and_errors(exported):
     with pytest.raises(ValueError, match="not NaN"):
         engine.set_thresholds([math.nan])
     assert engine(torch.randn(4, *INPUT_SHAPE)).exit.shape == (4,)  # still usable
+
+
+def test_resource_bombs_are_refused_before_anything_reaches_the_device(tmp_path, device):
+    # As the CPU engine's limits (test_graph_ops.py): a few hundred bytes declaring an 8 GiB
+    # input value would ask for 2 TiB at the default max_batch of 256; a max pool over
+    # 1500 x 1500 windows of 3000 x 3000 would hold the device for minutes.
+    huge, _ = bomb_model(tmp_path, "huge", (1, 46340, 46340), lambda x: [])
+    with pytest.raises(ValueError, match=r"^the model needs about 2\.05e\+03 GiB on the device \(weights 0 GiB, "
+                                         r"activations 2\.05e\+03 GiB at max_batch 256\), over the limit of "
+                                         r"[\d.e+]+ GiB \(max_memory\)$"):
+        GpuEngine(huge, device=device, mode="eager")
+    pool = lambda x: [Op("max_pool2d", [x], dict(kernel_h=1500, kernel_w=1500, stride_h=1, stride_w=1,
+                                                  pad_h=0, pad_w=0, ceil_mode=0))]
+    slow, _ = bomb_model(tmp_path, "slow", (2, 3000, 3000), pool)
+    with pytest.raises(ValueError, match=r"^a sample costs about 2\.03e\+04 GFLOP, over the limit of 1e\+03 "
+                                         r"GFLOP \(max_flops\)$"):
+        GpuEngine(slow, device=device, mode="eager", max_memory=math.inf)
+    # The limits are the caller's: a small model passes the defaults and fails tighter ones.
+    small, _ = bomb_model(tmp_path, "small", (2, 8, 8), lambda x: [])
+    engine = GpuEngine(small, device=device, mode="eager", max_batch=4)
+    assert engine(torch.randn(4, 2, 8, 8, device=device)).exit.shape == (4,)
+    with pytest.raises(ValueError, match=r"small.branchy is \d+ bytes, over the limit of 100 bytes \(max_memory\)"):
+        GpuEngine(small, device=device, mode="eager", max_memory=100)
+    with pytest.raises(ValueError, match=r"activations 1\.94e-06 GiB at max_batch 4\), over the limit"):
+        GpuEngine(small, device=device, mode="eager", max_batch=4, max_memory=1000)
+    with pytest.raises(ValueError, match=r"^max_memory and max_flops must be > 0, got 4294967296 and nan$"):
+        GpuEngine(small, device=device, mode="eager", max_memory=4 << 30, max_flops=math.nan)
+    GpuEngine(small, device=device, mode="eager", max_memory=math.inf, max_flops=math.inf)
 
 
 def test_thresholds_change_without_rebuilding(exported):

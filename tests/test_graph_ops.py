@@ -21,6 +21,8 @@ from branchy_engine.profiling import cachesim
 from branchy_engine.runtime.gpu.layers import TORCH_OPS, LoadedNet
 from branchy_engine.export.model_file import Exit, Graph, Op, Stage, Value
 
+from exported_models import bomb_model
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INPUT = (4, 9, 9)
 CLASSES = 5
@@ -474,22 +476,11 @@ def test_ops_alike_share_one_layer_and_give_pytorchs_answer(tmp_path, kernels):
     assert engine.footprint()["scratch_bytes"] == two.footprint()["scratch_bytes"]
 
 
-def _bomb(tmp_path, name, shape, ops_of):
-    x = Value()
-    ops = ops_of(x)
-    mean = Op("mean", [ops[-1].output if ops else x])
-    graph = Graph(shape, shape[0], "entropy", [], [], x, [Stage(ops + [mean], [mean.output])],
-                  [Exit(0, mean.output, [])])
-    path = tmp_path / f"{name}.branchy"
-    path.write_bytes(model_file.serialize(graph, "{}"))
-    return str(path), path.stat().st_size
-
-
 def test_resource_bombs_are_refused_before_anything_is_allocated_or_timed(tmp_path):
     import time
     # A few hundred bytes declaring a 1 x 46340 x 46340 input: 8 GiB a value (the review's file
     # asked for about 1 TiB through the contexts and was OOM-killed).
-    huge, size = _bomb(tmp_path, "huge", (1, 46340, 46340), lambda x: [])
+    huge, size = bomb_model(tmp_path, "huge", (1, 46340, 46340), lambda x: [])
     assert size < 1000
     def refused(path, match, **limits):  # within a second: before any allocation or timing
         start = time.perf_counter()
@@ -503,7 +494,7 @@ def test_resource_bombs_are_refused_before_anything_is_allocated_or_timed(tmp_pa
     # time took hours.
     pool = lambda x: [Op("max_pool2d", [x], dict(kernel_h=1500, kernel_w=1500, stride_h=1, stride_w=1,
                                                   pad_h=0, pad_w=0, ceil_mode=0))]
-    slow, size = _bomb(tmp_path, "slow", (2, 3000, 3000), pool)
+    slow, size = bomb_model(tmp_path, "slow", (2, 3000, 3000), pool)
     assert size < 1000
     refused(slow, r"a sample costs about 2.03e\+04 GFLOP, over the limit of 1e\+03 GFLOP \(max_flops\)")
     # 3,000 convolutions sharing one 0.6 MB weight tensor: each op packed its own copy (1.65 GiB
@@ -517,7 +508,7 @@ def test_resource_bombs_are_refused_before_anything_is_allocated_or_timed(tmp_pa
             ops.append(Op("conv2d", [v], _conv_attrs(128, 128, 3, pads=(1, 1, 1, 1)), shared))
             v = ops[-1].output
         return ops
-    chain, size = _bomb(tmp_path, "shared", (128, 4, 4), convs)
+    chain, size = bomb_model(tmp_path, "shared", (128, 4, 4), convs)
     assert size < 2_000_000
     for kernels in ("own", "dnnl", "measure"):
         start = time.perf_counter()
@@ -526,7 +517,7 @@ def test_resource_bombs_are_refused_before_anything_is_allocated_or_timed(tmp_pa
         assert f["packed_bytes"] <= 4 * f["weight_bytes"] and f["scratch_bytes"] < f["weight_bytes"], f
 
     # The limits are the caller's: a small model passes the defaults and fails tighter ones.
-    small, _ = _bomb(tmp_path, "small", (2, 8, 8), lambda x: [])
+    small, _ = bomb_model(tmp_path, "small", (2, 8, 8), lambda x: [])
     Engine(small)
     with pytest.raises(ValueError, match=r"small.branchy is \d+ bytes, over the limit of 100 bytes \(max_memory\)"):
         Engine(small, max_memory=100)
@@ -553,14 +544,14 @@ def test_resource_bombs_are_refused_before_anything_is_allocated_or_timed(tmp_pa
 @pytest.mark.parametrize("limits", [dict(max_memory=0), dict(max_memory=-1), dict(max_memory=math.nan),
                                     dict(max_flops=0), dict(max_flops=-1e12), dict(max_flops=math.nan)])
 def test_a_limit_that_is_not_positive_is_refused(tmp_path, limits):
-    small, _ = _bomb(tmp_path, "small", (2, 8, 8), lambda x: [])
+    small, _ = bomb_model(tmp_path, "small", (2, 8, 8), lambda x: [])
     with pytest.raises(ValueError, match=r"^max_memory and max_flops must be > 0, got "):
         Engine(small, **limits)
 
 
 def test_an_infinite_or_huge_limit_lifts_it(tmp_path):
     # max_memory past int64 (the runtime's byte count) used to fail converting it.
-    small, _ = _bomb(tmp_path, "small", (2, 8, 8), lambda x: [])
+    small, _ = bomb_model(tmp_path, "small", (2, 8, 8), lambda x: [])
     Engine(small, max_memory=math.inf, max_flops=math.inf)
     Engine(small, max_memory=1 << 70)
 
@@ -582,7 +573,7 @@ def _cli_refuses(model, inputs, message, *options):
 @pytest.fixture
 def small_cli(tmp_path):
     """(a model of input [2, 8, 8] and one exit, a raw file of 3 finite samples, the samples)."""
-    small, _ = _bomb(tmp_path, "small", (2, 8, 8), lambda x: [])
+    small, _ = bomb_model(tmp_path, "small", (2, 8, 8), lambda x: [])
     x = np.random.RandomState(0).standard_normal((3, 2, 8, 8)).astype(np.float32)
     x.tofile(tmp_path / "x.f32")
     assert _run_cli(small, tmp_path / "x.f32")[0] == 0
@@ -626,15 +617,15 @@ def test_branchy_run_refuses_resource_bombs_and_files_that_are_not_models(tmp_pa
     # runner, which builds the plan before it reads any input: a 46340 x 46340 input is refused
     # whatever the input file, and an input file is read up to the memory limit, not to its end.
     _, raw, _ = small_cli
-    huge, _ = _bomb(tmp_path, "huge", (1, 46340, 46340), lambda x: [])
+    huge, _ = bomb_model(tmp_path, "huge", (1, 46340, 46340), lambda x: [])
     _cli_refuses(huge, raw, r"the model needs about 8 GiB \(activations 8 GiB, weights 0 GiB as loaded and 0 GiB "
                             r"as packed\), over the limit of 4 GiB \(max_memory\)")
-    small, _ = _bomb(tmp_path, "small", (2, 8, 8), lambda x: [])
+    small, _ = bomb_model(tmp_path, "small", (2, 8, 8), lambda x: [])
     _cli_refuses(small, "/dev/zero", r"/dev/zero: holds more than 1048576 bytes, over the limit \(--max-memory\)",
                  "--max-memory", str(1 << 20))
     pool = lambda v: [Op("max_pool2d", [v], dict(kernel_h=1500, kernel_w=1500, stride_h=1, stride_w=1,
                                                   pad_h=0, pad_w=0, ceil_mode=0))]
-    slow, _ = _bomb(tmp_path, "slow", (2, 3000, 3000), pool)
+    slow, _ = bomb_model(tmp_path, "slow", (2, 3000, 3000), pool)
     zeros = tmp_path / "zeros.f32"
     with open(zeros, "wb") as f:
         f.truncate(2 * 3000 * 3000 * 4)  # one sample of zeros, sparse
@@ -648,7 +639,7 @@ def test_branchy_run_refuses_resource_bombs_and_files_that_are_not_models(tmp_pa
             ops.append(Op("conv2d", [v], _conv_attrs(128, 128, 3, pads=(1, 1, 1, 1)), shared))
             v = ops[-1].output
         return ops
-    chain, _ = _bomb(tmp_path, "shared", (128, 4, 4), convs)
+    chain, _ = bomb_model(tmp_path, "shared", (128, 4, 4), convs)
     np.zeros((1, 128, 4, 4), np.float32).tofile(tmp_path / "chain.f32")
     # Ops alike share one layer, packed once: no longer a bomb, it runs within 64 MiB.
     assert _run_cli(chain, tmp_path / "chain.f32", "--max-memory", str(64 << 20))[0] == 0

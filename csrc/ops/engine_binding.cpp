@@ -120,7 +120,6 @@ void init_engine_binding(py::module_& m) {
           [](const branchy::Plan& plan, branchy::Context& ctx, py::handle input,
              uintptr_t counts) -> py::object {
             const at::Tensor x = checked_input(plan, input);
-            const int64_t per_sample = plan.model().input.numel();
             const float* data = x.data_ptr<float>();
             if (x.dim() == 3) {  // the latency path: no allocation
               branchy::Result r;
@@ -291,9 +290,15 @@ void init_engine_binding(py::module_& m) {
 
   m.def(
       "load_model_ops",
-      [](const std::string& path) {
-        const branchy::Model model = branchy::load_model(path);
+      [](const std::string& path, int64_t max_bytes) {
+        const branchy::Model model = branchy::load_model(path, max_bytes);
         py::dict d;
+        const branchy::Demand demand = branchy::estimate_demand(model);
+        py::dict demand_dict;
+        demand_dict["flops"] = demand.flops;
+        demand_dict["weight_bytes"] = demand.weight_bytes;
+        demand_dict["activation_bytes"] = demand.activation_bytes;
+        d["demand"] = demand_dict;
         d["input_shape"] = py::make_tuple(model.input.c, model.input.h, model.input.w);
         d["num_classes"] = model.num_classes;
         d["criterion"] = model.criterion == branchy::Criterion::Entropy ? "entropy" : "maxprob";
@@ -332,9 +337,11 @@ void init_engine_binding(py::module_& m) {
         d["exits"] = exits;
         return d;
       },
-      py::arg("path"),
-      "A model file as the C++ reader checked it: shapes, exit rule, the tensor table (flat "
-      "float32 tensors), every op with its values and attributes, the stages and exits; for "
+      py::arg("path"), py::arg("max_bytes") = int64_t(4) << 30,
+      "A model file as the C++ reader checked it (a file over max_bytes is refused before it is "
+      "read): shapes, exit rule, the tensor table (flat float32 tensors), every op with its "
+      "values and attributes, the stages and exits, and its demand (per sample: flops, and bytes "
+      "of weights and of every activation value, as the CPU plan's limits estimate them); for "
       "runtimes built in Python (the GPU engine).");
   m.def("dnnl_version", &branchy::dnnl_version, "The oneDNN the runtime uses, or '' if none.");
   m.def("fma_peak_gflops", &branchy::fma_peak_gflops, py::arg("lanes"),

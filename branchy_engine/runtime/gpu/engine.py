@@ -53,6 +53,24 @@ def conditional_support(if_nodes: str = "auto") -> Tuple[bool, str]:
     return bool(maker), why
 
 
+def check_demand(demand: dict, max_batch: int, max_memory: float, max_flops: float):
+    """Raises ValueError if a model's demand (load_model_ops' estimate per sample) at batches up
+    to max_batch is over max_memory bytes or max_flops FLOPs per sample."""
+    weights = demand["weight_bytes"]
+    activations = demand["activation_bytes"] * max_batch
+    if weights + activations > max_memory:
+        raise ValueError(f"the model needs about {gib(weights + activations)} on the device (weights "
+                         f"{gib(weights)}, activations {gib(activations)} at max_batch {max_batch}), "
+                         f"over the limit of {gib(max_memory)} (max_memory)")
+    if not demand["flops"] <= max_flops:
+        raise ValueError(f"a sample costs about {demand['flops'] / 1e9:.3g} GFLOP, over the limit of "
+                         f"{max_flops / 1e9:.3g} GFLOP (max_flops)")
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB"
+
+
 def bucket(n: int) -> int:
     """The smallest power of two >= n."""
     return 1 << max(0, (n - 1).bit_length())
@@ -70,6 +88,13 @@ class GpuEngine:
             (gpu/capture.py).
         input: "float" only (raw uint8 pixels are the CPU engine's: its prepare() gives this
             engine's input).
+        max_memory, max_flops: limits on what a model may ask, checked from its shapes before
+            anything is put on the device (ValueError naming the figure), as the CPU engine's:
+            bytes of weights and of every activation value at max_batch (the eager path and
+            the captured graphs, which share one memory pool, hold at most that), default the
+            device's memory (4 GiB on the CPU); FLOPs per sample, default 1e12. A file from
+            elsewhere cannot then take the GPU for minutes or its memory. float("inf") lifts a
+            limit.
         check_inputs: refuse inputs holding NaN or +-inf with the CPU engine's ValueError
             ("input sample 2 contains +inf at element 759 ..."). The check runs on the device
             before the network and is read back at the host wait the call makes anyway (no
@@ -84,7 +109,7 @@ class GpuEngine:
     def __init__(self, model: str, device: str = "cuda", mode: str = "conditional",
                  thresholds: Optional[Sequence[float]] = None, max_batch: int = 256,
                  policy: str = "per-sample", if_nodes: str = "auto", check_inputs: bool = True,
-                 input: str = "float"):
+                 input: str = "float", max_memory: Optional[float] = None, max_flops: float = 1e12):
         if input != "float":
             raise ValueError(f"input={input!r}: the GPU engine takes float32 input prepared as in training; "
                              "turn raw pixels into it with the CPU engine's prepare() "
@@ -108,7 +133,13 @@ class GpuEngine:
         if self.device.type != "cuda" and mode != "eager":
             raise ValueError(f"mode {mode!r} captures CUDA graphs and needs a CUDA device; on the "
                              f"CPU use mode='eager' (or the compiled CPU engine: device='cpu')")
-        spec = _C.load_model_ops(str(model))
+        if max_memory is None:
+            max_memory = (torch.cuda.get_device_properties(self.device).total_memory
+                          if self.device.type == "cuda" else 4 << 30)
+        if not (max_memory > 0 and max_flops > 0):
+            raise ValueError(f"max_memory and max_flops must be > 0, got {max_memory} and {max_flops}")
+        spec = _C.load_model_ops(str(model), int(min(max_memory, (1 << 63) - 1)))
+        check_demand(spec["demand"], max_batch, max_memory, max_flops)
         self.net = LoadedNet(spec).to(self.device).eval()
         self.num_exits = self.net.num_exits
         self.input_shape = tuple(spec["input_shape"])
