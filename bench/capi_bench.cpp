@@ -4,13 +4,14 @@
 //
 //   bench_capi [--rounds R] [--round-ms T] [--warmup W] MODEL...
 //
-// Per model: a plan built through each API, one thread, the same kernels (the C++ plan's choices
-// pinned for the C one: measured choices could differ between two builds), a context of one
-// sample each, one sample of 0.5s, batch 1. After W warm-up calls through each API, R rounds; a
-// round times N calls through each API (N: about T ms of calls, timed on W more C++ calls), C first
-// in even rounds and C++ first in odd ones, so that drift of the clock or the host hits both
-// alike. Prints one JSON line per model: the exit the sample took and each round's mean ns per
-// call through each API.
+// Per model, three plans built alike (one thread, the kernels a first plan measured, pinned, so
+// that all run the same ones), a context of one sample each: one through the C API, two through
+// the C++ API, the second a control: how far two plans of one model differ by where their
+// memory lies, which bounds what a difference between the APIs can show. One sample of 0.5s,
+// batch 1. After W warm-up calls through each, R rounds; a round times N calls through each (N:
+// about T ms of calls, timed on W more C++ calls), the first of the three rotating round by round,
+// so that drift of the clock or the host hits all alike. Prints one JSON line per model: the exit
+// the sample took and each round's mean ns per call through each.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -73,42 +74,54 @@ double time_calls(F&& f, long calls) {
   return std::chrono::duration<double, std::nano>(Clock::now() - start).count() / double(calls);
 }
 
+// One plan through the C++ API with its context, and what a run answered last.
+struct CppRunner {
+  CppRunner(const std::string& path, const branchy::PlanOptions& options)
+      : plan(branchy::load_model(path), options), context(plan.make_context(1)) {}
+  branchy::Plan plan;
+  std::unique_ptr<branchy::Context> context;
+  branchy::Result result;
+};
+
 void measure(const std::string& path, const Args& a) {
   branchy::PlanOptions options;
   options.threads = 1;
-  const branchy::Plan plan(branchy::load_model(path), options);
-  auto context = plan.make_context(1);
+  const std::string kernels = "pin:" + branchy::Plan(branchy::load_model(path), options).choices();
+  branchy::parse_kernels(kernels, options);
+  CppRunner cpp(path, options), control(path, options);
 
   branchy_options* c_options = nullptr;
   branchy_model* model = nullptr;
-  branchy_context* c_context = nullptr;
+  branchy_context* context = nullptr;
   check(branchy_options_create(&c_options));
   std::unique_ptr<branchy_options, void (*)(branchy_options*)> own_options(c_options, branchy_options_free);
   check(branchy_options_set_threads(c_options, 1));
-  check(branchy_options_set_kernels(c_options, ("pin:" + plan.choices()).c_str()));
+  check(branchy_options_set_kernels(c_options, kernels.c_str()));
   check(branchy_model_load(path.c_str(), c_options, &model));
   std::unique_ptr<branchy_model, void (*)(branchy_model*)> own_model(model, branchy_model_free);
-  check(branchy_context_create(model, 1, &c_context));
-  std::unique_ptr<branchy_context, void (*)(branchy_context*)> own_context(c_context, branchy_context_free);
+  check(branchy_context_create(model, 1, &context));
+  std::unique_ptr<branchy_context, void (*)(branchy_context*)> own_context(context, branchy_context_free);
 
-  const std::vector<float> input(size_t(plan.model().input.numel()), 0.5f);
+  const std::vector<float> input(size_t(cpp.plan.model().input.numel()), 0.5f);
   branchy_result c_result{};
-  branchy::Result cpp_result;
-  auto c_call = [&] { check(branchy_classify(model, c_context, input.data(), &c_result)); };
-  auto cpp_call = [&] { cpp_result = plan.run(*context, input.data()); };
-
-  time_calls(c_call, a.warmup);
-  time_calls(cpp_call, a.warmup);
-  if (c_result.prediction != cpp_result.prediction || c_result.exit != cpp_result.exit ||
-      c_result.score != cpp_result.score) {
-    throw std::runtime_error(path + ": the C and C++ APIs answer differently");
+  // Runner k's mean ns per call over n calls, each call inlined in its loop as a caller's would be.
+  auto time_runner = [&](int k, long n) {
+    if (k == 0) {
+      return time_calls([&] { check(branchy_classify(model, context, input.data(), &c_result)); }, n);
+    }
+    CppRunner& runner = k == 1 ? cpp : control;
+    return time_calls([&] { runner.result = runner.plan.run(*runner.context, input.data()); }, n);
+  };
+  for (int k = 0; k < 3; ++k) time_runner(k, a.warmup);
+  for (const branchy::Result& r : {cpp.result, control.result}) {
+    if (c_result.prediction != r.prediction || c_result.exit != r.exit || c_result.score != r.score) {
+      throw std::runtime_error(path + ": the C and C++ APIs answer differently");
+    }
   }
-  const long calls = std::max(1L, long(a.round_ms * 1e6 / time_calls(cpp_call, a.warmup)));
-  std::vector<double> c_ns, cpp_ns;
+  const long calls = std::max(1L, long(a.round_ms * 1e6 / time_runner(1, a.warmup)));
+  std::vector<double> ns[3];
   for (int r = 0; r < a.rounds; ++r) {
-    if (r % 2 == 0) c_ns.push_back(time_calls(c_call, calls));
-    cpp_ns.push_back(time_calls(cpp_call, calls));
-    if (r % 2 == 1) c_ns.push_back(time_calls(c_call, calls));
+    for (int i = 0; i < 3; ++i) ns[(r + i) % 3].push_back(time_runner((r + i) % 3, calls));
   }
   auto list = [](const std::vector<double>& v) {
     std::string out = "[";
@@ -116,9 +129,9 @@ void measure(const std::string& path, const Args& a) {
     return out + "]";
   };
   std::printf("{\"model\": \"%s\", \"exit\": %d, \"choices\": \"%s\", \"calls\": %ld, \"c_ns\": %s, "
-              "\"cpp_ns\": %s}\n",
-              path.c_str(), cpp_result.exit, plan.choices().c_str(), calls, list(c_ns).c_str(),
-              list(cpp_ns).c_str());
+              "\"cpp_ns\": %s, \"control_ns\": %s}\n",
+              path.c_str(), cpp.result.exit, cpp.plan.choices().c_str(), calls, list(ns[0]).c_str(),
+              list(ns[1]).c_str(), list(ns[2]).c_str());
   std::fflush(stdout);
 }
 
