@@ -16,7 +16,8 @@ endif
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 DNNL_HEADER := /usr/include/oneapi/dnnl/dnnl.hpp
 SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h')
-CPP_TESTS := $(wildcard tests/cpp/*) $(wildcard tests/stress/*.cpp) $(wildcard tests/capi/*)
+CPP_TESTS := $(wildcard tests/cpp/*) $(wildcard tests/stress/*.cpp) $(wildcard tests/capi/*) \
+             $(wildcard bench/*.cpp)
 # What else the CMake build reads: the C API's header, the package templates.
 LIBRARY_FILES := $(wildcard include/*.h) $(wildcard cmake/*)
 PREFIX ?= /usr/local
@@ -35,8 +36,8 @@ help:
 	@echo "make install PREFIX=P   the C and C++ library into P (default /usr/local): headers,"
 	@echo "            libbranchy.a and .so, branchy-run, the CMake package and branchy.pc"
 	@echo "make bench  the benchmarks, timed: the fused exit decision, the CPU engine vs peers"
-	@echo "            (the paper's networks; torchvision networks vs ONNX Runtime and OpenVINO);"
-	@echo "            writes bench/results/"
+	@echo "            (the paper's networks; torchvision networks vs ONNX Runtime and OpenVINO),"
+	@echo "            the C API's cost per call against the C++ API's; writes bench/results/"
 	@echo "make fuzz   libFuzzer on the model reader and plan builder, ASan + UBSan, 1,000,000 inputs"
 	@echo "make tsan   4 threads x 10,000 mixed calls on one plan, equal to serial calls, under"
 	@echo "            ThreadSanitizer (the runtime without oneDNN and OpenMP)"
@@ -91,7 +92,7 @@ install: $(BUILD)/.ctest-built
 test: $(VENV)/.built ctest
 	PYTHON=$(PY) BUILD=$(BUILD) bash tests/install/run.sh
 	PYTHON=$(PY) OUT=$(BUILD)/gpu-check bash bench/gpu_check.sh --dry-run
-	$(PY) -m pytest bench/ -q --benchmark-disable
+	BUILD=$(BUILD) $(PY) -m pytest bench/ -q --benchmark-disable
 	$(PY) -m pytest tests/ -q
 	$(MAKE) --no-print-directory test-aarch64
 
@@ -104,6 +105,7 @@ bench: $(VENV)/.built
 	$(PY) bench/any_network.py
 	$(PY) bench/denormals.py
 	$(PY) bench/python_threads.py
+	BUILD=$(BUILD) $(PY) bench/capi.py
 
 fuzz: $(VENV)/.built
 	RUNS=1000000 PYTHON=$(PY) bash tests/fuzz/run.sh

@@ -113,10 +113,10 @@ def cpp_loop(engine: Engine, x, rounds: int, calls: int) -> float:
     return sorted(us)[len(us) // 2]
 
 
-def python_overhead(directory: str, rounds: int) -> dict:
-    """The Python call's cost over the C++ loop at batch 1, on the smallest graph (input [1, 1, 1],
-    one linear op), where the run itself takes well under a microsecond: Engine(x) timed from
-    Python against Engine.time_run, in interleaved rounds."""
+def write_smallest(directory: str) -> str:
+    """Writes the smallest graph, input [1, 1, 1] and one linear op (one exit), to
+    DIRECTORY/smallest.branchy and returns its path: a run takes well under a microsecond, so a
+    call's cost around the run shows."""
     from branchy_engine.export import model_file
     from branchy_engine.export.model_file import Exit, Graph, Op, Stage, Value
     x = Value()
@@ -125,7 +125,13 @@ def python_overhead(directory: str, rounds: int) -> dict:
     path = os.path.join(directory, "smallest.branchy")
     with open(path, "wb") as f:
         f.write(model_file.serialize(graph, "{}"))
-    engine, sample = Engine(path), torch.zeros(1, 1, 1)
+    return path
+
+
+def python_overhead(directory: str, rounds: int) -> dict:
+    """The Python call's cost over the C++ loop at batch 1, on the smallest graph (write_smallest):
+    Engine(x) timed from Python against Engine.time_run, in interleaved rounds."""
+    engine, sample = Engine(write_smallest(directory)), torch.zeros(1, 1, 1)
     py, cpp = [], []
     warm_up(lambda: engine(sample), 1000)
     for _ in range(max(rounds, 11)):

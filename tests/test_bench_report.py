@@ -146,12 +146,12 @@ BENCH = os.path.join(os.path.dirname(__file__), "..", "bench")
 
 @pytest.mark.parametrize("script, name, indent, machine", [
     ("denormals", "denormals", 1, []), ("python_threads", "python-threads", 1, []),
-    ("any_network", "any-network", 2, ["threads"])])
+    ("any_network", "any-network", 2, ["threads"]), ("capi", "capi", 2, ["threads"])])
 def test_a_bench_script_record_rewritten_by_write_run_is_byte_identical(tmp_path, monkeypatch, capsys,
                                                                         script, name, indent, machine):
     # The committed record's date, command and machine given back through write_run (with the
     # script's own markdown and the indent its main passes) give the committed files byte for byte:
-    # the shared tail keeps the three scripts' formats.
+    # the shared tail keeps the scripts' formats.
     monkeypatch.syspath_prepend(BENCH)
     markdown = importlib.import_module(script).markdown
     committed = os.path.join(BENCH, "results", name)

@@ -1,7 +1,11 @@
 // The C API (include/branchy.h) over the C++ runtime: each call checks its pointers, calls the
 // C++ API inside one guard that turns every exception into a status and this thread's last error,
 // and copies the answer out. The runtime's logic stays in the C++ API; nothing here repeats it.
+// The library is built with hidden visibility (runtime/visibility.h); every function that branchy.h
+// declares is exported, and nothing else of this file.
+#pragma GCC visibility push(default)
 #include "branchy.h"
+#pragma GCC visibility pop
 
 #include <algorithm>
 #include <atomic>

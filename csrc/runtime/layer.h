@@ -10,21 +10,22 @@
 #include <vector>
 
 #include "model_file.h"
+#include "visibility.h"
 
 namespace branchy {
 
 // How one sample's activation [C, H, W] lies in memory.
 enum class Layout : int { NCHW = 0, NHWC = 1 };
 
-const char* layout_name(Layout layout);
+BRANCHY_API const char* layout_name(Layout layout);
 
 // Per-thread state a layer may need (scratch buffers, library handles); made by the layer, owned
 // by a Context, never shared between threads.
-struct LayerState {
+struct BRANCHY_API LayerState {
   virtual ~LayerState() = default;
 };
 
-class Layer {
+class BRANCHY_API Layer {
  public:
   virtual ~Layer() = default;
   // Reads one sample's input (in `input_layout()`), writes its output (in `output_layout()`).
@@ -60,29 +61,29 @@ class Layer {
 };
 
 // Changes one sample's layout between NCHW and NHWC.
-std::unique_ptr<Layer> make_reorder(Shape shape, Layout from, Layout to);
+BRANCHY_API std::unique_ptr<Layer> make_reorder(Shape shape, Layout from, Layout to);
 
 // Runs `layer` once on pseudo-random inputs against its op's reference (plain loops, NCHW) and
 // throws std::runtime_error naming the op, the kernel and the error where they differ by more
 // than 1e-4 of the reference's largest magnitude (plus 1e-5), NaN where the other has none
 // included: PlanOptions::verify's check of every chosen kernel.
-void verify_layer(const Op& op, const Layer& layer);
+BRANCHY_API void verify_layer(const Op& op, const Layer& layer);
 
 // The oneDNN layers of the kinds oneDNN runs (layers_dnnl.cpp; none without oneDNN). Each kind's
 // declaration (ops/) names its own.
-std::vector<std::unique_ptr<Layer>> dnnl_conv2d(const Op& op);
-std::vector<std::unique_ptr<Layer>> dnnl_pool2d(const Op& op);
-std::vector<std::unique_ptr<Layer>> dnnl_lrn(const Op& op);
-std::vector<std::unique_ptr<Layer>> dnnl_linear(const Op& op);
-std::vector<std::unique_ptr<Layer>> dnnl_res_block(const Op& op);
+BRANCHY_API std::vector<std::unique_ptr<Layer>> dnnl_conv2d(const Op& op);
+BRANCHY_API std::vector<std::unique_ptr<Layer>> dnnl_pool2d(const Op& op);
+BRANCHY_API std::vector<std::unique_ptr<Layer>> dnnl_lrn(const Op& op);
+BRANCHY_API std::vector<std::unique_ptr<Layer>> dnnl_linear(const Op& op);
+BRANCHY_API std::vector<std::unique_ptr<Layer>> dnnl_res_block(const Op& op);
 
 // Whether this build has the oneDNN layers, and which oneDNN it is ("" when none).
-bool have_dnnl();
-std::string dnnl_version();
+BRANCHY_API bool have_dnnl();
+BRANCHY_API std::string dnnl_version();
 
 // Sets the thread count oneDNN layers use from the calling thread (OpenMP's, which the caller's
 // other libraries share: PyTorch's torch.get_num_threads() among them) and returns the count it
 // replaced, so that the caller's can be put back (no-op without oneDNN: returns `threads`).
-int set_dnnl_threads(int threads);
+BRANCHY_API int set_dnnl_threads(int threads);
 
 }  // namespace branchy

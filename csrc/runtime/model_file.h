@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "exit_math.h"
+#include "visibility.h"
 
 namespace branchy {
 
@@ -19,7 +20,7 @@ constexpr uint32_t kFormatVersion = 2;
 constexpr uint32_t kFlagInputPrep = 0x1;
 
 // A file that is not a usable model: the message names the field or check that failed.
-class ModelError : public std::runtime_error {
+class BRANCHY_API ModelError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
@@ -54,12 +55,12 @@ enum class Act : int32_t {
   GeluTanh = 8,     // x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))
 };
 constexpr int32_t kLastAct = 8;
-const char* act_name(Act act);
+BRANCHY_API const char* act_name(Act act);
 
 // One op: its kind's declaration, the values it reads and writes, its attributes and tensors.
 // `ints` and `floats` are the file's words in the kind's order; the kind's check turns them into
 // the typed fields below (which fields mean something depends on the kind, see its declaration).
-struct Op {
+struct BRANCHY_API Op {
   const OpDef* def = nullptr;
   int32_t index = 0;                    // position in the model's op list
   std::vector<int32_t> inputs;          // value ids
@@ -117,7 +118,7 @@ struct InputPrep {
 
 // A parsed, checked model. It owns a copy of the file's bytes, placed 0-63 bytes into `bytes` so
 // that the weights section is 64-byte aligned in memory; the TensorViews point into it.
-struct Model {
+struct BRANCHY_API Model {
   uint32_t version = 0;
   Shape input;
   int32_t num_classes = 0;
@@ -141,22 +142,22 @@ struct Model {
 // Parses and checks a whole model file held in memory. Copies the bytes, unless `owner` keeps
 // them alive and the weights section lies 64-byte aligned in them: then the model points into
 // them (and holds `owner`). Throws ModelError.
-Model parse_model(const uint8_t* data, size_t size, std::shared_ptr<const void> owner = nullptr);
+BRANCHY_API Model parse_model(const uint8_t* data, size_t size, std::shared_ptr<const void> owner = nullptr);
 
 // Maps a file and parses it, the weights read in place (no copy). Refused before reading: a path
 // that is not a regular file (/dev/zero), a file over `max_bytes` (PlanOptions::max_memory's
 // default). Throws ModelError (also for I/O errors, naming the path).
-Model load_model(const std::string& path, int64_t max_bytes = int64_t(4) << 30);
+BRANCHY_API Model load_model(const std::string& path, int64_t max_bytes = int64_t(4) << 30);
 
 // The model as JSON (shapes, attributes, thresholds, class names, metadata, weight count): what
 // `branchy inspect` prints and what the Python tests compare against the network.
-std::string summarize(const Model& model);
+BRANCHY_API std::string summarize(const Model& model);
 
 // The op registry as JSON: per kind its name, code, attributes, tensors, inputs and semantics (what
 // the Python writer and the docs read).
-std::string registry_json();
+BRANCHY_API std::string registry_json();
 
 // FNV-1a 64 of `size` bytes (the file's checksum).
-uint64_t fnv1a64(const uint8_t* data, size_t size);
+BRANCHY_API uint64_t fnv1a64(const uint8_t* data, size_t size);
 
 }  // namespace branchy

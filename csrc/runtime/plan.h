@@ -15,6 +15,7 @@
 
 #include "layer.h"
 #include "model_file.h"
+#include "visibility.h"
 
 namespace branchy {
 
@@ -47,15 +48,15 @@ struct PlanOptions {
 // that is NaN or infinite ("input sample 2 contains NaN at element 17"; one sample: "input
 // contains ..."); the kernels would carry
 // it into a plausible-looking answer, or into NaN, depending on which kernel ran.
-void check_finite_input(const float* x, int64_t samples, int64_t per_sample);
+BRANCHY_API void check_finite_input(const float* x, int64_t samples, int64_t per_sample);
 
 // Sets options.kernels (and pinned) from the tools' spelling: "measure", "own", "dnnl" or
 // "pin:" followed by Plan::choices(); std::invalid_argument otherwise.
-void parse_kernels(const std::string& text, PlanOptions& options);
+BRANCHY_API void parse_kernels(const std::string& text, PlanOptions& options);
 
 // Called around each stage and each exit head (with its decision) of an instrumented run: the
 // profiler's hook (timers, hardware counters). `index` is the stage or exit index.
-class Probe {
+class BRANCHY_API Probe {
  public:
   enum class Part { Stage, Exit };
   virtual ~Probe() = default;
@@ -78,10 +79,10 @@ enum class PixelOrder { CHW, HWC };
 // One image of raw 8-bit pixels as the float32 [C, H, W] the network takes, as training prepared
 // it (the model file's InputPrep): x / pixel_max, then (x - mean[c]) / std[c], in float32 as
 // PyTorch computes it, so the floats are the very ones training's preparation gave.
-void prepare_pixels(const InputPrep& prep, const Shape& shape, const uint8_t* pixels, PixelOrder order,
-                    float* out);
+BRANCHY_API void prepare_pixels(const InputPrep& prep, const Shape& shape, const uint8_t* pixels,
+                                PixelOrder order, float* out);
 // Throws std::invalid_argument, saying what to do, if the model records no input preparation.
-void check_input_prep(const Model& model);
+BRANCHY_API void check_input_prep(const Model& model);
 
 // What a plan keeps in memory (bytes): the model's weights as the file holds them, weights packed
 // for the kernels, the activation arena (values inside a stage or head, placed by liveness), one
@@ -102,9 +103,9 @@ struct Demand {
   int64_t activation_bytes = 0;     // every value of the graph (the arena holds fewer at once)
   int64_t memory_bytes() const { return weight_bytes + packed_bytes + activation_bytes; }
 };
-Demand estimate_demand(const Model& model);
+BRANCHY_API Demand estimate_demand(const Model& model);
 
-class Context {
+class BRANCHY_API Context {
  public:
   ~Context();
   struct State;  // opaque: plan.cpp
@@ -119,7 +120,7 @@ class Context {
   friend class Plan;
 };
 
-class Plan {
+class BRANCHY_API Plan {
  public:
   explicit Plan(Model model, PlanOptions options = PlanOptions());
   ~Plan();

@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "runtime/model_file.h"
-#include "runtime/ops/registry.h"
 
 namespace model_builder {
 
@@ -42,11 +41,15 @@ inline uint32_t bits(float f) {
   return u;
 }
 
-// The kind code of an op kind's name (the registry's); throws for a name it does not know.
+// The kind code of an op kind's name, read from registry_json() as the Python writer reads it: the
+// public API, so that the C API's test, which links libbranchy.so (its API alone exported), can
+// build models too. Throws for a name it does not know.
 inline uint32_t code_of(const std::string& kind) {
-  const branchy::OpDef* def = branchy::find_op(kind);
-  if (def == nullptr) throw std::logic_error("model_builder: no op kind named " + kind);
-  return def->code;
+  static const std::string registry = branchy::registry_json();
+  const std::string key = "{\"name\": \"" + kind + "\", \"code\": ";
+  const size_t at = registry.find(key);
+  if (at == std::string::npos) throw std::logic_error("model_builder: no op kind named " + kind);
+  return uint32_t(std::stoul(registry.substr(at + key.size())));
 }
 
 // A v2 file as records a test may change before file() writes them. Ops go into one list in the

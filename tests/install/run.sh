@@ -5,7 +5,8 @@
 # against libbranchy.a); each run on B-LeNet (the shipped checkpoint, exported with threshold 0.5)
 # and on 64 random 8-bit images, and checked against the Python engine's answers (class and exit
 # equal, entropy within 2e-4: the examples print 4 decimals). Also: the installed branchy-run
-# answers the same, libbranchy.so carries its soname, the version is the Python package's.
+# answers the same, libbranchy.so carries its soname and exports its API alone (the functions of
+# branchy.h and the C++ API's BRANCHY_API names), the version is the Python package's.
 #
 #   BUILD=build PYTHON=.venv/bin/python bash tests/install/run.sh
 set -euo pipefail
@@ -31,6 +32,40 @@ VERSION=$(pkg-config --modversion branchy)
 [[ -f $LIBDIR/libbranchy.a ]] || fail "libbranchy.a not in $LIBDIR"
 readelf -d "$LIBDIR/libbranchy.so" | grep -q "SONAME.*\[libbranchy\.so\.${VERSION%%.*}\]" ||
   fail "libbranchy.so has no soname libbranchy.so.${VERSION%%.*}"
+
+echo "== libbranchy.so exports its API alone"
+# Every dynamic symbol it defines is public, so that none can clash with an embedder's own copy
+# of what the library uses inside (oneDNN, the standard library's templates, the runtime's
+# helpers): a C name is a function that the installed branchy.h declares (and every one of those
+# is there); a C++ name (demangled; typeinfo and vtables by their class) lies in namespace branchy,
+# and the first name after branchy:: is a class or function that an installed C++ header marks
+# BRANCHY_API (a class's members, nested ones included, go with it).
+nm -D --defined-only -P "$LIBDIR/libbranchy.so" | cut -d' ' -f1 > "$WORK/symbols.txt"
+c++filt < "$WORK/symbols.txt" > "$WORK/demangled.txt"
+"$PYTHON" - "$WORK/symbols.txt" "$WORK/demangled.txt" "$PREFIX/include" <<'PY' ||
+import glob, re, sys
+symbols, demangled, include = sys.argv[1:]
+pairs = list(zip(open(symbols).read().splitlines(), open(demangled).read().splitlines()))
+c_api = set(re.findall(r"\b(branchy_\w+)\s*\(", open(f"{include}/branchy.h").read()))
+marked = set()
+for header in glob.glob(f"{include}/branchy/**/*.h", recursive=True):
+    text = open(header).read()
+    marked |= set(re.findall(r"\b(?:class|struct)\s+BRANCHY_API\s+(\w+)", text))
+    marked |= set(re.findall(r"\bBRANCHY_API\b[^;{(]*?(\w+)\s*\(", text))
+bad, c_names, cpp_names = [], set(), 0
+for name, plain in pairs:
+    if not name.startswith("_Z"):
+        c_names.add(name)
+        bad += [] if name in c_api else [name]
+        continue
+    cpp_names += 1
+    owner = re.match(r"(?:typeinfo name for |typeinfo for |vtable for )?branchy::(\w+)", plain)
+    bad += [] if owner and owner.group(1) in marked else [plain]
+assert not bad, f"{len(bad)} exported symbols are not the public API:\n  " + "\n  ".join(sorted(bad))
+assert c_names == c_api, f"branchy.h declares these, libbranchy.so lacks them: {sorted(c_api - c_names)}"
+print(f"   {len(pairs)} symbols: the {len(c_names)} functions of branchy.h, {cpp_names} of the C++ API")
+PY
+  fail "libbranchy.so exports more than its API"
 
 echo "== the model, the images and the Python engine's answers"
 MODEL=$WORK/b_lenet.branchy
