@@ -449,9 +449,9 @@ def test_running_out_of_memory_is_a_python_memory_error(tmp_path):
     # A std::bad_alloc (a plan allowed past max_memory by the caller, or a batch's buffers) is a
     # Python MemoryError that says what ran out, never an abort; the engine still works after.
     # In a child process whose address space is limited, so that nothing else feels it.
-    from test_graph_ops import _bomb
-    huge, _ = _bomb(tmp_path, "huge", (1, 46340, 46340), lambda x: [])
-    big, _ = _bomb(tmp_path, "big", (3, 64, 64), lambda x: [])
+    from exported_models import bomb_model
+    huge, _ = bomb_model(tmp_path, "huge", (1, 46340, 46340), lambda x: [])
+    big, _ = bomb_model(tmp_path, "big", (3, 64, 64), lambda x: [])
     child = subprocess.run([sys.executable, "-c", _OUT_OF_MEMORY, huge, big], capture_output=True,
                            text=True, timeout=300)
     assert child.returncode == 0, child.stderr
