@@ -192,7 +192,8 @@ def test_every_own_kernel_of_every_op_matches_pytorch(every_op):
                 torch.testing.assert_close(g.double(), r[n], rtol=0, atol=1e-4 * scale + 1e-6,
                                            msg=lambda m: f"pin {digit}, exit {e}, sample {n}: {m}\n"
                                                          f"{engine.describe()}")
-    for kernel in ("implicit GEMM", "direct, NCHW", "depthwise, NHWC", "winograd", "pointwise"):
+    for kernel in ("implicit GEMM", "direct, NCHW", "depthwise, NHWC", "winograd", "pointwise",
+                   "planar GEMM"):
         assert kernel in described, kernel
 
 
@@ -283,10 +284,12 @@ def test_the_plan_reports_its_memory(every_op):
     f = engine.footprint()
     assert f["weight_bytes"] == model_file.summary(every_op[0])["weights"] * 4
     # Values are placed 64-byte aligned: [8, 9, 9] takes 656 floats. The own kernels are NHWC
-    # (stage 1's max pool of the skip a too), so stage 0 reorders its input first and a stays
-    # NHWC; the arena's widest moment is the pointwise conv, reading b and writing c (a and d are
-    # in the out slot); stage 1 peaks no higher, its values reusing the space as they die.
-    assert engine.describe().splitlines()[0].startswith("stage 1: reorder NCHW->NHWC")
+    # (stage 1's max pool of the skip a too), so stage 0's first conv reads the NCHW input with
+    # the planar kernel (no reorder) and a is NHWC; the arena's widest moment is the pointwise
+    # conv, reading b and writing c (a and d are in the out slot); stage 1 peaks no higher, its
+    # values reusing the space as they die.
+    first = engine.describe().splitlines()[0]
+    assert first.startswith("stage 1: conv2d 4->8") and "planar GEMM, NCHW->NHWC" in first, first
     assert f["arena_bytes"] == 2 * 656 * 4
     # A slot holds what stage 0 passes on: d and a.
     assert f["slot_bytes"] == 2 * 656 * 4

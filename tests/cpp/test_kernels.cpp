@@ -600,10 +600,43 @@ void check_windowed(int in_c, int out_c, int h, int w, int kh, int kw, int strid
                 branchy::act_name(act), bad, got[std::max(bad, 0L)], want[std::max(bad, 0L)]);
     }
   }
+  // The planar kernel on the same input as planes (NCHW), where its K fits: every activation
+  // class (in registers, clamp, after the rows), twice on one scratch (the padding stays zero).
+  if (in_c * kh * kw > branchy::kMaxGemmTaps) return;
+  std::vector<float> planes(in.size());
+  for (int y = 0; y < h; ++y) {
+    for (int x = 0; x < w; ++x) {
+      for (int k = 0; k < in_c; ++k) {
+        planes[(size_t(k) * h + y) * w + x] = in[(size_t(y) * w + x) * in_c + k];
+      }
+    }
+  }
+  branchy::PointwiseGeometry pg = g;
+  pg.planar = true;
+  for (Act act : {Act::None, Act::Clamp, Act::Silu}) {
+    std::vector<float> want, scale;
+    act_expectation(act, pre, mag, &want, &scale);
+    for (Isa isa : simd_isas()) {
+      const auto p = branchy::pack_pointwise(isa, pg, weight.data(), bias.data());
+      std::vector<float> scratch(branchy::planar_scratch_floats(pg), 0.0f);
+      for (int call = 0; call < 2; ++call) {
+        std::vector<float> got = with_canaries(out_n);
+        branchy::planar_gemm(pg, p, planes.data(), residual.data(), act, kClampLo, kClampHi,
+                             got.data(), scratch.data());
+        const long bad = first_mismatch(got, want, scale, out_n, 1e-5f);
+        CHECK_MSG(bad < 0 && canaries_intact(got, out_n),
+                  "%s planar GEMM %d->%d %dx%d k%dx%d s%d p%d,%d d%d %s call %d: [%ld] %.9g want %.9g",
+                  branchy::isa_name(isa), in_c, out_c, h, w, kh, kw, stride, pt, pl, dil,
+                  branchy::act_name(act), call, bad, got[std::max(bad, 0L)], want[std::max(bad, 0L)]);
+      }
+    }
+  }
 }
 
 TEST(implicit_gemm_tiers_match_double_precision) {
-  for (int in_c : {3, 16}) {
+  // in_c 1 and 3 also run the planar kernel (K = in_c x window positions up to 64 terms); out_c
+  // 5, 32 and 70: a partial vector, whole vectors, panels and a tail.
+  for (int in_c : {1, 3, 16}) {
     for (int out_c : {5, 32, 70}) {
       check_windowed(in_c, out_c, 13, 11, 3, 3, 1, 1, 1, 1);
       check_windowed(in_c, out_c, 13, 11, 3, 3, 2, 1, 1, 1);

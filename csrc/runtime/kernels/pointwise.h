@@ -24,6 +24,9 @@ constexpr int64_t kMaxGemmTaps = 64;
 struct PointwiseGeometry {
   int32_t in_c, in_h, in_w, out_c, out_h, out_w, stride_h, stride_w;
   int32_t kernel_h = 1, kernel_w = 1, pad_top = 0, pad_left = 0, dilation_h = 1, dilation_w = 1;
+  // The input planar (NCHW, planar_gemm): panel rows in the weight's own order (channel, then
+  // window position) instead of (window position, channel).
+  bool planar = false;
   int32_t taps() const { return kernel_h * kernel_w; }
 };
 
@@ -43,6 +46,16 @@ PackedPointwise pack_pointwise(Isa isa, const PointwiseGeometry& g, const float*
 void pointwise_nhwc(const PointwiseGeometry& g, const PackedPointwise& p, const float* weights,
                     const float* in, const float* residual, Act act, float lo, float hi, float* out,
                     const float* zeros = nullptr);
+
+// A convolution of a planar (NCHW) input with few channels (a network's first, on RGB), output
+// NHWC: each (channel, window position) is one term of K, read at a fixed offset from the
+// window's corner in `scratch`, the input copied with its padding (planar_scratch_floats; zeros
+// when allocated, only the interior is written). A 1-channel term per step would cost the NHWC
+// kernel a row pointer per term and pixel; here a tile of pixels of one output row needs one.
+// `g.planar` set, in_c * taps() <= kMaxGemmTaps; `residual` (NHWC) may be null.
+size_t planar_scratch_floats(const PointwiseGeometry& g);
+void planar_gemm(const PointwiseGeometry& g, const PackedPointwise& p, const float* in,
+                 const float* residual, Act act, float lo, float hi, float* out, float* scratch);
 
 // out = p.weights with input channel k's weights times scale[k] (p.weights.size() floats): a
 // convolution of x * scale per channel (squeeze-excitation) is the convolution of x with these.

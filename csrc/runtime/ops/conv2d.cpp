@@ -306,6 +306,52 @@ class PointwiseLayer : public Layer {
   Buffer zeros_;  // what window positions in the padding read
 };
 
+// A network's first convolution (groups 1, a few input channels: RGB) straight from the planar
+// (NCHW) input to NHWC: no reorder of the input, and one row pointer per tile of pixels where
+// the NHWC implicit GEMM takes one per pixel and window position (measured on MobileNetV2's
+// 3->32 3x3 s2 stem: see planar_gemm).
+class PlanarGemmLayer : public Layer {
+ public:
+  explicit PlanarGemmLayer(const Op& op)
+      : Layer(op.ins, op.out), g_(planar_geometry(op)), act_(op.act), lo_(op.act_lo), hi_(op.act_hi),
+        packed_(pack_pointwise(active_isa(), g_, op.tensors[0].data, op.tensors[1].data)) {}
+  // Few channels: the kernel's K (channels x window positions) must fit its 64 terms, and with
+  // many channels the NHWC kernels read the input once per channel vector, not once per term.
+  static bool fits(const Op& op) {
+    return op.groups == 1 && !op.input_scale && op.ins.size() == 1 && op.in.c <= 4 &&
+           int64_t(op.in.c) * op.kernel_h * op.kernel_w <= kMaxGemmTaps &&
+           active_isa() != Isa::Portable;
+  }
+  void forward(const float* in, float* out, LayerState* state) const override {
+    planar_gemm(g_, packed_, in, nullptr, act_, lo_, hi_, out,
+                static_cast<ScratchState*>(state)->buffer.data());
+  }
+  // Buffer starts zeroed: the padding planar_gemm's scratch needs.
+  std::unique_ptr<LayerState> make_state() const override {
+    return std::make_unique<ScratchState>(scratch_floats());
+  }
+  size_t scratch_floats() const override { return planar_scratch_floats(g_); }
+  size_t packed_floats() const override { return packed_.weights.size() + packed_.bias.size(); }
+  Layout input_layout() const override { return Layout::NCHW; }
+  Layout output_layout() const override { return Layout::NHWC; }
+  std::string describe() const override {
+    return conv_text(g_.in_c, g_.out_c, g_.kernel_h, g_.kernel_w, g_.stride_h, g_.pad_top, 1,
+                     g_.dilation_h, false, false, act_) +
+           " [own " + isa_name(packed_.isa) + " planar GEMM, NCHW->NHWC]";
+  }
+
+ private:
+  static PointwiseGeometry planar_geometry(const Op& op) {
+    PointwiseGeometry g = gemm_geometry(op);
+    g.planar = true;
+    return g;
+  }
+  PointwiseGeometry g_;
+  Act act_;
+  float lo_, hi_;
+  PackedPointwise packed_;
+};
+
 // 3x3 at stride 1 (groups 1, dilation 1) on NHWC by Winograd's F(2x2, 3x3): 2.25x fewer
 // multiplies than the direct sum; the plan measures it against the others per layer.
 class WinogradLayer : public Layer {
@@ -430,6 +476,8 @@ Layers own(const Op& op) {
   for (auto& layer : others) out.push_back(std::move(layer));
   // The reference takes the scale itself.
   if (!direct) out.push_back(reference_layer(op, depthwise ? "portable depthwise" : "portable"));
+  // Last, so that the other kernels keep their indices in pinned choices.
+  if (PlanarGemmLayer::fits(op)) out.push_back(std::make_unique<PlanarGemmLayer>(op));
   return out;
 }
 
