@@ -8,7 +8,6 @@
 #include <sstream>
 #include <unordered_map>
 
-#include "kernels/activation.h"
 #include "kernels/simple_ops.h"
 #include "layer.h"
 #include "ops/registry.h"
@@ -177,12 +176,12 @@ class DnnlSingle : public DnnlLayer {
   }
   void forward(const float* in, float* out, LayerState* state) const override {
     static_cast<CallState*>(state)->calls[0]->run(in, out);
-    act_after(out);
+    apply_act(act_, lo_, hi_, out, size_t(out_.numel()));
   }
   // A convolution with a residual: the second input is the binary-add post-op's tensor.
   void forward_n(const float* const* ins, float* out, LayerState* state) const override {
     static_cast<CallState*>(state)->calls[0]->run(ins[0], out, ins_.size() > 1 ? ins[1] : nullptr);
-    act_after(out);
+    apply_act(act_, lo_, hi_, out, size_t(out_.numel()));
   }
   std::unique_ptr<LayerState> make_state() const override {
     auto state = std::make_unique<CallState>();
@@ -191,17 +190,6 @@ class DnnlSingle : public DnnlLayer {
   }
 
  private:
-  // The SIMD tier's act_vec gives apply_act's very values (NaN and -0 included), a vector at a
-  // time: apply_act's loops are built for the baseline ISA (4 lanes), and this pass over the
-  // output (the clamp after MobileNetV2's stem and depthwise layers, 1.6 MB) took 2.3% of the
-  // network's time.
-  void act_after(float* out) const {
-    const size_t n = size_t(out_.numel());
-    if (act_ != Act::None && !act_array_simd(active_isa(), act_, lo_, hi_, out, out, n)) {
-      apply_act(act_, lo_, hi_, out, n);
-    }
-  }
-
   Primitive p_;
   Act act_;
   float lo_, hi_;
