@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from branchy_engine.argtypes import positive  # noqa: E402
 from branchy_engine.export import write_model  # noqa: E402
 from branchy_engine.runtime.engine import thresholds_for_exit  # noqa: E402
 from any_network import write_smallest  # noqa: E402
@@ -101,8 +102,8 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--plans", type=int, default=5, help="plans through each API (default: %(default)s)")
-    p.add_argument("--rounds", type=int, default=101, help="timing rounds (default: %(default)s)")
+    p.add_argument("--plans", type=positive, default=5, help="plans through each API (default: %(default)s)")
+    p.add_argument("--rounds", type=positive, default=101, help="timing rounds (default: %(default)s)")
     p.add_argument("--build", default=os.environ.get("BUILD", os.path.join(ROOT, "build")),
                    help="CMake build folder (default: $BUILD or build/)")
     p.add_argument("--quick", action="store_true",
